@@ -1,0 +1,11 @@
+"""Management REST routes, one module per resource."""
+
+from fastapi import APIRouter
+
+from app.api import health, sessions, tutors
+from app.deps import ApiKey
+
+router = APIRouter()
+router.include_router(health.router)
+router.include_router(sessions.router, dependencies=[ApiKey])
+router.include_router(tutors.router, dependencies=[ApiKey])

@@ -1,0 +1,84 @@
+"""`/v1/sessions`: the web backend opens, inspects and ends conversation sessions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from app.deps import ServicesDep, SessionsDep
+from app.sessions import SessionInfo
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+class SessionCreate(BaseModel):
+    tutor_id: int
+    student_id: int | None = None
+    kb_id: str | None = Field(None, max_length=200)
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    engine_url: str
+    engine_token: str
+    status: str
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    tutor_id: int
+    student_id: int | None
+    kb_id: str | None
+    status: str
+    created_at: dt.datetime
+    last_activity_at: dt.datetime
+    ended_at: dt.datetime | None
+    end_reason: str | None
+
+    @classmethod
+    def of(cls, info: SessionInfo) -> SessionOut:
+        return cls(
+            session_id=info.id,
+            tutor_id=info.tutor_id,
+            student_id=info.student_id,
+            kb_id=info.kb_id,
+            status=info.status,
+            created_at=info.created_at,
+            last_activity_at=info.last_activity_at,
+            ended_at=info.ended_at,
+            end_reason=info.end_reason,
+        )
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionOut]
+    count: int
+
+
+@router.post("", status_code=201, response_model=SessionCreated)
+def create_session(body: SessionCreate, sessions: SessionsDep, services: ServicesDep) -> SessionCreated:
+    info, token = sessions.create(body.tutor_id, body.student_id, body.kb_id)
+    return SessionCreated(
+        session_id=info.id,
+        engine_url=f"{services.settings.public_ws_base}/ws/{info.id}",
+        engine_token=token,
+        status=info.status,
+    )
+
+
+@router.get("", response_model=SessionList)
+def list_sessions(sessions: SessionsDep) -> SessionList:
+    active = [SessionOut.of(s) for s in sessions.list_active()]
+    return SessionList(sessions=active, count=len(active))
+
+
+@router.get("/{session_id}", response_model=SessionOut)
+def get_session(session_id: str, sessions: SessionsDep) -> SessionOut:
+    return SessionOut.of(sessions.get(session_id))
+
+
+@router.delete("/{session_id}", response_model=SessionOut)
+def delete_session(session_id: str, sessions: SessionsDep) -> SessionOut:
+    return SessionOut.of(sessions.end(session_id, "deleted"))

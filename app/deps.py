@@ -1,0 +1,50 @@
+"""FastAPI dependencies as `Annotated` aliases; tests override them through the app."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import Unauthorized
+from app.server import Services
+from app.sessions import SessionManager
+from tutors.store import TutorStore
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_sessions(services: ServicesDep) -> SessionManager:
+    return services.sessions
+
+
+def get_tutors(services: ServicesDep) -> TutorStore:
+    return services.tutors
+
+
+SessionsDep = Annotated[SessionManager, Depends(get_sessions)]
+TutorsDep = Annotated[TutorStore, Depends(get_tutors)]
+
+_bearer = HTTPBearer(auto_error=False, description="MANAGEMENT_API_KEY, when the operator set one")
+
+
+def require_api_key(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    key = services.settings.management_api_key
+    if key is None:
+        return
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+        raise Unauthorized("missing or wrong API key: send `Authorization: Bearer <MANAGEMENT_API_KEY>`")
+
+
+ApiKey = Depends(require_api_key)

@@ -1,0 +1,109 @@
+"""Builds the one ASGI app: services, REST routes, the WebSocket, and the Gradio UI.
+
+`app.py` (the composition root) calls `build_services` and `create_app`; tests call them too,
+with their own settings and engines, and drive the result over real HTTP and WebSockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.conversation import ConversationService
+from app.db import Database
+from app.engines import EngineHub
+from app.errors import TutorError
+from app.sessions import SessionManager
+from app.settings import Settings
+from app.ws import LiveConnections
+from tutors import llm
+from tutors.store import TutorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    tutors: TutorStore
+    sessions: SessionManager
+    hub: EngineHub
+    conversation: ConversationService
+    live: LiveConnections
+
+
+def build_services(settings: Settings) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database)
+    db.migrate()
+    tutors = TutorStore(db)
+    sessions = SessionManager(
+        db, max_sessions=settings.max_sessions, timeout_seconds=settings.session_timeout_seconds
+    )
+    hub = EngineHub()
+    hub.add("llm", llm.create(settings))
+    live = LiveConnections()
+    sessions.on_end(live.session_ended)
+    conversation = ConversationService(db, tutors, hub, settings)
+    return Services(settings, db, tutors, sessions, hub, conversation, live)
+
+
+async def _sweep_idle(services: Services) -> None:
+    while True:
+        await asyncio.sleep(services.settings.session_sweep_seconds)
+        try:
+            expired = await asyncio.to_thread(services.sessions.expire_idle)
+        except Exception:
+            log.exception("idle-session sweep failed; retrying at the next interval")
+            continue
+        if expired:
+            log.info("ended %d idle session(s)", len(expired))
+
+
+def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        services.live.bind_loop(asyncio.get_running_loop())
+        tasks = [
+            asyncio.create_task(services.hub.warm_all(), name="warm-engines"),
+            asyncio.create_task(_sweep_idle(services), name="sweep-idle-sessions"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            services.db.close()
+
+    app = FastAPI(
+        title="Virtual Tutor",
+        summary="Multi-tenant AI tutor server: sessions, tutors and real-time conversation.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+
+    @app.exception_handler(TutorError)
+    async def tutor_error(_request: Request, exc: TutorError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.http_status, headers=headers)
+
+    from app import api, ws
+
+    app.include_router(api.router)
+    app.include_router(ws.router)
+    if with_ui:
+        import gradio as gr
+
+        from app.ui import build_ui
+
+        gr.mount_gradio_app(app, build_ui(services), path=services.settings.ui_path)
+    return app

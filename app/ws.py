@@ -1,0 +1,295 @@
+"""The contract WebSocket: `/ws/{connection_id}?token=` and its alias `/ws/ws/{connection_id}`.
+
+A connection is either one session's (`<session_id>`) or one student's (`user_<id>`), carrying
+any of that student's live sessions, each message naming its `engine_session_id`. Every
+engine session on a socket has its own turn queue and worker, so turns of one chat stay in
+order and a flood is refused with an error instead of piling up. Bad input gets an `error`
+message; the socket and the session stay usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.conversation import ConversationService
+from app.errors import InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
+from app.pipeline import AnswerText, Frame, TextDelta
+from app.sessions import SessionInfo, SessionManager
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+POLICY_VIOLATION = 1008
+INPUT_TYPES = ("text", "text_webrtc", "audio", "webrtc_offer", "webrtc_ice_candidate")
+
+
+class ClientMessage(BaseModel):
+    """What a client may send; unknown extra fields are ignored, as the old server did."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    content: Any = None
+    tutor_id: int | None = None
+    session_id: int | str | None = None
+    engine_session_id: str | None = None
+    user_id: int | str | None = None
+    avatar_id: str | None = None
+    kb_id: str | None = None
+    sample_rate: int | None = None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+@dataclass
+class Turn:
+    chat_id: str
+    text: str
+
+
+@dataclass
+class Worker:
+    session: SessionInfo
+    queue: asyncio.Queue[Turn]
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)  # identity, not value: connections live in sets
+class Connection:
+    ws: WebSocket
+    user_id: int | None  # set for `user_<id>` sockets
+    own_session: SessionInfo | None  # set for `<session_id>` sockets
+    sessions: SessionManager
+    conversation: ConversationService
+    settings: Settings
+    workers: dict[str, Worker] = field(default_factory=dict)
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        message.setdefault("timestamp", _now())
+        async with self.send_lock:
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except (WebSocketDisconnect, RuntimeError):
+                self.closed = True
+
+    async def send_error(self, error: TutorError, **extra: Any) -> None:
+        await self.send({"type": "error", "content": error.message, "code": error.code, **extra})
+
+    # -- input ---------------------------------------------------------------------------
+    async def handle_raw(self, raw: str) -> None:
+        if len(raw.encode()) > self.settings.ws_max_message_bytes:
+            raise InvalidInput(f"message larger than {self.settings.ws_max_message_bytes} bytes")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"message is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        if not isinstance(data, dict):
+            raise InvalidInput("message must be a JSON object with a `type`")
+        try:
+            message = ClientMessage.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+            raise InvalidInput(f"malformed message: {problems}") from None
+        await self.handle(message)
+
+    async def handle(self, message: ClientMessage) -> None:
+        if message.type not in INPUT_TYPES:
+            raise InvalidInput(f"unknown message type {message.type!r}; expected one of {', '.join(INPUT_TYPES)}")
+        session = await self.target_session(message)
+        if message.tutor_id is not None and message.tutor_id != session.tutor_id:
+            raise InvalidInput(f"tutor_id {message.tutor_id} does not match this session's tutor {session.tutor_id}")
+        if message.type not in ("text", "text_webrtc"):
+            raise InvalidInput(f"`{message.type}` messages are not supported by this server yet; send `text`")
+        text = self.conversation.check_text(message.content)
+        chat_id = "" if message.session_id is None else str(message.session_id)
+        worker = self.workers.get(session.id)
+        if worker is None:
+            worker = Worker(session, asyncio.Queue(maxsize=self.settings.ws_max_pending_turns))
+            worker.task = asyncio.create_task(self.run_worker(worker))
+            self.workers[session.id] = worker
+        try:
+            worker.queue.put_nowait(Turn(chat_id, text))
+        except asyncio.QueueFull:
+            raise TooBusy(
+                f"{self.settings.ws_max_pending_turns} questions are already waiting; "
+                "wait for the answers before sending more"
+            ) from None
+        await asyncio.to_thread(self.sessions.touch, session.id)
+
+    async def target_session(self, message: ClientMessage) -> SessionInfo:
+        if self.own_session is not None:
+            if message.engine_session_id and message.engine_session_id != self.own_session.id:
+                raise InvalidInput("engine_session_id does not match this socket's session")
+            return self.own_session
+        session_id = message.engine_session_id
+        if not session_id:
+            raise InvalidInput("`engine_session_id` is required on a user_<id> socket")
+        try:
+            session = await asyncio.to_thread(self.sessions.require_active, session_id)
+        except NotFound:
+            raise InvalidInput(f"unknown engine_session_id {session_id}") from None
+        if session.student_id != self.user_id:
+            raise InvalidInput("that engine session belongs to another user")
+        return session
+
+    # -- output --------------------------------------------------------------------------
+    async def run_worker(self, worker: Worker) -> None:
+        while True:
+            turn = await worker.queue.get()
+            tags = self.tags(worker.session, turn.chat_id)
+            try:
+                async for frame in self.conversation.answer(worker.session, turn.chat_id, turn.text):
+                    await self.send_frame(frame, tags)
+            except TutorError as exc:
+                await self.send_error(exc, **tags)
+            except Exception:
+                log.exception("turn failed in session %s", worker.session.id)
+                await self.send({"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags})
+            await asyncio.to_thread(self.sessions.touch, worker.session.id)
+
+    def tags(self, session: SessionInfo, chat_id: str) -> dict[str, Any]:
+        tags: dict[str, Any] = {"engine_session_id": session.id}
+        if chat_id:
+            tags["session_id"] = chat_id
+        return tags
+
+    async def send_frame(self, frame: Frame, tags: dict[str, Any]) -> None:
+        if isinstance(frame, TextDelta):
+            await self.send({"type": "text_delta", "content": frame.text, "role": "assistant", **tags})
+        elif isinstance(frame, AnswerText):
+            await self.send(
+                {
+                    "type": "text",
+                    "content": frame.text,
+                    "role": "assistant",
+                    "final": True,
+                    "sources": frame.sources,
+                    **tags,
+                }
+            )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def session_ended(self, info: SessionInfo) -> None:
+        worker = self.workers.pop(info.id, None)
+        if worker and worker.task:
+            worker.task.cancel()
+        await self.send_error(SessionEnded(f"session {info.id} has ended ({info.end_reason})"), engine_session_id=info.id)
+        if self.user_id is None:
+            await self.close(1000, "session ended")
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                await self.ws.close(code=code, reason=reason)
+            except RuntimeError:
+                pass
+
+    async def shutdown(self) -> None:
+        tasks = [w.task for w in self.workers.values() if w.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.workers.clear()
+
+
+class LiveConnections:
+    """Open sockets by session, so ending a session (from any thread) reaches its sockets."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, set[Connection]] = {}
+        self._by_user: dict[int, set[Connection]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def add(self, conn: Connection, session_id: str | None) -> None:
+        if session_id:
+            self._by_session.setdefault(session_id, set()).add(conn)
+        if conn.user_id is not None:
+            self._by_user.setdefault(conn.user_id, set()).add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        for index in (self._by_session, self._by_user):
+            for key in [k for k, conns in index.items() if conn in conns]:
+                index[key].discard(conn)
+                if not index[key]:
+                    del index[key]
+
+    def count(self) -> int:
+        return len({c for conns in (*self._by_session.values(), *self._by_user.values()) for c in conns})
+
+    def session_ended(self, info: SessionInfo) -> None:
+        """SessionManager listener; may be called from a worker thread."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self._notify(info), self._loop)
+
+    async def _notify(self, info: SessionInfo) -> None:
+        targets = set(self._by_session.get(info.id, ()))
+        if info.student_id is not None:
+            targets |= self._by_user.get(info.student_id, set())
+        await asyncio.gather(*(c.session_ended(info) for c in targets), return_exceptions=True)
+
+
+async def _authenticate(
+    sessions: SessionManager, connection_id: str, token: str
+) -> tuple[int | None, SessionInfo | None]:
+    if connection_id.startswith("user_"):
+        try:
+            user_id = int(connection_id.removeprefix("user_"))
+        except ValueError:
+            raise Unauthorized("connection id must be <session_id> or user_<user_id>") from None
+        await asyncio.to_thread(sessions.authenticate_user, user_id, token)
+        return user_id, None
+    return None, await asyncio.to_thread(sessions.authenticate, connection_id, token)
+
+
+@router.websocket("/ws/{connection_id}")
+@router.websocket("/ws/ws/{connection_id}")
+async def conversation_socket(websocket: WebSocket, connection_id: str, token: str = "") -> None:
+    services = websocket.app.state.services
+    try:
+        user_id, session = await _authenticate(services.sessions, connection_id, token)
+    except TutorError:
+        # Closing before accept answers the handshake with HTTP 403.
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    conn = Connection(websocket, user_id, session, services.sessions, services.conversation, services.settings)
+    services.live.add(conn, session.id if session else None)
+    try:
+        while True:
+            event = await websocket.receive()
+            if event["type"] == "websocket.disconnect":
+                break
+            raw = event.get("text")
+            if raw is None:
+                await conn.send_error(InvalidInput("send JSON in text frames, not binary frames"))
+                continue
+            try:
+                await conn.handle_raw(raw)
+            except TutorError as exc:
+                await conn.send_error(exc)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        conn.closed = True
+        services.live.remove(conn)
+        await conn.shutdown()

@@ -1,0 +1,63 @@
+"""What survives a restart, and the schema that migrations own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import websockets
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from app.db import Base, Database
+from tests.conftest import collect_answer, new_session, new_tutor, ws_url
+
+
+async def test_tutors_sessions_tokens_and_history_survive_a_restart(server) -> None:
+    with server.client() as api:
+        tutor = new_tutor(api, "Ada", persona="Be kind.")
+        session = new_session(api, tutor["id"], student_id=9)
+        ended = new_session(api, tutor["id"], student_id=10)
+        api.delete(f"/v1/sessions/{ended['session_id']}")
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "text", "content": "first", "session_id": 3}))
+        await collect_answer(ws)
+
+    server.restart()
+
+    with server.client() as api:
+        assert api.get(f"/v1/tutors/{tutor['id']}").json()["persona"] == "Be kind."
+        assert api.get(f"/v1/sessions/{session['session_id']}").json()["status"] == "active"
+        assert api.get(f"/v1/sessions/{ended['session_id']}").json()["status"] == "ended"
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "text", "content": "second", "session_id": 3}))
+        assert (await collect_answer(ws))[-1]["content"] == "[Ada|1] second"
+    try:
+        async with websockets.connect(ws_url(ended)):
+            raise AssertionError("an ended session's token worked after a restart")
+    except websockets.exceptions.InvalidStatus:
+        pass
+
+
+def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    Database(url).migrate()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == [], f"models and migrations disagree; write a migration: {diff}"
+    assert {"tutors", "sessions", "messages", "alembic_version"} <= set(inspect(engine).get_table_names())
+
+
+def test_migrating_twice_keeps_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    from tutors.store import TutorStore
+
+    db = Database(url)
+    db.migrate()
+    TutorStore(db).create({"name": "Keep me"})
+    db.close()
+    again = Database(url)
+    again.migrate()
+    assert [t.name for t in TutorStore(again).list()] == ["Keep me"]

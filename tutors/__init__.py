@@ -1,0 +1,1 @@
+"""Tutors that teachers build, and the LLM engines that voice them."""
