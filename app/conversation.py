@@ -76,12 +76,17 @@ class ConversationService:
             raise InvalidInput(f"`content` is longer than {self._settings.max_text_chars} characters")
         return text
 
+    def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> tuple[Tutor, list[StoredMessage]]:
+        """Everything a turn reads and the student's message written: one trip off the loop."""
+        tutor = self._tutors.get(session.tutor_id)
+        limit = self._settings.history_max_messages
+        history = self.history(session.id, chat_id, limit) if limit else []
+        self._save(session.id, chat_id, "user", text)
+        return tutor, history
+
     async def answer(self, session: SessionInfo, chat_id: str, text: str) -> AsyncIterator[Frame]:
         text = self.check_text(text)
-        tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
-        limit = self._settings.history_max_messages
-        history = await asyncio.to_thread(self.history, session.id, chat_id, limit) if limit else []
-        await asyncio.to_thread(self._save, session.id, chat_id, "user", text)
+        tutor, history = await asyncio.to_thread(self._begin_turn, session, chat_id, text)
 
         messages = [ChatMessage("system", system_prompt(tutor))]
         messages += [ChatMessage(m.role, m.content) for m in history]

@@ -178,11 +178,15 @@ class SessionManager:
             raise SessionEnded(f"session {session_id} has ended ({info.end_reason or info.status})")
         return info
 
-    def touch(self, session_id: str) -> None:
-        now = self._clock()
+    def touch_due(self, session_id: str) -> bool:
+        """Whether `touch` would write; cheap, so callers skip a thread hop when it would not."""
         last = self._last_touch.get(session_id)
-        if last is not None and now - last < self._touch_interval:
+        return last is None or self._clock() - last >= self._touch_interval
+
+    def touch(self, session_id: str) -> None:
+        if not self.touch_due(session_id):
             return
+        now = self._clock()
         self._last_touch[session_id] = now
         with self._db.session() as db:
             db.execute(

@@ -105,14 +105,18 @@ def build_ui(services: Services) -> gr.Blocks:
         check_key(key)
         return await asyncio.to_thread(tutor_rows)
 
-    with gr.Blocks(title="Virtual Tutor", analytics_enabled=False) as blocks:
+    # System fonts: the default theme fetches Google Fonts, which stalls pages on offline boxes.
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    with gr.Blocks(title="Virtual Tutor", analytics_enabled=False, theme=theme) as blocks:
         gr.Markdown("# Virtual Tutor")
         with gr.Tab("Student", elem_id="student-tab"):
             with gr.Row():
                 tutor_pick = gr.Dropdown(label="Tutor", choices=[], elem_id="tutor-pick")
                 status = gr.Markdown(elem_id="engine-status")
             header = gr.Markdown()
-            chat = gr.Chatbot(type="messages", label="Conversation", elem_id="chat", height=420)
+            chat = gr.Chatbot(type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False)
             session_state = gr.State(None)
             with gr.Row():
                 question = gr.Textbox(

@@ -129,7 +129,7 @@ class Connection:
                 f"{self.settings.ws_max_pending_turns} questions are already waiting; "
                 "wait for the answers before sending more"
             ) from None
-        await asyncio.to_thread(self.sessions.touch, session.id)
+        await self.touch(session.id)
 
     async def target_session(self, message: ClientMessage) -> SessionInfo:
         if self.own_session is not None:
@@ -160,7 +160,11 @@ class Connection:
             except Exception:
                 log.exception("turn failed in session %s", worker.session.id)
                 await self.send({"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags})
-            await asyncio.to_thread(self.sessions.touch, worker.session.id)
+            await self.touch(worker.session.id)
+
+    async def touch(self, session_id: str) -> None:
+        if self.sessions.touch_due(session_id):
+            await asyncio.to_thread(self.sessions.touch, session_id)
 
     def tags(self, session: SessionInfo, chat_id: str) -> dict[str, Any]:
         tags: dict[str, Any] = {"engine_session_id": session.id}

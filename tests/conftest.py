@@ -11,93 +11,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import json  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
-import uvicorn  # noqa: E402
 
-from app.server import Services, build_services, create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from tests.live import LiveServer, free_port, make_settings  # noqa: E402,F401
 from tests.scripted import ScriptedLLM  # noqa: E402
 from tutors import llm  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """One real server process-in-a-thread; `restart()` keeps the data directory."""
-
-    def __init__(self, settings: Settings, with_ui: bool = False) -> None:
-        self.settings = settings
-        self.with_ui = with_ui
-        self.services: Services | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.management_api_port}"
-
-    @property
-    def engine(self) -> Any:
-        assert self.services is not None
-        return self.services.hub.get("llm")
-
-    def start(self) -> LiveServer:
-        self.services = build_services(self.settings)
-        app = create_app(self.services, with_ui=self.with_ui)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.settings.management_api_port,
-            log_level="warning",
-            ws_max_size=self.settings.ws_max_message_bytes * 2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=30)
-        self._server = self._thread = None
-
-    def restart(self) -> LiveServer:
-        self.stop()
-        return self.start()
-
-    def client(self, key: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": tmp_path / "data",
-        "management_api_port": free_port(),
-        "llm_engine": "scripted",
-        "session_sweep_seconds": 0.2,
-    }
-    values.update(overrides)
-    # _env_file=None: the developer's own .env must not leak into tests.
-    return Settings(_env_file=None, **values)
 
 
 class ScriptedFactory:
