@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    Connection,
     create_engine,
     event,
 )
@@ -124,6 +125,12 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._sessions() as db, db.begin():
             yield db
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in a transaction: for hot paths that need no ORM objects."""
+        with self.engine.begin() as connection:
+            yield connection
 
     def migrate(self) -> None:
         from alembic import command

@@ -1,4 +1,8 @@
-"""FastAPI dependencies as `Annotated` aliases; tests override them through the app."""
+"""FastAPI dependencies as `Annotated` aliases; tests override them through the app.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool,
+and a thread hop per dependency per request cost more than the request itself.
+"""
 
 from __future__ import annotations
 
@@ -14,18 +18,18 @@ from app.sessions import SessionManager
 from tutors.store import TutorStore
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_sessions(services: ServicesDep) -> SessionManager:
+async def get_sessions(services: ServicesDep) -> SessionManager:
     return services.sessions
 
 
-def get_tutors(services: ServicesDep) -> TutorStore:
+async def get_tutors(services: ServicesDep) -> TutorStore:
     return services.tutors
 
 
@@ -35,7 +39,7 @@ TutorsDep = Annotated[TutorStore, Depends(get_tutors)]
 _bearer = HTTPBearer(auto_error=False, description="MANAGEMENT_API_KEY, when the operator set one")
 
 
-def require_api_key(
+async def require_api_key(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

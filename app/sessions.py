@@ -1,13 +1,14 @@
 """Conversation sessions: creation under `MAX_SESSIONS`, tokens, idle expiry, ending.
 
-A session lives in the database (so it survives a restart) and may have live connections
-in memory (WebSockets now, WebRTC peers later). Whoever holds live resources subscribes to
-`on_end` and is told when a session ends, whatever ended it: a DELETE, idle expiry, or a
-deleted tutor.
+The database is the durable record (a session survives a restart); the live ones are also
+indexed in memory, because the server is one process and every request and message asks
+about them. Whoever holds live resources (sockets now, WebRTC peers later) subscribes to
+`on_end` and is told when a session ends, whatever ended it: a DELETE or idle expiry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import insert, select, update
 
 from app.db import Database, SessionRow, TutorRow, utcnow
 from app.errors import NotFound, SessionEnded, SessionLimitReached, Unauthorized
@@ -25,6 +26,8 @@ from app.errors import NotFound, SessionEnded, SessionLimitReached, Unauthorized
 ACTIVE = "active"
 ENDED = "ended"
 EXPIRED = "expired"
+
+_COLUMNS = SessionRow.__table__.c
 
 
 @dataclass(frozen=True)
@@ -44,22 +47,23 @@ class SessionInfo:
         return self.status == ACTIVE
 
 
-def _info(row: SessionRow) -> SessionInfo:
-    return SessionInfo(
-        id=row.id,
-        tutor_id=row.tutor_id,
-        student_id=row.student_id,
-        kb_id=row.kb_id,
-        status=row.status,
-        created_at=row.created_at,
-        last_activity_at=row.last_activity_at,
-        ended_at=row.ended_at,
-        end_reason=row.end_reason,
-    )
+@dataclass
+class _Live:
+    info: SessionInfo
+    token_hash: str
+    last_activity: dt.datetime
+    last_written: dt.datetime
 
 
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_INFO_FIELDS = [f.name for f in dataclasses.fields(SessionInfo)]
+
+
+def _info(row: object) -> SessionInfo:
+    return SessionInfo(**{name: getattr(row, name) for name in _INFO_FIELDS})
 
 
 EndListener = Callable[[SessionInfo], None]
@@ -78,81 +82,82 @@ class SessionManager:
         self.max_sessions = max_sessions
         self.timeout = dt.timedelta(seconds=timeout_seconds)
         self._clock = clock
-        # Counting and inserting must be one step, or two racing requests both get the last slot.
-        self._create_lock = threading.Lock()
+        # Guards the live index: sync routes run in a thread pool, and counting plus inserting
+        # must be one step or two racing requests both take the last slot.
+        self._lock = threading.Lock()
         self._listeners: list[EndListener] = []
         # Activity is written at most this often per session: a chatty student costs no write
-        # per message, and expiry stays accurate to a small fraction of the timeout.
-        self._touch_interval = min(dt.timedelta(seconds=5), self.timeout / 10)
-        self._last_touch: dict[str, dt.datetime] = {}
+        # per message, and a restart loses at most this much of the idle clock.
+        self._write_interval = min(dt.timedelta(seconds=5), self.timeout / 10)
+        self._live: dict[str, _Live] = {}
+        self._load()
+
+    def _load(self) -> None:
+        with self._db.transaction() as db:
+            rows = db.execute(
+                select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE)
+            ).all()
+        for row in rows:
+            token_hash = row.token_hash
+            info = _info(row)
+            self._live[info.id] = _Live(info, token_hash, info.last_activity_at, info.last_activity_at)
 
     def on_end(self, listener: EndListener) -> None:
         self._listeners.append(listener)
 
+    # -- create and read -----------------------------------------------------------------
     def create(self, tutor_id: int, student_id: int | None, kb_id: str | None) -> tuple[SessionInfo, str]:
+        self.expire_idle()
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        self.expire_idle()
-        with self._create_lock, self._db.session() as db:
-            if db.get(TutorRow, tutor_id) is None:
-                raise NotFound(f"tutor {tutor_id} does not exist")
-            active = db.scalar(select(func.count()).select_from(SessionRow).where(SessionRow.status == ACTIVE))
-            if active >= self.max_sessions:
+        info = SessionInfo(str(uuid.uuid4()), tutor_id, student_id, kb_id, ACTIVE, now, now, None, None)
+        with self._lock:
+            if len(self._live) >= self.max_sessions:
                 raise SessionLimitReached(
                     f"all {self.max_sessions} session slots are in use; end a session or try again later"
                 )
-            row = SessionRow(
-                id=str(uuid.uuid4()),
-                tutor_id=tutor_id,
-                student_id=student_id,
-                kb_id=kb_id,
-                token_hash=_hash_token(token),
-                status=ACTIVE,
-                created_at=now,
-                last_activity_at=now,
-            )
-            db.add(row)
-            db.flush()
-            return _info(row), token
+            with self._db.transaction() as db:
+                if db.execute(select(TutorRow.id).where(TutorRow.id == tutor_id)).first() is None:
+                    raise NotFound(f"tutor {tutor_id} does not exist")
+                token_hash = _hash_token(token)
+                db.execute(insert(SessionRow.__table__).values(token_hash=token_hash, **dataclasses.asdict(info)))
+            self._live[info.id] = _Live(info, token_hash, now, now)
+        return info, token
 
     def get(self, session_id: str) -> SessionInfo:
-        info = self._fetch(session_id)
-        if info.active and self._is_idle(info):
-            self._end(session_id, EXPIRED, "idle_timeout")
-            return self._fetch(session_id)
-        return info
-
-    def _fetch(self, session_id: str) -> SessionInfo:
-        with self._db.session() as db:
-            row = db.get(SessionRow, session_id)
-            if row is None:
-                raise NotFound(f"session {session_id} does not exist")
-            return _info(row)
+        live = self._live_or_expire(session_id)
+        if live is not None:
+            return dataclasses.replace(live.info, last_activity_at=live.last_activity)
+        with self._db.transaction() as db:
+            row = db.execute(select(SessionRow.__table__).where(_COLUMNS.id == session_id)).first()
+        if row is None:
+            raise NotFound(f"session {session_id} does not exist")
+        return _info(row)
 
     def list_active(self) -> list[SessionInfo]:
         self.expire_idle()
-        with self._db.session() as db:
-            rows = db.scalars(select(SessionRow).where(SessionRow.status == ACTIVE).order_by(SessionRow.created_at))
-            return [_info(r) for r in rows]
+        with self._lock:
+            lives = sorted(self._live.values(), key=lambda live: live.info.created_at)
+        return [dataclasses.replace(live.info, last_activity_at=live.last_activity) for live in lives]
 
     def count_active(self) -> int:
-        with self._db.session() as db:
-            return db.scalar(select(func.count()).select_from(SessionRow).where(SessionRow.status == ACTIVE)) or 0
+        return len(self._live)
 
+    def require_active(self, session_id: str) -> SessionInfo:
+        info = self.get(session_id)
+        if not info.active:
+            raise SessionEnded(f"session {session_id} has ended ({info.end_reason or info.status})")
+        return info
+
+    # -- tokens --------------------------------------------------------------------------
     def authenticate(self, session_id: str, token: str) -> SessionInfo:
         """The session if `token` is its live token; the same refusal for every failure."""
-        with self._db.session() as db:
-            row = db.get(SessionRow, session_id)
-            stored = row.token_hash if row is not None else _hash_token(secrets.token_hex(8))
-            valid = hmac.compare_digest(stored, _hash_token(token or ""))
-            if row is None or not valid:
-                raise Unauthorized("invalid or expired token")
-            info = _info(row)
-        if not info.active or self._is_idle(info):
-            if info.active:
-                self._end(session_id, EXPIRED, "idle_timeout")
+        live = self._live_or_expire(session_id)
+        # Hash and compare even for an unknown id, so timing does not tell ids apart.
+        stored = live.token_hash if live is not None else _hash_token(secrets.token_hex(8))
+        if not hmac.compare_digest(stored, _hash_token(token or "")) or live is None:
             raise Unauthorized("invalid or expired token")
-        return info
+        return live.info
 
     def authenticate_user(self, student_id: int, token: str) -> list[SessionInfo]:
         """For a `user_<id>` socket: the token must belong to one of that student's live sessions.
@@ -161,75 +166,65 @@ class SessionManager:
         """
         digest = _hash_token(token or "")
         sessions = [s for s in self.list_active() if s.student_id == student_id]
-        with self._db.session() as db:
-            hashes = {
-                r.id: r.token_hash
-                for r in db.scalars(select(SessionRow).where(SessionRow.id.in_([s.id for s in sessions])))
-            }
         # Compare against every candidate so timing does not reveal which one matched.
-        matched = [hmac.compare_digest(hashes.get(s.id, ""), digest) for s in sessions]
+        matched = [hmac.compare_digest(self._live[s.id].token_hash, digest) for s in sessions if s.id in self._live]
         if not any(matched):
             raise Unauthorized("invalid or expired token")
         return sessions
 
-    def require_active(self, session_id: str) -> SessionInfo:
-        info = self.get(session_id)
-        if not info.active:
-            raise SessionEnded(f"session {session_id} has ended ({info.end_reason or info.status})")
-        return info
-
+    # -- activity and ending -------------------------------------------------------------
     def touch_due(self, session_id: str) -> bool:
         """Whether `touch` would write; cheap, so callers skip a thread hop when it would not."""
-        last = self._last_touch.get(session_id)
-        return last is None or self._clock() - last >= self._touch_interval
+        live = self._live.get(session_id)
+        return live is not None and self._clock() - live.last_written >= self._write_interval
 
     def touch(self, session_id: str) -> None:
-        if not self.touch_due(session_id):
+        live = self._live.get(session_id)
+        if live is None:
             return
         now = self._clock()
-        self._last_touch[session_id] = now
-        with self._db.session() as db:
+        live.last_activity = now
+        if now - live.last_written < self._write_interval:
+            return
+        live.last_written = now
+        with self._db.transaction() as db:
             db.execute(
-                update(SessionRow)
-                .where(SessionRow.id == session_id, SessionRow.status == ACTIVE)
+                update(SessionRow.__table__)
+                .where(_COLUMNS.id == session_id, _COLUMNS.status == ACTIVE)
                 .values(last_activity_at=now)
             )
 
     def end(self, session_id: str, reason: str = "deleted") -> SessionInfo:
-        info = self.get(session_id)
-        if info.active:
-            self._end(session_id, ENDED, reason)
-            return self._fetch(session_id)
-        return info
+        return self._end(session_id, ENDED, reason) or self.get(session_id)
 
     def expire_idle(self) -> list[str]:
         cutoff = self._clock() - self.timeout
-        with self._db.session() as db:
-            ids = list(
-                db.scalars(
-                    select(SessionRow.id).where(
-                        SessionRow.status == ACTIVE, SessionRow.last_activity_at < cutoff
-                    )
-                )
-            )
-        return [sid for sid in ids if self._end(sid, EXPIRED, "idle_timeout")]
+        idle = [sid for sid, live in list(self._live.items()) if live.last_activity < cutoff]
+        return [sid for sid in idle if self._end(sid, EXPIRED, "idle_timeout")]
 
-    def _is_idle(self, info: SessionInfo) -> bool:
-        last = max(info.last_activity_at, self._last_touch.get(info.id, info.last_activity_at))
-        return self._clock() - last > self.timeout
+    def _live_or_expire(self, session_id: str) -> _Live | None:
+        live = self._live.get(session_id)
+        if live is not None and self._clock() - live.last_activity > self.timeout:
+            self._end(session_id, EXPIRED, "idle_timeout")
+            return None
+        return live
 
     def _end(self, session_id: str, status: str, reason: str) -> SessionInfo | None:
-        """Mark the session ended once; only the caller that flips it notifies listeners."""
+        """End a live session once; only the caller that ends it notifies the listeners."""
         now = self._clock()
-        with self._db.session() as db:
-            flipped = db.execute(
-                update(SessionRow)
-                .where(SessionRow.id == session_id, SessionRow.status == ACTIVE)
-                .values(status=status, end_reason=reason, ended_at=now)
-            ).rowcount
-            info = _info(db.get(SessionRow, session_id)) if flipped else None
-        self._last_touch.pop(session_id, None)
-        if info is not None:
-            for listener in self._listeners:
-                listener(info)
+        with self._lock:
+            live = self._live.pop(session_id, None)
+        if live is None:
+            return None
+        info = dataclasses.replace(
+            live.info, status=status, end_reason=reason, ended_at=now, last_activity_at=live.last_activity
+        )
+        with self._db.transaction() as db:
+            db.execute(
+                update(SessionRow.__table__)
+                .where(_COLUMNS.id == session_id)
+                .values(status=status, end_reason=reason, ended_at=now, last_activity_at=live.last_activity)
+            )
+        for listener in self._listeners:
+            listener(info)
         return info

@@ -212,11 +212,11 @@ async def test_disconnect_mid_answer_cancels_generation_and_keeps_the_partial(st
             first = json.loads(await ws.recv())
             assert first["type"] == "text_delta"
         for _ in range(50):
-            if scripted_engine.engine.cancelled:
+            history = server.services.conversation.history(session["session_id"], "")
+            if scripted_engine.engine.cancelled and len(history) == 2:
                 break
             await asyncio.sleep(0.05)
         assert scripted_engine.engine.cancelled == 1
-        history = server.services.conversation.history(session["session_id"], "")
         assert [m.role for m in history] == ["user", "assistant"]
         assert history[1].content and history[1].content in "[Ada|0] a long question"
         # The session and the server carry on.
