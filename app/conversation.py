@@ -11,9 +11,9 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 
-from app.db import Database, MessageRow
+from app.db import Database, MessageRow, utcnow
 from app.engines import EngineHub
 from app.errors import InvalidInput
 from app.pipeline import AnswerText, Frame, LLMRequest, TextDelta, llm_stage, run_pipeline
@@ -24,6 +24,7 @@ from tutors.store import Tutor, TutorStore
 
 log = logging.getLogger(__name__)
 
+_MESSAGES = MessageRow.__table__
 LANGUAGES = {"zh": "Simplified Chinese", "en": "English"}
 
 
@@ -50,21 +51,28 @@ class ConversationService:
         self._hub = hub
         self._settings = settings
 
+    # Core queries, not the ORM, in as few transactions as possible: these run on every turn.
     def history(self, session_id: str, chat_id: str, limit: int | None = None) -> list[StoredMessage]:
-        with self._db.session() as db:
-            query = (
-                select(MessageRow)
-                .where(MessageRow.session_id == session_id, MessageRow.chat_id == chat_id)
-                .order_by(MessageRow.id.desc())
-            )
-            if limit is not None:
-                query = query.limit(limit)
-            rows = list(db.scalars(query))
-        return [StoredMessage(r.role, r.content) for r in reversed(rows)]
+        with self._db.transaction() as db:
+            return self._history(db, session_id, chat_id, limit)
+
+    def _history(self, db: Connection, session_id: str, chat_id: str, limit: int | None) -> list[StoredMessage]:
+        query = (
+            select(_MESSAGES.c.role, _MESSAGES.c.content)
+            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
+            .order_by(_MESSAGES.c.id.desc())
+            .limit(limit)
+        )
+        return [StoredMessage(r.role, r.content) for r in reversed(db.execute(query).all())]
 
     def _save(self, session_id: str, chat_id: str, role: str, content: str, meta: dict | None = None) -> None:
-        with self._db.session() as db:
-            db.add(MessageRow(session_id=session_id, chat_id=chat_id, role=role, content=content, meta=meta or {}))
+        with self._db.transaction() as db:
+            self._insert(db, session_id, chat_id, role, content, meta)
+
+    @staticmethod
+    def _insert(db: Connection, session_id: str, chat_id: str, role: str, content: str, meta: dict | None) -> None:
+        values = {"session_id": session_id, "chat_id": chat_id, "role": role, "content": content}
+        db.execute(insert(_MESSAGES).values(**values, meta=meta or {}, created_at=utcnow()))
 
     def check_text(self, text: object) -> str:
         if not isinstance(text, str):
@@ -77,11 +85,13 @@ class ConversationService:
         return text
 
     def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> tuple[Tutor, list[StoredMessage]]:
-        """Everything a turn reads and the student's message written: one trip off the loop."""
-        tutor = self._tutors.get(session.tutor_id)
+        """Everything a turn reads, and the student's message written: one trip off the loop,
+        one transaction."""
         limit = self._settings.history_max_messages
-        history = self.history(session.id, chat_id, limit) if limit else []
-        self._save(session.id, chat_id, "user", text)
+        with self._db.transaction() as db:
+            tutor = self._tutors.get(session.tutor_id, db)
+            history = self._history(db, session.id, chat_id, limit) if limit else []
+            self._insert(db, session.id, chat_id, "user", text, None)
         return tutor, history
 
     async def answer(self, session: SessionInfo, chat_id: str, text: str) -> AsyncIterator[Frame]:
@@ -101,13 +111,14 @@ class ConversationService:
         partial: list[str] = []
         try:
             async for frame in run_pipeline(stages, LLMRequest(messages, options)):
+                if isinstance(frame, TextDelta):
+                    partial.append(frame.text)
+                yield frame
                 if isinstance(frame, AnswerText):
+                    # Stored after the student has it: the write never delays the answer.
                     meta = {"first_token_ms": frame.first_token_ms, "total_ms": frame.total_ms}
                     await asyncio.to_thread(self._save, session.id, chat_id, "assistant", frame.text, meta)
                     answered = True
-                elif isinstance(frame, TextDelta):
-                    partial.append(frame.text)
-                yield frame
         finally:
             if not answered and partial:
                 # Interrupted mid-answer: keep what the student saw, marked as cut off. A quick

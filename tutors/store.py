@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from app.db import Database, MessageRow, SessionRow, TutorRow
 from app.errors import Conflict, NotFound
@@ -32,7 +32,7 @@ class Tutor:
 EDITABLE = tuple(f.name for f in fields(Tutor) if f.name not in ("id", "created_at", "updated_at"))
 
 
-def _to_tutor(row: TutorRow) -> Tutor:
+def _to_tutor(row: object) -> Tutor:
     return Tutor(**{f.name: getattr(row, f.name) for f in fields(Tutor)})
 
 
@@ -47,12 +47,18 @@ class TutorStore:
             db.flush()
             return _to_tutor(row)
 
-    def get(self, tutor_id: int) -> Tutor:
-        with self._db.session() as db:
-            row = db.get(TutorRow, tutor_id)
-            if row is None:
-                raise NotFound(f"tutor {tutor_id} does not exist")
-            return _to_tutor(row)
+    def get(self, tutor_id: int, connection: Connection | None = None) -> Tutor:
+        """Every turn reads its tutor (a teacher's edit applies at once): a Core query, and
+        inside the caller's transaction when it has one."""
+        query = select(TutorRow.__table__).where(TutorRow.id == tutor_id)
+        if connection is not None:
+            row = connection.execute(query).first()
+        else:
+            with self._db.transaction() as db:
+                row = db.execute(query).first()
+        if row is None:
+            raise NotFound(f"tutor {tutor_id} does not exist")
+        return _to_tutor(row)
 
     def list(self) -> list[Tutor]:
         with self._db.session() as db:
