@@ -188,3 +188,15 @@ def test_openapi_documents_the_routes(api: httpx.Client) -> None:
     paths = api.get("/openapi.json").json()["paths"]
     for path in ("/health", "/v1/sessions", "/v1/sessions/{session_id}", "/v1/tutors", "/v1/tutors/{tutor_id}"):
         assert path in paths
+
+
+def test_engine_url_follows_the_host_the_backend_used(start_server) -> None:
+    server = start_server()
+    with server.client() as api:
+        tutor = new_tutor(api)
+        body = api.post("/v1/sessions", json={"tutor_id": tutor["id"]}, headers={"Host": "tutor.example:8443"}).json()
+        assert body["engine_url"] == f"ws://tutor.example:8443/ws/{body['session_id']}"
+    fixed = start_server(websocket_url="wss://public.example/tutor")
+    with fixed.client() as api:
+        body = new_session(api, new_tutor(api)["id"])
+        assert body["engine_url"] == f"wss://public.example/tutor/ws/{body['session_id']}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Request
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from app.deps import ServicesDep, SessionsDep
 from app.sessions import SessionInfo
@@ -27,7 +27,9 @@ class SessionCreated(BaseModel):
 
 
 class SessionOut(BaseModel):
-    session_id: str
+    model_config = ConfigDict(from_attributes=True)
+
+    session_id: str = Field(validation_alias=AliasChoices("session_id", "id"))
     tutor_id: int
     student_id: int | None
     kb_id: str | None
@@ -39,17 +41,7 @@ class SessionOut(BaseModel):
 
     @classmethod
     def of(cls, info: SessionInfo) -> SessionOut:
-        return cls(
-            session_id=info.id,
-            tutor_id=info.tutor_id,
-            student_id=info.student_id,
-            kb_id=info.kb_id,
-            status=info.status,
-            created_at=info.created_at,
-            last_activity_at=info.last_activity_at,
-            ended_at=info.ended_at,
-            end_reason=info.end_reason,
-        )
+        return cls.model_validate(info)
 
 
 class SessionList(BaseModel):
@@ -57,12 +49,21 @@ class SessionList(BaseModel):
     count: int
 
 
+def _ws_base(request: Request, services: ServicesDep) -> str:
+    # Without WEBSOCKET_URL, answer with the host the caller reached us by: right behind
+    # port mappings, where the listening address (often 0.0.0.0) is not.
+    if services.settings.websocket_url or "host" not in request.headers:
+        return services.settings.public_ws_base
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    return f"{scheme}://{request.headers['host']}"
+
+
 @router.post("", status_code=201, response_model=SessionCreated)
-def create_session(body: SessionCreate, sessions: SessionsDep, services: ServicesDep) -> SessionCreated:
+def create_session(body: SessionCreate, sessions: SessionsDep, services: ServicesDep, request: Request) -> SessionCreated:
     info, token = sessions.create(body.tutor_id, body.student_id, body.kb_id)
     return SessionCreated(
         session_id=info.id,
-        engine_url=f"{services.settings.public_ws_base}/ws/{info.id}",
+        engine_url=f"{_ws_base(request, services)}/ws/{info.id}",
         engine_token=token,
         status=info.status,
     )

