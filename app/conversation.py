@@ -19,7 +19,7 @@ from app.errors import InvalidInput
 from app.pipeline import AnswerText, Frame, LLMRequest, TextDelta, llm_stage, run_pipeline
 from app.sessions import SessionInfo
 from app.settings import Settings
-from tutors.llm import ChatMessage, GenerationOptions
+from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
 from tutors.store import Tutor, TutorStore
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,33 @@ def system_prompt(tutor: Tutor) -> str:
     language = LANGUAGES.get(tutor.language, tutor.language)
     lines.append(f"Answer in {language}. Keep answers short, clear and correct.")
     return "\n".join(lines)
+
+
+# Chat templates wrap every message in a few tokens of their own.
+_PER_MESSAGE_TOKENS = 4
+
+
+def fit_prompt(
+    engine: LLMEngine, system: str, history: list[StoredMessage], question: str, reserve: int
+) -> list[ChatMessage]:
+    """System prompt and question always; then as much recent history as the model's context
+    holds, counted in tokens, leaving `reserve` tokens for the answer."""
+    head, tail = ChatMessage("system", system), ChatMessage("user", question)
+    used = sum(engine.count_tokens(m.content) + _PER_MESSAGE_TOKENS for m in (head, tail))
+    budget = engine.context_window - reserve
+    if used > budget:
+        raise InvalidInput(
+            f"the question and the tutor's persona need {used} tokens; "
+            f"this model's context holds {budget} besides the answer: shorten the question"
+        )
+    kept: list[ChatMessage] = []
+    for message in reversed(history):
+        cost = engine.count_tokens(message.content) + _PER_MESSAGE_TOKENS
+        if used + cost > budget:
+            break
+        kept.append(ChatMessage(message.role, message.content))
+        used += cost
+    return [head, *reversed(kept), tail]
 
 
 class ConversationService:
@@ -84,39 +111,42 @@ class ConversationService:
             raise InvalidInput(f"`content` is longer than {self._settings.max_text_chars} characters")
         return text
 
-    def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> tuple[Tutor, list[StoredMessage]]:
-        """Everything a turn reads, and the student's message written: one trip off the loop,
-        one transaction."""
+    def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> LLMRequest:
+        """Read what the turn needs, store the student's message, build the prompt: one trip
+        off the loop, one transaction."""
         limit = self._settings.history_max_messages
         with self._db.transaction() as db:
             tutor = self._tutors.get(session.tutor_id, db)
             history = self._history(db, session.id, chat_id, limit) if limit else []
+            options = GenerationOptions(
+                model=self._settings.llm_model_for(tutor.id, tutor.llm_model),
+                temperature=tutor.temperature if tutor.temperature is not None else self._settings.llm_temperature,
+                max_tokens=self._settings.llm_max_tokens,
+            )
+            # Before the insert: a question that cannot fit is refused without a trace.
+            messages = fit_prompt(self._hub.get("llm"), system_prompt(tutor), history, text, options.max_tokens)
             self._insert(db, session.id, chat_id, "user", text, None)
-        return tutor, history
+        return LLMRequest(messages, options)
 
     async def answer(self, session: SessionInfo, chat_id: str, text: str) -> AsyncIterator[Frame]:
         text = self.check_text(text)
-        tutor, history = await asyncio.to_thread(self._begin_turn, session, chat_id, text)
-
-        messages = [ChatMessage("system", system_prompt(tutor))]
-        messages += [ChatMessage(m.role, m.content) for m in history]
-        messages.append(ChatMessage("user", text))
-        options = GenerationOptions(
-            model=tutor.llm_model,
-            temperature=tutor.temperature if tutor.temperature is not None else self._settings.llm_temperature,
-            max_tokens=self._settings.llm_max_tokens,
-        )
+        request = await asyncio.to_thread(self._begin_turn, session, chat_id, text)
         stages = [llm_stage(self._hub.get("llm"))]
         answered = False
         partial: list[str] = []
         try:
-            async for frame in run_pipeline(stages, LLMRequest(messages, options)):
+            async for frame in run_pipeline(stages, request):
                 if isinstance(frame, TextDelta):
                     partial.append(frame.text)
                 yield frame
                 if isinstance(frame, AnswerText):
                     # Stored after the student has it: the write never delays the answer.
-                    meta = {"first_token_ms": frame.first_token_ms, "total_ms": frame.total_ms}
+                    meta = {
+                        "first_token_ms": frame.first_token_ms,
+                        "total_ms": frame.total_ms,
+                        "engine": frame.engine,
+                        "model": request.options.model,
+                    }
                     await asyncio.to_thread(self._save, session.id, chat_id, "assistant", frame.text, meta)
                     answered = True
         finally:

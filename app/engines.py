@@ -1,14 +1,15 @@
 """Which engine serves each stage, and whether it is ready.
 
-Engines warm up in the background so the server answers `/health` at once; `/health` and the
-UI read the states kept here, so a slow, failed or fallback engine is always visible.
+Engines warm up in the background so the server answers `/health` at once. The engine's name,
+description and fallback flag are read live from the engine itself, so when a composite engine
+switches to its fallback (Ollama down → local model), `/health` and the UI say so at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -27,18 +28,8 @@ class Warmable(Protocol):
 
 @dataclass
 class StageState:
-    engine: str
-    description: str
     state: str = WARMING
     detail: str = ""
-    fallback: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return self.state == READY
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ready": self.ready}
 
 
 class EngineHub:
@@ -48,9 +39,9 @@ class EngineHub:
         self.engines: dict[str, Any] = {}
         self.states: dict[str, StageState] = {}
 
-    def add(self, stage: str, engine: Warmable, *, fallback: bool = False, detail: str = "") -> None:
+    def add(self, stage: str, engine: Warmable) -> None:
         self.engines[stage] = engine
-        self.states[stage] = StageState(engine.name, engine.description, detail=detail, fallback=fallback)
+        self.states[stage] = StageState()
 
     def get(self, stage: str) -> Any:
         return self.engines[stage]
@@ -59,19 +50,32 @@ class EngineHub:
         await asyncio.gather(*(self._warm(stage) for stage in self.engines))
 
     async def _warm(self, stage: str) -> None:
-        state = self.states[stage]
+        state, engine = self.states[stage], self.engines[stage]
         try:
-            await asyncio.to_thread(self.engines[stage].warmup)
+            await asyncio.to_thread(engine.warmup)
         except Exception as exc:  # a failed engine is reported, never fatal to the server
-            log.error("%s engine %s failed to warm up: %s", stage, state.engine, exc)
+            log.error("%s engine %s failed to warm up: %s", stage, engine.name, exc)
             state.state, state.detail = FAILED, str(exc)
         else:
             state.state = READY
-            log.info("%s engine ready: %s", stage, state.description)
+            log.info("%s engine ready: %s", stage, engine.description)
+
+    def stage(self, stage: str) -> dict[str, Any]:
+        engine, state = self.engines[stage], self.states[stage]
+        detail = getattr(engine, "status_detail", "") or state.detail
+        return {
+            "engine": engine.name,
+            "description": engine.description,
+            "state": state.state,
+            "ready": state.state == READY,
+            "fallback": bool(getattr(engine, "fallback_active", False)),
+            "detail": detail,
+        }
 
     def summary(self) -> dict[str, Any]:
+        stages = {name: self.stage(name) for name in self.engines}
         return {
-            "engines": {stage: s.engine for stage, s in self.states.items()},
-            "stages": {stage: s.to_dict() for stage, s in self.states.items()},
-            "ready": all(s.ready for s in self.states.values()),
+            "engines": {name: s["engine"] for name, s in stages.items()},
+            "stages": stages,
+            "ready": all(s["ready"] for s in stages.values()),
         }

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
+from tutors.llm import ChatMessage, GenerationOptions, LLMEngine, Notice
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,14 @@ class TextDelta(Frame):
 
 
 @dataclass(frozen=True)
+class NoticeFrame(Frame):
+    """Something the student should know about the answer, outside the answer itself."""
+
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
 class AnswerText(Frame):
     """The whole answer, once: what is stored, shown and cited."""
 
@@ -42,6 +50,7 @@ class AnswerText(Frame):
     sources: list[dict[str, Any]] = field(default_factory=list)
     first_token_ms: float | None = None
     total_ms: float | None = None
+    engine: str = ""
 
 
 Stage = Callable[[AsyncIterator[Frame]], AsyncIterator[Frame]]
@@ -59,6 +68,9 @@ def llm_stage(engine: LLMEngine) -> Stage:
             stream = engine.stream(frame.messages, frame.options)
             try:
                 async for piece in stream:
+                    if isinstance(piece, Notice):
+                        yield NoticeFrame(piece.code, piece.text)
+                        continue
                     if not piece:
                         continue
                     if first is None:
@@ -71,6 +83,7 @@ def llm_stage(engine: LLMEngine) -> Stage:
                 "".join(parts).strip(),
                 first_token_ms=None if first is None else (first - started) * 1000,
                 total_ms=(time.perf_counter() - started) * 1000,
+                engine=engine.name,  # after the stream: names the fallback if one answered
             )
 
     return run

@@ -8,10 +8,15 @@ file in the working directory is read too. Everything else reads `Settings`, nev
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from dotenv import dotenv_values
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_TUTOR_MODEL_VAR = re.compile(r"^TUTOR_(\d+)_LLM_MODEL$")
 
 
 class Settings(BaseSettings):
@@ -31,7 +36,15 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(3600, gt=0)
     session_sweep_seconds: float = Field(30, gt=0)
 
+    # auto: Ollama when ENABLE_LLM, with the local model as a visible fallback; else local.
     llm_engine: str = "auto"
+    enable_llm: bool = True
+    ollama_base_url: str = "http://127.0.0.1:11434"
+    ollama_connect_timeout: float = Field(1.5, gt=0)
+    ollama_context: int = Field(4096, ge=256)
+    ollama_probe_seconds: float = Field(15, gt=0)
+    default_llm_model: str = "qwen2.5:7b"
+    tutor_llm_models: dict[int, str] = Field(default_factory=dict)
     llm_temperature: float = Field(0.4, ge=0, le=2)
     llm_max_tokens: int = Field(384, ge=1)
     local_llm_model_path: Path | None = None
@@ -57,6 +70,24 @@ class Settings(BaseSettings):
         if value == "/":
             raise ValueError("UI_PATH must not be '/': the API lives there")
         return value
+
+    @model_validator(mode="after")
+    def _collect_tutor_models(self) -> Settings:
+        # TUTOR_{id}_LLM_MODEL has an open-ended name, so it cannot be a declared field.
+        sources: dict[str, str | None] = {}
+        env_file = self.model_config.get("env_file")
+        if isinstance(env_file, str | Path) and Path(env_file).is_file():
+            sources.update(dotenv_values(env_file))
+        sources.update(os.environ)
+        for name, value in sources.items():
+            match = _TUTOR_MODEL_VAR.match(name.upper())
+            if match and value:
+                self.tutor_llm_models.setdefault(int(match.group(1)), value)
+        return self
+
+    def llm_model_for(self, tutor_id: int, tutor_model: str | None) -> str:
+        """The operator's per-tutor override, else the teacher's choice, else the default."""
+        return self.tutor_llm_models.get(tutor_id) or tutor_model or self.default_llm_model
 
     @property
     def database(self) -> str:

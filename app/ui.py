@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from app.errors import TutorError, Unauthorized
-from app.pipeline import AnswerText, TextDelta
+from app.pipeline import AnswerText, NoticeFrame, TextDelta
 from app.server import Services
 from app.sessions import SessionInfo
 
@@ -31,10 +31,12 @@ def build_ui(services: Services) -> gr.Blocks:
         return [(f"{t.name} — {t.subject}" if t.subject else t.name, t.id) for t in services.tutors.list()]
 
     def engine_status() -> str:
+        stages = services.hub.summary()["stages"]
         lines = [
-            f"- **{stage}**: `{s.engine}` — {s.description} — {s.state}{' (fallback)' if s.fallback else ''}"
-            + (f": {s.detail}" if s.detail else "")
-            for stage, s in services.hub.states.items()
+            f"- **{name}**: `{s['engine']}` — {s['description']} — {s['state']}"
+            + (" (fallback)" if s["fallback"] else "")
+            + (f": {s['detail']}" if s["detail"] else "")
+            for name, s in stages.items()
         ]
         return "**Engines**\n" + "\n".join(lines)
 
@@ -69,7 +71,9 @@ def build_ui(services: Services) -> gr.Blocks:
             history = [*history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
             yield "", history, session.id
             async for frame in services.conversation.answer(session, UI_CHAT_ID, text):
-                if isinstance(frame, TextDelta):
+                if isinstance(frame, NoticeFrame):
+                    history.insert(-1, {"role": "assistant", "content": f"ⓘ {frame.text}"})
+                elif isinstance(frame, TextDelta):
                     history[-1]["content"] += frame.text
                 elif isinstance(frame, AnswerText):
                     history[-1]["content"] = frame.text

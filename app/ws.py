@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.conversation import ConversationService
 from app.errors import InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
-from app.pipeline import AnswerText, Frame, TextDelta
+from app.pipeline import AnswerText, Frame, NoticeFrame, TextDelta
 from app.sessions import SessionInfo, SessionManager
 from app.settings import Settings
 
@@ -175,6 +175,8 @@ class Connection:
     async def send_frame(self, frame: Frame, tags: dict[str, Any]) -> None:
         if isinstance(frame, TextDelta):
             await self.send({"type": "text_delta", "content": frame.text, "role": "assistant", **tags})
+        elif isinstance(frame, NoticeFrame):
+            await self.send({"type": "notice", "code": frame.code, "content": frame.text, **tags})
         elif isinstance(frame, AnswerText):
             await self.send(
                 {

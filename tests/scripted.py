@@ -15,6 +15,7 @@ from tutors.llm import ChatMessage, GenerationOptions
 class ScriptedLLM:
     name = "scripted"
     description = "scripted test engine"
+    context_window = 100_000
 
     def __init__(self, delay: float = 0.0, pieces: int = 3) -> None:
         self.delay = delay
@@ -24,6 +25,9 @@ class ScriptedLLM:
 
     def warmup(self) -> None:
         pass
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4 + 1
 
     def reply_for(self, messages: list[ChatMessage]) -> str:
         system = messages[0].content

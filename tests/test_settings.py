@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_env_example_documents_every_setting() -> None:
-    documented = set(re.findall(r"^([A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
-    declared = {name.upper() for name in Settings.model_fields}
+    text = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", text, re.MULTILINE))
+    # TUTOR_{id}_LLM_MODEL variables are gathered into one field.
+    declared = {name.upper() for name in Settings.model_fields} - {"TUTOR_LLM_MODELS"}
+    assert "TUTOR_{id}_LLM_MODEL" in text
     assert declared - documented == set(), "undocumented settings"
     assert documented - declared == set(), "documented settings the server does not read"
 
@@ -47,3 +50,12 @@ def test_loopback_detection(host: str, beyond: bool) -> None:
 def test_engine_url_base() -> None:
     assert Settings(_env_file=None, management_api_host="0.0.0.0", management_api_port=9100).public_ws_base == "ws://127.0.0.1:9100"
     assert Settings(_env_file=None, websocket_url="wss://tutor.example.com/").public_ws_base == "wss://tutor.example.com"
+
+
+def test_per_tutor_model_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUTOR_7_LLM_MODEL", "llama3.1:8b")
+    monkeypatch.setenv("DEFAULT_LLM_MODEL", "qwen2.5:7b")
+    settings = Settings(_env_file=None)
+    assert settings.llm_model_for(7, "teacher-choice") == "llama3.1:8b"
+    assert settings.llm_model_for(8, "teacher-choice") == "teacher-choice"
+    assert settings.llm_model_for(8, None) == "qwen2.5:7b"

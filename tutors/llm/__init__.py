@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 from app.errors import InvalidInput
 from app.settings import Settings
-from tutors.llm.base import ChatMessage, GenerationOptions, LLMEngine
+from tutors.llm.base import ChatMessage, GenerationOptions, LLMEngine, Notice
 
-__all__ = ["ChatMessage", "GenerationOptions", "LLMEngine", "create", "names", "register", "unregister"]
+__all__ = ["ChatMessage", "GenerationOptions", "LLMEngine", "Notice", "create", "names", "register", "unregister"]
 
 Factory = Callable[[Settings], LLMEngine]
 
@@ -22,10 +22,28 @@ def _local(settings: Settings) -> LLMEngine:
     return LocalLLM(settings.local_llm_model_path, settings.local_llm_context)
 
 
-_FACTORIES: dict[str, Factory] = {"local": _local}
-# What "auto" means today: the best engine that can run here. With no LLM server engine yet,
-# that is the embedded model.
-_AUTO_ORDER = ("local",)
+def _ollama(settings: Settings) -> LLMEngine:
+    from tutors.llm.ollama_engine import OllamaLLM
+
+    return OllamaLLM(
+        settings.ollama_base_url,
+        connect_timeout=settings.ollama_connect_timeout,
+        context_window=settings.ollama_context,
+        default_model=settings.default_llm_model,
+    )
+
+
+def _auto(settings: Settings) -> LLMEngine:
+    """Ollama with the embedded model as its visible fallback; the embedded model alone when
+    the operator turned the LLM server off (ENABLE_LLM=false)."""
+    if not settings.enable_llm:
+        return _local(settings)
+    from tutors.llm.fallback import FallbackLLM
+
+    return FallbackLLM(_ollama(settings), _local(settings), probe_seconds=settings.ollama_probe_seconds)
+
+
+_FACTORIES: dict[str, Factory] = {"auto": _auto, "local": _local, "ollama": _ollama}
 
 
 def register(name: str, factory: Factory) -> None:
@@ -42,9 +60,7 @@ def names() -> list[str]:
 
 def create(settings: Settings) -> LLMEngine:
     name = settings.llm_engine
-    if name == "auto":
-        name = next(n for n in _AUTO_ORDER if n in _FACTORIES)
     factory = _FACTORIES.get(name)
     if factory is None:
-        raise InvalidInput(f"unknown LLM_ENGINE {name!r}; choose one of: auto, {', '.join(names())}")
+        raise InvalidInput(f"unknown LLM_ENGINE {name!r}; choose one of: {', '.join(names())}")
     return factory(settings)

@@ -41,8 +41,15 @@ class LocalLLM:
         self._load_lock = threading.Lock()
         self._turn = asyncio.Lock()
 
+    @property
+    def context_window(self) -> int:
+        return self.context
+
     def warmup(self) -> None:
         self._model()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model().vocab.tokenize(text, False, False))
 
     def _model(self) -> Any:
         with self._load_lock:

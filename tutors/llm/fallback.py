@@ -1,0 +1,104 @@
+"""Ollama first, the embedded model when Ollama cannot be reached — visibly.
+
+A turn whose primary cannot be reached before its first token is answered by the fallback
+and begins with a `Notice`, so the student knows the answer comes from the offline model.
+While the primary is down, turns go straight to the fallback (no connect wait), and every
+`probe_seconds` a turn first checks whether the primary is back. A primary that dies
+mid-answer ends that turn with an error; the next turn falls back at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from app.errors import EngineUnavailable
+from tutors.llm.base import BackendDown, ChatMessage, GenerationOptions, LLMEngine, Notice
+
+FALLBACK_NOTICE = "The tutor's main model is unreachable; this answer comes from the offline model."
+
+
+class FallbackLLM:
+    def __init__(self, primary: LLMEngine, fallback: LLMEngine, *, probe_seconds: float) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.probe_seconds = probe_seconds
+        self._down_since: float | None = None
+        self._last_probe = 0.0
+        self.status_detail = ""
+
+    @property
+    def fallback_active(self) -> bool:
+        return self._down_since is not None
+
+    @property
+    def _current(self) -> LLMEngine:
+        return self.fallback if self.fallback_active else self.primary
+
+    @property
+    def name(self) -> str:
+        return self._current.name
+
+    @property
+    def description(self) -> str:
+        return self._current.description
+
+    @property
+    def context_window(self) -> int:
+        return self._current.context_window
+
+    def count_tokens(self, text: str) -> int:
+        return self._current.count_tokens(text)
+
+    def warmup(self) -> None:
+        # The fallback is warmed too, so switching to it costs no model load mid-conversation.
+        self.fallback.warmup()
+        try:
+            self.primary.warmup()
+        except BackendDown as exc:
+            self._mark_down(exc)
+        else:
+            self._mark_up()
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._last_probe = time.monotonic()
+        self.status_detail = f"{exc}; answering with {self.fallback.name} ({self.fallback.description})"
+
+    def _mark_up(self) -> None:
+        self._down_since = None
+        self.status_detail = ""
+
+    async def _primary_back(self) -> bool:
+        if time.monotonic() - self._last_probe < self.probe_seconds:
+            return False
+        try:
+            await self.primary.ping()  # type: ignore[attr-defined]
+        except BackendDown as exc:
+            self._mark_down(exc)
+            return False
+        self._mark_up()
+        return True
+
+    async def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str | Notice]:
+        if not self.fallback_active or await self._primary_back():
+            started = False
+            try:
+                async with aclosing(self.primary.stream(messages, options)) as stream:
+                    async for piece in stream:
+                        started = True
+                        yield piece
+                return
+            except BackendDown as exc:
+                self._mark_down(exc)
+                if started:
+                    raise EngineUnavailable(
+                        "the tutor's model stopped mid-answer; ask again and the offline model will answer"
+                    ) from exc
+        yield Notice("llm_fallback", FALLBACK_NOTICE)
+        # aclosing: a barge-in must stop the inner engine now, not when the GC gets to it.
+        async with aclosing(self.fallback.stream(messages, options)) as stream:
+            async for piece in stream:
+                yield piece
