@@ -147,8 +147,10 @@ class ConversationService:
                         "engine": frame.engine,
                         "model": request.options.model,
                     }
-                    await asyncio.to_thread(self._save, session.id, chat_id, "assistant", frame.text, meta)
+                    # Set first: the executor runs the save even if this task is cancelled
+                    # while awaiting it (the student hung up), and the finally must not save twice.
                     answered = True
+                    await asyncio.to_thread(self._save, session.id, chat_id, "assistant", frame.text, meta)
         finally:
             if not answered and partial:
                 # Interrupted mid-answer: keep what the student saw, marked as cut off. A quick

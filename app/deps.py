@@ -15,7 +15,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.errors import Unauthorized
 from app.server import Services
 from app.sessions import SessionManager
+from tutors.accounts import TeacherStore
 from tutors.store import TutorStore
+from tutors.transcripts import TranscriptStore
 
 
 async def get_services(request: Request) -> Services:
@@ -33,8 +35,18 @@ async def get_tutors(services: ServicesDep) -> TutorStore:
     return services.tutors
 
 
+async def get_teachers(services: ServicesDep) -> TeacherStore:
+    return services.teachers
+
+
+async def get_transcripts(services: ServicesDep) -> TranscriptStore:
+    return services.transcripts
+
+
 SessionsDep = Annotated[SessionManager, Depends(get_sessions)]
 TutorsDep = Annotated[TutorStore, Depends(get_tutors)]
+TeachersDep = Annotated[TeacherStore, Depends(get_teachers)]
+TranscriptsDep = Annotated[TranscriptStore, Depends(get_transcripts)]
 
 _bearer = HTTPBearer(auto_error=False, description="MANAGEMENT_API_KEY, when the operator set one")
 

@@ -23,7 +23,9 @@ from app.sessions import SessionManager
 from app.settings import Settings
 from app.ws import LiveConnections
 from tutors import llm
+from tutors.accounts import TeacherStore
 from tutors.store import TutorStore
+from tutors.transcripts import TranscriptStore
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     db: Database
+    teachers: TeacherStore
     tutors: TutorStore
+    transcripts: TranscriptStore
     sessions: SessionManager
     hub: EngineHub
     conversation: ConversationService
@@ -43,6 +47,8 @@ def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     db.migrate()
+    teachers = TeacherStore(db)
+    _bootstrap_admin(settings, teachers)
     tutors = TutorStore(db)
     sessions = SessionManager(
         db, max_sessions=settings.max_sessions, timeout_seconds=settings.session_timeout_seconds
@@ -52,7 +58,15 @@ def build_services(settings: Settings) -> Services:
     live = LiveConnections()
     sessions.on_end(live.session_ended)
     conversation = ConversationService(db, tutors, hub, settings)
-    return Services(settings, db, tutors, sessions, hub, conversation, live)
+    return Services(settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, conversation, live)
+
+
+def _bootstrap_admin(settings: Settings, teachers: TeacherStore) -> None:
+    if not (settings.admin_username and settings.admin_password):
+        return
+    if teachers.find(settings.admin_username) is None:
+        teachers.create(settings.admin_username, settings.admin_password.get_secret_value(), is_admin=True)
+        log.info("created the admin account %r from ADMIN_USERNAME", settings.admin_username)
 
 
 async def _sweep_idle(services: Services) -> None:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     websocket_url: str | None = None
     management_api_key: SecretStr | None = None
     allow_insecure_bind: bool = False
+    # The first teacher-admin, created at start-up if that username does not exist yet.
+    admin_username: str | None = None
+    admin_password: SecretStr | None = None
 
     data_dir: Path = Path("data")
     database_url: str | None = None
@@ -58,7 +61,7 @@ class Settings(BaseSettings):
     ui_path: str = "/ui"
     log_level: str = "INFO"
 
-    @field_validator("management_api_key", mode="before")
+    @field_validator("management_api_key", "admin_password", "admin_username", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

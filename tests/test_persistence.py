@@ -61,3 +61,30 @@ def test_migrating_twice_keeps_data(tmp_path: Path) -> None:
     again = Database(url)
     again.migrate()
     assert [t.name for t in TutorStore(again).list()] == ["Keep me"]
+
+
+def test_a_database_from_the_first_release_upgrades_in_place(tmp_path: Path) -> None:
+    """An operator's existing database (revision 0001, with data) upgrades without loss."""
+    from alembic import command
+    from alembic.config import Config
+
+    from app.db import MIGRATIONS_DIR
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection_url"] = url
+    command.upgrade(config, "0001")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO tutors (name, subject, persona, greeting, language, kb_ids, created_at, updated_at) "
+            "VALUES ('Old tutor', '', '', '', 'zh', '[]', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+    Database(url).migrate()
+    from tutors.store import TutorStore
+
+    (tutor,) = TutorStore(Database(url)).list()
+    assert tutor.name == "Old tutor" and tutor.language == "zh" and tutor.owner_id is None
+    command.downgrade(config, "0001")  # and back, for an operator who must roll back
+    command.upgrade(config, "head")

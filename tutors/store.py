@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from app.db import Database, MessageRow, SessionRow, TutorRow
-from app.errors import Conflict, NotFound
+from sqlalchemy.orm import Session
+
+from app.db import Database, MessageRow, SessionRow, TeacherRow, TutorRow
+from app.errors import Conflict, InvalidInput, NotFound
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Tutor:
     temperature: float | None = None
     avatar_id: str | None = None
     kb_ids: list[str] = field(default_factory=list)
+    owner_id: int | None = None
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 
@@ -36,12 +39,18 @@ def _to_tutor(row: object) -> Tutor:
     return Tutor(**{f.name: getattr(row, f.name) for f in fields(Tutor)})
 
 
+def _check_owner(db: Session, owner_id: int | None) -> None:
+    if owner_id is not None and db.get(TeacherRow, owner_id) is None:
+        raise InvalidInput(f"teacher {owner_id} does not exist")
+
+
 class TutorStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def create(self, values: dict[str, Any]) -> Tutor:
         with self._db.session() as db:
+            _check_owner(db, values.get("owner_id"))
             row = TutorRow(**{k: v for k, v in values.items() if k in EDITABLE})
             db.add(row)
             db.flush()
@@ -60,15 +69,21 @@ class TutorStore:
             raise NotFound(f"tutor {tutor_id} does not exist")
         return _to_tutor(row)
 
-    def list(self) -> list[Tutor]:
+    def list(self, owner_id: int | None = None) -> list[Tutor]:
+        """All tutors, or those of one teacher."""
+        query = select(TutorRow).order_by(TutorRow.id)
+        if owner_id is not None:
+            query = query.where(TutorRow.owner_id == owner_id)
         with self._db.session() as db:
-            return [_to_tutor(r) for r in db.scalars(select(TutorRow).order_by(TutorRow.id))]
+            return [_to_tutor(r) for r in db.scalars(query)]
 
     def update(self, tutor_id: int, changes: dict[str, Any]) -> Tutor:
         with self._db.session() as db:
             row = db.get(TutorRow, tutor_id)
             if row is None:
                 raise NotFound(f"tutor {tutor_id} does not exist")
+            if "owner_id" in changes:
+                _check_owner(db, changes["owner_id"])
             for key, value in changes.items():
                 if key in EDITABLE:
                     setattr(row, key, value)

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.api import health, sessions, tutors
+from app.api import health, sessions, teachers, tutors
 from app.deps import ApiKey
 
 router = APIRouter()
 router.include_router(health.router)
 router.include_router(sessions.router, dependencies=[ApiKey])
 router.include_router(tutors.router, dependencies=[ApiKey])
+router.include_router(teachers.router, dependencies=[ApiKey])

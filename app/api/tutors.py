@@ -6,10 +6,10 @@ import datetime as dt
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from app.deps import TutorsDep
+from app.deps import TranscriptsDep, TutorsDep
 from tutors.store import Tutor
 
 router = APIRouter(prefix="/v1/tutors", tags=["tutors"])
@@ -30,6 +30,7 @@ class TutorFields(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     avatar_id: Short | None = None
     kb_ids: list[Short] = Field(default_factory=list, max_length=50)
+    owner_id: int | None = None
 
 
 class TutorCreate(TutorFields):
@@ -47,6 +48,7 @@ class TutorUpdate(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     avatar_id: Short | None = None
     kb_ids: list[Short] | None = Field(None, max_length=50)
+    owner_id: int | None = None
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> TutorUpdate:
@@ -93,3 +95,36 @@ def update_tutor(tutor_id: int, body: TutorUpdate, tutors: TutorsDep) -> TutorOu
 def delete_tutor(tutor_id: int, tutors: TutorsDep) -> Response:
     tutors.delete(tutor_id)
     return Response(status_code=204)
+
+
+class SessionSummaryOut(BaseModel):
+    session_id: str
+    student_id: int | None
+    status: str
+    created_at: dt.datetime
+    last_activity_at: dt.datetime
+    turns: int
+
+
+class UsageOut(BaseModel):
+    sessions: int
+    active_sessions: int
+    students: int
+    turns: int
+    avg_answer_ms: float | None
+    avg_first_token_ms: float | None
+
+
+@router.get("/{tutor_id}/sessions", response_model=list[SessionSummaryOut])
+def tutor_sessions(
+    tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[SessionSummaryOut]:
+    """The tutor's sessions, newest first, with how many questions each had."""
+    tutors.get(tutor_id)
+    return [SessionSummaryOut(**asdict(s)) for s in transcripts.sessions(tutor_id, limit)]
+
+
+@router.get("/{tutor_id}/usage", response_model=UsageOut)
+def tutor_usage(tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep) -> UsageOut:
+    tutors.get(tutor_id)
+    return UsageOut(**asdict(transcripts.usage(tutor_id)))

@@ -1,0 +1,44 @@
+"""`/v1/teachers`: accounts for the teacher UI, managed by the web backend or an operator."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field, SecretStr
+
+from app.deps import TeachersDep
+
+router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
+
+
+class TeacherCreate(BaseModel):
+    username: str = Field(min_length=3, max_length=64)
+    password: SecretStr = Field(min_length=10, max_length=200)
+    is_admin: bool = False
+
+
+class TeacherOut(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+    created_at: dt.datetime
+
+
+@router.post("", status_code=201, response_model=TeacherOut)
+def create_teacher(body: TeacherCreate, teachers: TeachersDep) -> TeacherOut:
+    teacher = teachers.create(body.username, body.password.get_secret_value(), is_admin=body.is_admin)
+    return TeacherOut(**asdict(teacher))
+
+
+@router.get("", response_model=list[TeacherOut])
+def list_teachers(teachers: TeachersDep) -> list[TeacherOut]:
+    return [TeacherOut(**asdict(t)) for t in teachers.list()]
+
+
+@router.delete("/{teacher_id}", status_code=204)
+def delete_teacher(teacher_id: int, teachers: TeachersDep) -> Response:
+    """Their tutors stay, without an owner (admins still manage them)."""
+    teachers.delete(teacher_id)
+    return Response(status_code=204)
