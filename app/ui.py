@@ -1,16 +1,21 @@
 """The Gradio Blocks UI, mounted under `UI_PATH`: a student chat tab and a teacher tab.
 
 Both tabs call the same services as the REST routes and the WebSocket; nothing here talks to
-an engine directly. The teacher tab asks for the management API key when one is configured;
-the key is checked on the server and never placed in a component (Gradio publishes component
-values in its public config).
+an engine directly. Teachers log in with their account; who is logged in is kept in server-side
+state, checked on every action, and a teacher acts only on their own tutors (an admin on all).
+Secrets never go into a component: Gradio publishes component values in its public config.
+
+A student's session (id and token) is kept in the browser's local storage, so a reload
+continues the same conversation; a student sent by the web backend arrives with
+`?session=<id>&token=<engine_token>` and talks in that session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,17 +23,28 @@ import gradio as gr
 from app.errors import TutorError, Unauthorized
 from app.pipeline import AnswerText, NoticeFrame, TextDelta
 from app.server import Services
-from app.sessions import SessionInfo
+from tutors.store import Tutor
 
 LANGUAGE_CHOICES = [("English", "en"), ("中文 (Chinese)", "zh")]
 UI_CHAT_ID = "ui"
+Chat = list[dict[str, str]]
+
+
+def _browser_secret(data_dir: Path) -> str:
+    """BrowserState encrypts in the browser with a key the page carries: it hides nothing from
+    that browser. A stable key only lets a saved session survive a server restart."""
+    path = data_dir / "ui_state_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
 
 
 def build_ui(services: Services) -> gr.Blocks:
-    settings = services.settings
+    tutors, sessions, transcripts = services.tutors, services.sessions, services.transcripts
 
-    def tutor_choices() -> list[tuple[str, int]]:
-        return [(f"{t.name} — {t.subject}" if t.subject else t.name, t.id) for t in services.tutors.list()]
+    # -- shared ---------------------------------------------------------------------------
+    def tutor_choices(owner_id: int | None = None) -> list[tuple[str, int]]:
+        return [(f"{t.name} — {t.subject}" if t.subject else t.name, t.id) for t in tutors.list(owner_id)]
 
     def engine_status() -> str:
         stages = services.hub.summary()["stages"]
@@ -40,36 +56,69 @@ def build_ui(services: Services) -> gr.Blocks:
         ]
         return "**Engines**\n" + "\n".join(lines)
 
-    async def on_load() -> tuple[Any, str]:
-        choices = await asyncio.to_thread(tutor_choices)
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), engine_status()
+    def greeting_of(tutor: Tutor) -> Chat:
+        return [{"role": "assistant", "content": tutor.greeting}] if tutor.greeting else []
 
-    async def pick_tutor(tutor_id: int | None) -> tuple[list[dict[str, str]], None, str]:
-        if tutor_id is None:
-            return [], None, ""
-        tutor = await asyncio.to_thread(services.tutors.get, int(tutor_id))
-        greeting = [{"role": "assistant", "content": tutor.greeting}] if tutor.greeting else []
-        return greeting, None, f"### {tutor.name}\n{tutor.subject}"
+    def conversation_of(tutor: Tutor, session_id: str) -> Chat:
+        said = [m for m in transcripts.messages(session_id) if m.chat_id == UI_CHAT_ID]
+        return greeting_of(tutor) + [{"role": m.role, "content": m.content} for m in said]
 
-    async def live_session(tutor_id: int, session_id: str | None) -> SessionInfo:
-        if session_id:
-            info = await asyncio.to_thread(services.sessions.get, session_id)
-            if info.active and info.tutor_id == tutor_id:
-                return info
-        info, _token = await asyncio.to_thread(services.sessions.create, tutor_id, None, None)
-        return info
+    # -- student --------------------------------------------------------------------------
+    def restore(saved: dict[str, Any], query: dict[str, str]) -> tuple[Any, Chat, dict[str, Any], str]:
+        """Tutor picker, chat, saved session and header for a page (re)load."""
+        arrived = {"session_id": query.get("session"), "token": query.get("token")}
+        for candidate, locked in ((arrived, True), (saved or {}, False)):
+            if not (candidate.get("session_id") and candidate.get("token")):
+                continue
+            try:
+                info = sessions.authenticate(candidate["session_id"], candidate["token"])
+            except TutorError:
+                continue
+            tutor = tutors.get(info.tutor_id)
+            state = {"session_id": info.id, "token": candidate["token"], "tutor_id": tutor.id}
+            picker = gr.update(choices=tutor_choices(), value=tutor.id, interactive=not locked)
+            return picker, conversation_of(tutor, info.id), state, f"### {tutor.name}\n{tutor.subject}"
+        choices = tutor_choices()
+        if not choices:
+            return gr.update(choices=[], value=None), [], {}, "No tutor yet: a teacher creates one in the Teacher tab."
+        tutor = tutors.get(choices[0][1])
+        return gr.update(choices=choices, value=tutor.id), greeting_of(tutor), {}, f"### {tutor.name}\n{tutor.subject}"
+
+    async def on_load(saved: dict[str, Any], request: gr.Request) -> tuple[Any, Chat, dict[str, Any], str, str]:
+        query = dict(request.query_params) if request else {}
+        picker, chat, state, header = await asyncio.to_thread(restore, saved, query)
+        return picker, chat, state, header, engine_status()
+
+    async def pick_tutor(tutor_id: int | None, saved: dict[str, Any]) -> tuple[Chat, dict[str, Any], str]:
+        if not tutor_id:
+            return [], saved, ""
+        tutor = await asyncio.to_thread(tutors.get, int(tutor_id))
+        if saved and saved.get("tutor_id") == tutor.id:
+            return await asyncio.to_thread(conversation_of, tutor, saved["session_id"]), saved, f"### {tutor.name}\n{tutor.subject}"
+        return greeting_of(tutor), {}, f"### {tutor.name}\n{tutor.subject}"
+
+    async def live_session(tutor_id: int, saved: dict[str, Any]) -> dict[str, Any]:
+        if saved and saved.get("tutor_id") == tutor_id:
+            try:
+                await asyncio.to_thread(sessions.authenticate, saved["session_id"], saved["token"])
+                return saved
+            except TutorError:
+                pass  # ended or expired: start a new one
+        info, token = await asyncio.to_thread(sessions.create, tutor_id, None, None)
+        return {"session_id": info.id, "token": token, "tutor_id": tutor_id}
 
     async def ask(
-        text: str, tutor_id: int | None, session_id: str | None, history: list[dict[str, str]]
-    ) -> AsyncIterator[tuple[str, list[dict[str, str]], str | None]]:
+        text: str, tutor_id: int | None, saved: dict[str, Any], history: Chat
+    ) -> AsyncIterator[tuple[str, Chat, dict[str, Any]]]:
         if not text or not text.strip():
             return
-        if tutor_id is None:
+        if not tutor_id:
             raise gr.Error("Pick a tutor first.")
         try:
-            session = await live_session(int(tutor_id), session_id)
+            state = await live_session(int(tutor_id), saved)
+            session = await asyncio.to_thread(sessions.require_active, state["session_id"])
             history = [*history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-            yield "", history, session.id
+            yield "", history, state
             async for frame in services.conversation.answer(session, UI_CHAT_ID, text):
                 if isinstance(frame, NoticeFrame):
                     history.insert(-1, {"role": "assistant", "content": f"ⓘ {frame.text}"})
@@ -79,79 +128,192 @@ def build_ui(services: Services) -> gr.Blocks:
                     history[-1]["content"] = frame.text
                 else:
                     continue
-                yield "", history, session.id
+                yield "", history, state
+            await asyncio.to_thread(sessions.touch, session.id)
         except TutorError as exc:
             raise gr.Error(exc.message) from None
 
-    def check_key(given: str) -> None:
-        key = settings.management_api_key
-        if key is not None and not hmac.compare_digest((given or "").encode(), key.get_secret_value().encode()):
-            raise gr.Error(Unauthorized("wrong management API key").message)
+    # -- teacher --------------------------------------------------------------------------
+    def signed_in(teacher: dict[str, Any] | None) -> dict[str, Any]:
+        if not teacher:
+            raise gr.Error(Unauthorized("log in first").message)
+        return teacher
 
-    def tutor_rows() -> list[list[Any]]:
-        return [[t.id, t.name, t.subject, t.language, t.llm_model or ""] for t in services.tutors.list()]
+    def own_tutor(teacher: dict[str, Any], tutor_id: int | None) -> Tutor:
+        if not tutor_id:
+            raise gr.Error("Pick one of your tutors first.")
+        tutor = tutors.get(int(tutor_id))
+        if not teacher["is_admin"] and tutor.owner_id != teacher["id"]:
+            raise gr.Error("That tutor belongs to another teacher.")
+        return tutor
 
-    async def create_tutor(
-        key: str, name: str, subject: str, persona: str, greeting: str, language: str
-    ) -> tuple[str, list[list[Any]], Any]:
-        check_key(key)
+    def my_choices(teacher: dict[str, Any]) -> list[tuple[str, int]]:
+        return tutor_choices(None if teacher["is_admin"] else teacher["id"])
+
+    async def login(username: str, password: str) -> tuple[Any, ...]:
+        teacher = await asyncio.to_thread(services.teachers.verify, (username or "").strip(), password or "")
+        if teacher is None:
+            raise gr.Error("Wrong username or password.")
+        state = {"id": teacher.id, "username": teacher.username, "is_admin": teacher.is_admin}
+        choices = await asyncio.to_thread(my_choices, state)
+        role = "admin" if teacher.is_admin else "teacher"
+        return (
+            state,
+            gr.update(visible=False),
+            gr.update(visible=True),
+            f"Signed in as **{teacher.username}** ({role}).",
+            gr.update(choices=choices, value=None),
+            "",  # the password box is cleared
+        )
+
+    def logout() -> tuple[Any, ...]:
+        return None, gr.update(visible=True), gr.update(visible=False), "", gr.update(choices=[], value=None)
+
+    def editor_values(tutor: Tutor | None) -> list[Any]:
+        if tutor is None:
+            return ["", "", "en", "", "", 0.4, "", ""]
+        temperature = tutor.temperature if tutor.temperature is not None else services.settings.llm_temperature
+        return [tutor.name, tutor.subject, tutor.language, tutor.llm_model or "", tutor.voice or "", temperature,
+                tutor.persona, tutor.greeting]
+
+    async def select_tutor(tutor_id: int | None, teacher: dict[str, Any] | None) -> list[Any]:
+        if not tutor_id or not teacher:
+            return [*editor_values(None), "", gr.update(choices=[], value=None), []]
+        tutor = await asyncio.to_thread(own_tutor, signed_in(teacher), tutor_id)
+        usage = await asyncio.to_thread(transcripts.usage, tutor.id)
+        listed = await asyncio.to_thread(transcripts.sessions, tutor.id)
+        figures = (
+            f"**Usage** — sessions: {usage.sessions} (active {usage.active_sessions}), students: {usage.students}, "
+            f"questions: {usage.turns}, average answer: "
+            + (f"{usage.avg_answer_ms / 1000:.1f} s" if usage.avg_answer_ms is not None else "—")
+        )
+        session_choices = [
+            (f"{s.created_at:%Y-%m-%d %H:%M} · student {s.student_id or '—'} · {s.turns} question(s) · {s.status}",
+             s.session_id)
+            for s in listed
+        ]
+        return [*editor_values(tutor), figures, gr.update(choices=session_choices, value=None), []]
+
+    async def show_transcript(session_id: str | None, tutor_id: int | None, teacher: dict[str, Any] | None) -> Chat:
+        if not session_id:
+            return []
+        tutor = await asyncio.to_thread(own_tutor, signed_in(teacher), tutor_id)
+        info = await asyncio.to_thread(sessions.get, session_id)
+        if info.tutor_id != tutor.id:
+            raise gr.Error("That session belongs to another tutor.")
+        said = await asyncio.to_thread(transcripts.messages, session_id)
+        return [
+            {"role": m.role, "content": f"{m.content}\n\n*{m.created_at:%H:%M:%S}*"} for m in said
+        ]
+
+    async def save_tutor(
+        teacher: dict[str, Any] | None, tutor_id: int | None, name: str, subject: str, language: str,
+        llm_model: str, voice: str, temperature: float, persona: str, greeting: str,
+    ) -> tuple[str, Any]:
+        teacher = signed_in(teacher)
         if not name or not name.strip():
             raise gr.Error("A tutor needs a name.")
-        tutor = await asyncio.to_thread(
-            services.tutors.create,
-            {"name": name.strip(), "subject": subject, "persona": persona, "greeting": greeting, "language": language},
-        )
-        rows = await asyncio.to_thread(tutor_rows)
-        choices = await asyncio.to_thread(tutor_choices)
-        return f"Created tutor **{tutor.name}** (id {tutor.id}).", rows, gr.update(choices=choices)
+        values = {
+            "name": name.strip(), "subject": subject or "", "language": language or "en",
+            "llm_model": (llm_model or "").strip() or None, "voice": (voice or "").strip() or None,
+            "temperature": float(temperature), "persona": persona or "", "greeting": greeting or "",
+        }
+        try:
+            # An empty dropdown arrives as None or "" depending on how it was emptied.
+            if not tutor_id:
+                tutor = await asyncio.to_thread(tutors.create, {**values, "owner_id": teacher["id"]})
+                verb = "Created"
+            else:
+                await asyncio.to_thread(own_tutor, teacher, tutor_id)
+                tutor = await asyncio.to_thread(tutors.update, int(tutor_id), values)
+                verb = "Saved"
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        choices = await asyncio.to_thread(my_choices, teacher)
+        return f"{verb} tutor **{tutor.name}** (id {tutor.id}).", gr.update(choices=choices, value=tutor.id)
 
-    async def list_tutors(key: str) -> list[list[Any]]:
-        check_key(key)
-        return await asyncio.to_thread(tutor_rows)
+    async def delete_tutor(teacher: dict[str, Any] | None, tutor_id: int | None) -> tuple[str, Any]:
+        teacher = signed_in(teacher)
+        tutor = await asyncio.to_thread(own_tutor, teacher, tutor_id)
+        try:
+            await asyncio.to_thread(tutors.delete, tutor.id)
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        choices = await asyncio.to_thread(my_choices, teacher)
+        return f"Deleted tutor **{tutor.name}**.", gr.update(choices=choices, value=None)
 
+    # -- layout ---------------------------------------------------------------------------
     # System fonts: the default theme fetches Google Fonts, which stalls pages on offline boxes.
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     with gr.Blocks(title="Virtual Tutor", analytics_enabled=False, theme=theme) as blocks:
         gr.Markdown("# Virtual Tutor")
+        saved = gr.BrowserState(
+            {}, storage_key="virtual-tutor-session", secret=_browser_secret(services.settings.data_dir)
+        )
         with gr.Tab("Student", elem_id="student-tab"):
             with gr.Row():
                 tutor_pick = gr.Dropdown(label="Tutor", choices=[], elem_id="tutor-pick")
                 status = gr.Markdown(elem_id="engine-status")
-            header = gr.Markdown()
-            chat = gr.Chatbot(type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False)
-            session_state = gr.State(None)
+            header = gr.Markdown(elem_id="tutor-header")
+            chat = gr.Chatbot(
+                type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False
+            )
             with gr.Row():
                 question = gr.Textbox(
                     placeholder="Ask your tutor…", show_label=False, scale=5, elem_id="question"
                 )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
             for trigger in (send.click, question.submit):
-                trigger(ask, [question, tutor_pick, session_state, chat], [question, chat, session_state])
-            tutor_pick.change(pick_tutor, [tutor_pick], [chat, session_state, header])
+                trigger(ask, [question, tutor_pick, saved, chat], [question, chat, saved])
+            tutor_pick.input(pick_tutor, [tutor_pick, saved], [chat, saved, header])
 
         with gr.Tab("Teacher", elem_id="teacher-tab"):
-            key_box = gr.Textbox(
-                label="Management API key",
-                type="password",
-                visible=settings.management_api_key is not None,
-            )
-            with gr.Row():
-                name = gr.Textbox(label="Name", elem_id="tutor-name")
-                subject = gr.Textbox(label="Subject", elem_id="tutor-subject")
-                language = gr.Dropdown(label="Language", choices=LANGUAGE_CHOICES, value="en")
-            persona = gr.Textbox(label="Persona / system prompt", lines=4, elem_id="tutor-persona")
-            greeting = gr.Textbox(label="Greeting", elem_id="tutor-greeting")
-            with gr.Row():
-                create = gr.Button("Create tutor", variant="primary", elem_id="create-tutor")
-                refresh = gr.Button("Refresh list")
-            notice = gr.Markdown(elem_id="teacher-notice")
-            table = gr.Dataframe(headers=["id", "name", "subject", "language", "model"], interactive=False)
-            create.click(
-                create_tutor, [key_box, name, subject, persona, greeting, language], [notice, table, tutor_pick]
-            )
-            refresh.click(list_tutors, [key_box], [table])
+            teacher = gr.State(None)
+            with gr.Column(visible=True) as login_box:
+                username = gr.Textbox(label="Username", elem_id="login-user")
+                password = gr.Textbox(label="Password", type="password", elem_id="login-password")
+                login_button = gr.Button("Log in", variant="primary", elem_id="login")
+            with gr.Column(visible=False) as panel:
+                with gr.Row():
+                    who = gr.Markdown(elem_id="signed-in")
+                    logout_button = gr.Button("Log out", size="sm", scale=0)
+                with gr.Row():
+                    my_tutors = gr.Dropdown(label="Your tutors", choices=[], elem_id="my-tutors", scale=4)
+                    new_button = gr.Button("New tutor", scale=1, elem_id="new-tutor")
+                with gr.Row():
+                    name = gr.Textbox(label="Name", elem_id="tutor-name")
+                    subject = gr.Textbox(label="Subject", elem_id="tutor-subject")
+                    language = gr.Dropdown(label="Language", choices=LANGUAGE_CHOICES, value="en")
+                with gr.Row():
+                    llm_model = gr.Textbox(label="LLM model (Ollama)", placeholder=services.settings.default_llm_model)
+                    voice = gr.Textbox(label="Voice", placeholder="zh-CN-XiaoxiaoNeural")
+                    temperature = gr.Slider(0, 2, value=0.4, step=0.05, label="Temperature")
+                persona = gr.Textbox(label="Persona / system prompt", lines=4, elem_id="tutor-persona")
+                greeting = gr.Textbox(label="Greeting", elem_id="tutor-greeting")
+                with gr.Row():
+                    save_button = gr.Button("Save tutor", variant="primary", elem_id="save-tutor")
+                    delete_button = gr.Button("Delete tutor", variant="stop", elem_id="delete-tutor")
+                notice = gr.Markdown(elem_id="teacher-notice")
+                with gr.Row():
+                    usage = gr.Markdown(elem_id="usage")
+                    refresh_button = gr.Button("Refresh", size="sm", scale=0, elem_id="refresh")
+                session_pick = gr.Dropdown(label="Transcripts", choices=[], elem_id="session-pick")
+                transcript = gr.Chatbot(type="messages", label="Transcript", elem_id="transcript", height=360,
+                                        allow_tags=False)
 
-        blocks.load(on_load, None, [tutor_pick, status])
+            editor = [name, subject, language, llm_model, voice, temperature, persona, greeting]
+            login_button.click(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
+            password.submit(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
+            logout_button.click(logout, None, [teacher, login_box, panel, who, my_tutors])
+            for trigger in (my_tutors.change, refresh_button.click):
+                trigger(select_tutor, [my_tutors, teacher], [*editor, usage, session_pick, transcript])
+            new_button.click(lambda: gr.update(value=None), None, [my_tutors])
+            save_button.click(save_tutor, [teacher, my_tutors, *editor], [notice, my_tutors])
+            delete_button.click(delete_tutor, [teacher, my_tutors], [notice, my_tutors])
+            session_pick.change(show_transcript, [session_pick, my_tutors, teacher], [transcript])
+
+        blocks.load(on_load, [saved], [tutor_pick, chat, saved, header, status])
     return blocks
+

@@ -1,4 +1,5 @@
-"""The Gradio UI in real headless Chromium: a student chats, a teacher creates a tutor."""
+"""The Gradio UI in real headless Chromium: students chat (and come back after a reload),
+teachers log in, build tutors and read transcripts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import LiveServer, new_tutor
+from tests.conftest import LiveServer, new_session, new_tutor
 
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -20,12 +21,13 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+KEY = "management-key-123"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "install Debian's chromium (CI does: .ci/run)"
+    assert executable, "install Debian's chromium (make test does)"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         yield browser
@@ -34,14 +36,16 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def ui_server(start_server) -> LiveServer:
-    return start_server(with_ui=True, management_api_key="teacher-key-123")
+    server = start_server(with_ui=True, management_api_key=KEY)
+    server.services.teachers.create("wang", "teacher password")
+    server.services.teachers.create("liu_li", "another password")
+    return server
 
 
-def _open(browser: Browser, server: LiveServer) -> Page:
-    page = browser.new_page()
+def _open(page: Page, server: LiveServer, query: str = "") -> Page:
     failed: list[str] = []
     page.on("requestfailed", lambda request: failed.append(request.url))
-    page.goto(f"{server.url}{server.settings.ui_path}/", wait_until="load")
+    page.goto(f"{server.url}{server.settings.ui_path}/{query}", wait_until="load")
     expect(page.locator("#student-tab")).to_be_visible(timeout=15_000)
     # Gradio's page template itself asks a CDN for iframeResizer (async; harmless when it fails).
     outside = [u for u in failed if not u.startswith(server.url) and "iframeResizer" not in u]
@@ -49,39 +53,105 @@ def _open(browser: Browser, server: LiveServer) -> Page:
     return page
 
 
-def test_student_sees_greeting_and_a_streamed_answer(browser: Browser, ui_server: LiveServer) -> None:
-    with ui_server.client("teacher-key-123") as api:
+def _ask(page: Page, text: str) -> None:
+    page.locator("#question textarea").fill(text)
+    page.locator("#send").click()
+
+
+def test_student_chats_and_a_reload_keeps_the_conversation(browser: Browser, ui_server: LiveServer) -> None:
+    with ui_server.client(KEY) as api:
         new_tutor(api, "Ada", subject="Math", greeting="Hello, I am Ada!")
-    page = _open(browser, ui_server)
+    page = _open(browser.new_page(), ui_server)
     expect(page.locator("#engine-status")).to_contain_text("scripted")
     chat = page.locator("#chat")
     expect(chat).to_contain_text("Hello, I am Ada!", timeout=10_000)
-    page.locator("#question textarea").fill("What is a fraction?")
-    page.locator("#send").click()
+    _ask(page, "What is a fraction?")
     expect(chat).to_contain_text("[Ada|0] What is a fraction?", timeout=15_000)
     page.locator("#question textarea").fill("And a decimal?")
     page.locator("#question textarea").press("Enter")
     expect(chat).to_contain_text("[Ada|1] And a decimal?", timeout=15_000)
-    # The UI's conversation is a real session, counted like any other.
-    assert ui_server.services.sessions.count_active() == 1
+
+    page.reload(wait_until="load")
+    expect(page.locator("#chat")).to_contain_text("[Ada|1] And a decimal?", timeout=15_000)
+    _ask(page, "Third?")
+    expect(page.locator("#chat")).to_contain_text("[Ada|2] Third?", timeout=15_000)
+    assert ui_server.services.sessions.count_active() == 1  # one session, continued
     page.close()
 
 
-def test_teacher_creates_a_tutor_only_with_the_key(browser: Browser, ui_server: LiveServer) -> None:
-    page = _open(browser, ui_server)
+def test_student_arrives_with_a_session_from_the_web_backend(browser: Browser, ui_server: LiveServer) -> None:
+    with ui_server.client(KEY) as api:
+        new_tutor(api, "Ada")
+        bob = new_tutor(api, "Bob", greeting="Bob here.")
+        session = new_session(api, bob["id"], student_id=77)
+    page = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    expect(page.locator("#tutor-header")).to_contain_text("Bob", timeout=10_000)
+    _ask(page, "hi from the course page")
+    expect(page.locator("#chat")).to_contain_text("[Bob|0] hi from the course page", timeout=15_000)
+    with ui_server.client(KEY) as api:
+        transcript = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
+    assert [m["content"] for m in transcript] == ["hi from the course page", "[Bob|0] hi from the course page"]
+    # A forged token gets an ordinary page, not that session.
+    forged = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token=forged")
+    expect(forged.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
+    page.close()
+    forged.close()
+
+
+def _login(page: Page, user: str, password: str) -> None:
     page.get_by_role("tab", name="Teacher").click()
+    page.locator("#login-user textarea").fill(user)
+    page.locator("#login-password input").fill(password)
+    page.locator("#login").click()
+
+
+def test_teacher_logs_in_builds_a_tutor_and_reads_its_transcripts(browser: Browser, ui_server: LiveServer) -> None:
+    page = _open(browser.new_page(), ui_server)
+    _login(page, "wang", "wrong password")
+    expect(page.get_by_text("Wrong username or password.").first).to_be_visible(timeout=10_000)
+    expect(page.locator("#tutor-name")).to_be_hidden()
+
+    _login(page, "wang", "teacher password")
+    expect(page.locator("#signed-in")).to_contain_text("wang", timeout=10_000)
     page.locator("#tutor-name textarea").fill("Wang Laoshi")
     page.locator("#tutor-subject textarea").fill("语文")
-    page.locator("#create-tutor").click()
-    expect(page.get_by_text("wrong management API key").first).to_be_visible(timeout=10_000)
-    assert ui_server.services.tutors.list() == []
-
-    page.get_by_label("Management API key").fill("teacher-key-123")
-    page.locator("#create-tutor").click()
+    page.locator("#tutor-greeting textarea").fill("同学们好！")
+    page.locator("#save-tutor").click()
     expect(page.locator("#teacher-notice")).to_contain_text("Created tutor Wang Laoshi", timeout=10_000)
-    assert [t.subject for t in ui_server.services.tutors.list()] == ["语文"]
-    # The key is checked on the server and never appears in the page's public config.
+    (tutor,) = ui_server.services.tutors.list()
+    assert tutor.subject == "语文" and tutor.owner_id == ui_server.services.teachers.find("wang").id
+
+    # A student talks to it; the teacher reads the transcript and the usage figures.
+    with ui_server.client(KEY) as api:
+        session = new_session(api, tutor.id, student_id=5)
+    student = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    expect(student.locator("#chat")).to_contain_text("同学们好！", timeout=10_000)
+    _ask(student, "什么是比喻？")
+    expect(student.locator("#chat")).to_contain_text("[Wang Laoshi|0] 什么是比喻？", timeout=15_000)
+    student.close()
+
+    expect(page.locator("#usage")).to_contain_text("questions: 0", timeout=10_000)
+    page.locator("#refresh").click()
+    expect(page.locator("#usage")).to_contain_text("questions: 1", timeout=10_000)
+    page.locator("#session-pick input").click()
+    page.get_by_role("option").filter(has_text="student 5").click()
+    expect(page.locator("#transcript")).to_contain_text("[Wang Laoshi|0] 什么是比喻？", timeout=10_000)
+
+    # The key and the password are nowhere in the public config.
     with ui_server.client() as anonymous:
-        config = anonymous.get(f"{ui_server.settings.ui_path}/config")
-    assert config.status_code == 200 and "teacher-key-123" not in config.text
+        config = anonymous.get(f"{ui_server.settings.ui_path}/config").text
+    assert KEY not in config and "teacher password" not in config
+    page.close()
+
+
+def test_a_teacher_sees_only_their_own_tutors(browser: Browser, ui_server: LiveServer) -> None:
+    teachers, tutors = ui_server.services.teachers, ui_server.services.tutors
+    tutors.create({"name": "Wang's tutor", "owner_id": teachers.find("wang").id})
+    tutors.create({"name": "Li's tutor", "owner_id": teachers.find("liu_li").id})
+    page = _open(browser.new_page(), ui_server)
+    _login(page, "liu_li", "another password")
+    expect(page.locator("#signed-in")).to_contain_text("liu_li", timeout=10_000)
+    page.locator("#my-tutors input").click()
+    expect(page.get_by_role("option", name="Li's tutor")).to_have_count(1, timeout=10_000)
+    expect(page.get_by_role("option", name="Wang's tutor")).to_have_count(0)
     page.close()
