@@ -40,3 +40,19 @@ def test_a_missing_model_file_is_reported_by_name(tmp_path) -> None:
     else:
         raise AssertionError("warmup succeeded without a model file")
     assert bundled_model_path() is not None
+
+
+async def test_a_continued_conversation_reuses_its_cached_prefix() -> None:
+    engine = LocalLLM()
+    engine.warmup()
+    first = [ChatMessage("system", "You are a patient biology tutor. " * 10), ChatMessage("user", "What is a cell?")]
+    answer = "".join([p async for p in engine.stream(first, GenerationOptions(None, 0.2, 20))])
+    assert engine.last_reused_tokens == 0
+    follow_up = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And a tissue?")]
+    again = [p async for p in engine.stream(follow_up, GenerationOptions(None, 0.2, 20))]
+    assert again and engine.last_reused_tokens >= 60  # persona and first question not recomputed
+    # Another conversation does not disturb it: it gets its own context.
+    other = [ChatMessage("system", "Du bist ein Mathelehrer."), ChatMessage("user", "Was ist eine Primzahl?")]
+    [p async for p in engine.stream(other, GenerationOptions(None, 0.2, 5))]
+    [p async for p in engine.stream(follow_up, GenerationOptions(None, 0.2, 5))]
+    assert engine.last_reused_tokens >= 60

