@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import time
 
 from app.conversation import StoredMessage, fit_prompt, system_prompt
 from bench.common import free_port, report
+from tests.live import BlackHole
 from tutors.llm import GenerationOptions
 from tutors.llm.base import Notice
 from tutors.llm.fallback import FallbackLLM
@@ -76,28 +76,6 @@ async def embedded(runs: int) -> list[dict]:
                      "reused_tokens": engine.last_reused_tokens, "ttft_s": round(ttft, 3), "tokens": tokens,
                      "tokens_per_s": round(rate, 1)})
     return rows
-
-
-class BlackHole:
-    """A loopback port whose accept queue is full: connection attempts hang unanswered."""
-
-    def __enter__(self) -> str:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", free_port()))
-        self.listener.listen(0)
-        self.fillers = []
-        for _ in range(8):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(self.listener.getsockname())
-            self.fillers.append(s)
-        time.sleep(0.1)
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def __exit__(self, *exc: object) -> None:
-        for s in self.fillers:
-            s.close()
-        self.listener.close()
 
 
 async def switch_time(url: str, local: LocalLLM) -> float:

@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tests.live import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
@@ -35,14 +37,6 @@ def latency_summary(values_ms: list[float]) -> dict[str, float]:
         "p99_ms": round(percentile(values_ms, 99), 2),
         "mean_ms": round(statistics.fmean(values_ms), 2) if values_ms else float("nan"),
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:

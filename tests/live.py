@@ -85,3 +85,26 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values.update(overrides)
     # _env_file=None: the developer's own .env must not leak into tests.
     return Settings(_env_file=None, **values)
+
+
+class BlackHole:
+    """A loopback port whose accept queue is full, so connection attempts hang unanswered,
+    as with a firewall that drops packets. Use as a context manager; it gives the URL."""
+
+    def __enter__(self) -> str:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.fillers = []
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(self.listener.getsockname())
+            self.fillers.append(filler)
+        time.sleep(0.1)
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.listener.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ import websockets
 from app.errors import EngineUnavailable
 from tests.conftest import collect_answer, new_session, new_tutor, ws_url
 from tests.fake_ollama import FakeOllama
-from tests.live import free_port
+from tests.live import BlackHole
 from tests.scripted import ScriptedLLM
 from tutors.llm import ChatMessage, GenerationOptions
 from tutors.llm.local import LocalLLM
@@ -155,22 +154,8 @@ async def test_death_mid_answer_is_an_error_then_the_next_turn_falls_back(start_
 
 @pytest.fixture
 def black_hole() -> Iterator[str]:
-    """A loopback port whose accept queue is full: connection attempts hang, as with a
-    firewall that drops packets."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", free_port()))
-    listener.listen(0)
-    fillers = []
-    for _ in range(8):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(listener.getsockname())
-        fillers.append(s)
-    time.sleep(0.1)
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    for s in fillers:
-        s.close()
-    listener.close()
+    with BlackHole() as url:
+        yield url
 
 
 async def test_a_black_holed_ollama_falls_back_within_two_seconds(start_server, black_hole: str) -> None:

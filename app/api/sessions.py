@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from app.deps import ServicesDep, SessionsDep, TranscriptsDep
 from app.sessions import SessionInfo
+from tutors.transcripts import TranscriptMessage
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -87,16 +86,8 @@ def delete_session(session_id: str, sessions: SessionsDep) -> SessionOut:
     return SessionOut.of(sessions.end(session_id, "deleted"))
 
 
-class TranscriptMessageOut(BaseModel):
-    role: str
-    content: str
-    chat_id: str
-    created_at: dt.datetime
-    meta: dict[str, Any]
-
-
-@router.get("/{session_id}/messages", response_model=list[TranscriptMessageOut])
-def session_messages(session_id: str, sessions: SessionsDep, transcripts: TranscriptsDep) -> list[TranscriptMessageOut]:
+@router.get("/{session_id}/messages")
+def session_messages(session_id: str, sessions: SessionsDep, transcripts: TranscriptsDep) -> list[TranscriptMessage]:
     """The transcript: every question and answer of the session, oldest first."""
     sessions.get(session_id)
-    return [TranscriptMessageOut(**asdict(m)) for m in transcripts.messages(session_id)]
+    return transcripts.messages(session_id)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import asdict
-
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field, SecretStr
 
 from app.deps import TeachersDep
+from tutors.accounts import Teacher
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
@@ -19,22 +17,14 @@ class TeacherCreate(BaseModel):
     is_admin: bool = False
 
 
-class TeacherOut(BaseModel):
-    id: int
-    username: str
-    is_admin: bool
-    created_at: dt.datetime
+@router.post("", status_code=201)
+def create_teacher(body: TeacherCreate, teachers: TeachersDep) -> Teacher:
+    return teachers.create(body.username, body.password.get_secret_value(), is_admin=body.is_admin)
 
 
-@router.post("", status_code=201, response_model=TeacherOut)
-def create_teacher(body: TeacherCreate, teachers: TeachersDep) -> TeacherOut:
-    teacher = teachers.create(body.username, body.password.get_secret_value(), is_admin=body.is_admin)
-    return TeacherOut(**asdict(teacher))
-
-
-@router.get("", response_model=list[TeacherOut])
-def list_teachers(teachers: TeachersDep) -> list[TeacherOut]:
-    return [TeacherOut(**asdict(t)) for t in teachers.list()]
+@router.get("")
+def list_teachers(teachers: TeachersDep) -> list[Teacher]:
+    return teachers.list()
 
 
 @router.delete("/{teacher_id}", status_code=204)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from app.deps import TranscriptsDep, TutorsDep
 from tutors.store import Tutor
+from tutors.transcripts import SessionSummary, Usage
 
 router = APIRouter(prefix="/v1/tutors", tags=["tutors"])
 
@@ -97,34 +98,16 @@ def delete_tutor(tutor_id: int, tutors: TutorsDep) -> Response:
     return Response(status_code=204)
 
 
-class SessionSummaryOut(BaseModel):
-    session_id: str
-    student_id: int | None
-    status: str
-    created_at: dt.datetime
-    last_activity_at: dt.datetime
-    turns: int
-
-
-class UsageOut(BaseModel):
-    sessions: int
-    active_sessions: int
-    students: int
-    turns: int
-    avg_answer_ms: float | None
-    avg_first_token_ms: float | None
-
-
-@router.get("/{tutor_id}/sessions", response_model=list[SessionSummaryOut])
+@router.get("/{tutor_id}/sessions")
 def tutor_sessions(
     tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[SessionSummaryOut]:
+) -> list[SessionSummary]:
     """The tutor's sessions, newest first, with how many questions each had."""
     tutors.get(tutor_id)
-    return [SessionSummaryOut(**asdict(s)) for s in transcripts.sessions(tutor_id, limit)]
+    return transcripts.sessions(tutor_id, limit)
 
 
-@router.get("/{tutor_id}/usage", response_model=UsageOut)
-def tutor_usage(tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep) -> UsageOut:
+@router.get("/{tutor_id}/usage")
+def tutor_usage(tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep) -> Usage:
     tutors.get(tutor_id)
-    return UsageOut(**asdict(transcripts.usage(tutor_id)))
+    return transcripts.usage(tutor_id)
