@@ -34,3 +34,4 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_startup
 	$(BIN)/python -m bench.bench_sessions
 	$(BIN)/python -m bench.bench_websocket
+	$(BIN)/python -m bench.bench_llm
