@@ -266,7 +266,14 @@ def build_ui(services: Services) -> gr.Blocks:
                 )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
             for trigger in (send.click, question.submit):
-                trigger(ask, [question, tutor_pick, saved, chat], [question, chat, saved])
+                # Gradio runs one event of a kind at a time unless told otherwise: students
+                # must not wait for each other's answers (the engines pace themselves).
+                trigger(
+                    ask,
+                    [question, tutor_pick, saved, chat],
+                    [question, chat, saved],
+                    concurrency_limit=services.settings.max_sessions,
+                )
             tutor_pick.input(pick_tutor, [tutor_pick, saved], [chat, saved, header])
 
         with gr.Tab("Teacher", elem_id="teacher-tab"):

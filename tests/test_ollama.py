@@ -173,3 +173,17 @@ async def test_a_black_holed_ollama_falls_back_within_two_seconds(start_server, 
                 break
     assert message["type"] == "text"
     assert switched <= 2.0, f"fallback took {switched:.2f}s"
+
+
+async def test_the_stand_in_speaks_ollamas_api(fake_ollama: FakeOllama) -> None:
+    """The stand-in itself, through the official client: non-streamed chat, tags, errors."""
+    import ollama
+
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    whole = await client.chat(model="smollm2:135m", messages=[{"role": "user", "content": "Hi"}], stream=False,
+                              options={"num_predict": 8})
+    assert whole.message.role == "assistant" and whole.message.content and whole.done
+    assert [m.model for m in (await client.list()).models] == ["smollm2:135m", "tutor-b:latest"]
+    with pytest.raises(ollama.ResponseError) as missing:
+        await client.chat(model="nope", messages=[{"role": "user", "content": "Hi"}])
+    assert missing.value.status_code == 404
