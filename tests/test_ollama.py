@@ -68,6 +68,22 @@ async def _ask(session: dict, text: str, chat: int = 1) -> list[dict]:
         return await collect_answer(ws, timeout=60)
 
 
+async def _time_to_notice(session: dict, text: str, chat: int = 1) -> tuple[float | None, list[dict]]:
+    """Seconds from sending to the fallback notice (None if none came), and all messages."""
+    received: list[dict] = []
+    noticed = None
+    async with websockets.connect(ws_url(session)) as ws:
+        started = time.monotonic()
+        await ws.send(json.dumps({"type": "text", "content": text, "session_id": chat}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            received.append(message)
+            if message["type"] == "notice" and noticed is None:
+                noticed = time.monotonic() - started
+            if message["type"] in ("text", "error"):
+                return noticed, received
+
+
 async def test_tutors_keep_their_own_model_persona_and_history(start_server, fake_ollama: FakeOllama, monkeypatch) -> None:
     fake_ollama.engine = ScriptedLLM()  # instant and revealing: the answer names what it was sent
     server = _auto_server(start_server, fake_ollama.url)
@@ -121,9 +137,8 @@ async def test_ollama_going_down_falls_back_visibly_and_comes_back(start_server,
     assert not any(m["type"] == "notice" for m in first)
     fake_ollama.stop()
 
-    started = time.monotonic()
-    second = await _ask(session, "two")
-    assert time.monotonic() - started < 2 + 1.5  # fallback within 2 s; the rest is the local answer
+    switched, second = await _time_to_notice(session, "two")
+    assert switched is not None and switched <= 2.0
     notice = next(m for m in second if m["type"] == "notice")
     assert notice["code"] == "llm_fallback" and "offline model" in notice["content"]
     assert second[-1]["type"] == "text" and second[-1]["content"]
@@ -146,10 +161,9 @@ async def test_death_mid_answer_is_an_error_then_the_next_turn_falls_back(start_
         session = new_session(api, new_tutor(api)["id"])
     broken = await _ask(session, "one")
     assert broken[-1]["type"] == "error" and "ask again" in broken[-1]["content"]
-    started = time.monotonic()
-    recovered = await _ask(session, "two")
-    assert any(m["type"] == "notice" for m in recovered) and recovered[-1]["type"] == "text"
-    assert time.monotonic() - started < 3.5
+    switched, recovered = await _time_to_notice(session, "two")
+    assert switched is not None and switched <= 2.0  # no connect wait: already known to be down
+    assert recovered[-1]["type"] == "text"
 
 
 @pytest.fixture
@@ -162,17 +176,9 @@ async def test_a_black_holed_ollama_falls_back_within_two_seconds(start_server, 
     server = _auto_server(start_server, black_hole, ollama_connect_timeout=1.5)
     with server.client() as api:
         session = new_session(api, new_tutor(api)["id"])
-    started = time.monotonic()
-    async with websockets.connect(ws_url(session)) as ws:
-        await ws.send(json.dumps({"type": "text", "content": "hello"}))
-        while True:
-            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if message["type"] == "notice":
-                switched = time.monotonic() - started
-            if message["type"] in ("text", "error"):
-                break
-    assert message["type"] == "text"
-    assert switched <= 2.0, f"fallback took {switched:.2f}s"
+    switched, messages = await _time_to_notice(session, "hello")
+    assert messages[-1]["type"] == "text"
+    assert switched is not None and switched <= 2.0, f"fallback took {switched}s"
 
 
 async def test_the_stand_in_speaks_ollamas_api(fake_ollama: FakeOllama) -> None:
