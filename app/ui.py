@@ -171,10 +171,10 @@ def build_ui(services: Services) -> gr.Blocks:
 
     def editor_values(tutor: Tutor | None) -> list[Any]:
         if tutor is None:
-            return ["", "", "en", "", "", 0.4, "", ""]
+            return ["", "", "en", "", "", services.settings.llm_temperature, "", "", "", ""]
         temperature = tutor.temperature if tutor.temperature is not None else services.settings.llm_temperature
         return [tutor.name, tutor.subject, tutor.language, tutor.llm_model or "", tutor.voice or "", temperature,
-                tutor.persona, tutor.greeting]
+                tutor.persona, tutor.greeting, tutor.avatar_id or "", ", ".join(tutor.kb_ids)]
 
     async def select_tutor(tutor_id: int | None, teacher: dict[str, Any] | None) -> list[Any]:
         if not tutor_id or not teacher:
@@ -208,7 +208,7 @@ def build_ui(services: Services) -> gr.Blocks:
 
     async def save_tutor(
         teacher: dict[str, Any] | None, tutor_id: int | None, name: str, subject: str, language: str,
-        llm_model: str, voice: str, temperature: float, persona: str, greeting: str,
+        llm_model: str, voice: str, temperature: float, persona: str, greeting: str, avatar_id: str, kb_ids: str,
     ) -> tuple[str, Any]:
         teacher = signed_in(teacher)
         if not name or not name.strip():
@@ -217,6 +217,8 @@ def build_ui(services: Services) -> gr.Blocks:
             "name": name.strip(), "subject": subject or "", "language": language or "en",
             "llm_model": (llm_model or "").strip() or None, "voice": (voice or "").strip() or None,
             "temperature": float(temperature), "persona": persona or "", "greeting": greeting or "",
+            "avatar_id": (avatar_id or "").strip() or None,
+            "kb_ids": [k.strip() for k in (kb_ids or "").split(",") if k.strip()],
         }
         try:
             # An empty dropdown arrives as None or "" depending on how it was emptied.
@@ -300,6 +302,9 @@ def build_ui(services: Services) -> gr.Blocks:
                 persona = gr.Textbox(label="Persona / system prompt", lines=4, elem_id="tutor-persona")
                 greeting = gr.Textbox(label="Greeting", elem_id="tutor-greeting")
                 with gr.Row():
+                    avatar_id = gr.Textbox(label="Avatar id", elem_id="tutor-avatar")
+                    kb_ids = gr.Textbox(label="Knowledge bases (ids, comma-separated)", elem_id="tutor-kbs")
+                with gr.Row():
                     save_button = gr.Button("Save tutor", variant="primary", elem_id="save-tutor")
                     delete_button = gr.Button("Delete tutor", variant="stop", elem_id="delete-tutor")
                 notice = gr.Markdown(elem_id="teacher-notice")
@@ -310,7 +315,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 transcript = gr.Chatbot(type="messages", label="Transcript", elem_id="transcript", height=360,
                                         allow_tags=False)
 
-            editor = [name, subject, language, llm_model, voice, temperature, persona, greeting]
+            editor = [name, subject, language, llm_model, voice, temperature, persona, greeting, avatar_id, kb_ids]
             login_button.click(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
             password.submit(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
             logout_button.click(logout, None, [teacher, login_box, panel, who, my_tutors])

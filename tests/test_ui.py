@@ -116,10 +116,19 @@ def test_teacher_logs_in_builds_a_tutor_and_reads_its_transcripts(browser: Brows
     page.locator("#tutor-name textarea").fill("Wang Laoshi")
     page.locator("#tutor-subject textarea").fill("语文")
     page.locator("#tutor-greeting textarea").fill("同学们好！")
+    page.locator("#tutor-kbs textarea").fill("kb-001, kb-002")
     page.locator("#save-tutor").click()
     expect(page.locator("#teacher-notice")).to_contain_text("Created tutor Wang Laoshi", timeout=10_000)
     (tutor,) = ui_server.services.tutors.list()
     assert tutor.subject == "语文" and tutor.owner_id == ui_server.services.teachers.find("wang").id
+    assert tutor.kb_ids == ["kb-001", "kb-002"]
+    # Editing keeps what was not touched (once the saved tutor is loaded back into the editor).
+    expect(page.locator("#usage")).to_contain_text("questions: 0", timeout=10_000)
+    page.locator("#tutor-persona textarea").fill("你是一位耐心的语文老师。")
+    page.locator("#save-tutor").click()
+    expect(page.locator("#teacher-notice")).to_contain_text("Saved tutor Wang Laoshi", timeout=10_000)
+    (tutor,) = ui_server.services.tutors.list()
+    assert tutor.persona == "你是一位耐心的语文老师。" and tutor.kb_ids == ["kb-001", "kb-002"]
 
     # A student talks to it; the teacher reads the transcript and the usage figures.
     with ui_server.client(KEY) as api:
