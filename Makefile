@@ -28,6 +28,8 @@ run: install
 	$(BIN)/python app.py
 
 test: install-dev system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest -q
 
 bench: install-dev

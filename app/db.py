@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     DateTime,
     Float,
     ForeignKey,
@@ -24,7 +25,6 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    Connection,
     create_engine,
     event,
 )

@@ -50,9 +50,7 @@ def build_services(settings: Settings) -> Services:
     teachers = TeacherStore(db)
     _bootstrap_admin(settings, teachers)
     tutors = TutorStore(db)
-    sessions = SessionManager(
-        db, max_sessions=settings.max_sessions, timeout_seconds=settings.session_timeout_seconds
-    )
+    sessions = SessionManager(db, max_sessions=settings.max_sessions, timeout_seconds=settings.session_timeout_seconds)
     hub = EngineHub()
     hub.add("llm", llm.create(settings))
     live = LiveConnections()

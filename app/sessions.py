@@ -94,9 +94,7 @@ class SessionManager:
 
     def _load(self) -> None:
         with self._db.transaction() as db:
-            rows = db.execute(
-                select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE)
-            ).all()
+            rows = db.execute(select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE)).all()
         for row in rows:
             token_hash = row.token_hash
             info = _info(row)

@@ -94,7 +94,11 @@ def build_ui(services: Services) -> gr.Blocks:
             return [], saved, ""
         tutor = await asyncio.to_thread(tutors.get, int(tutor_id))
         if saved and saved.get("tutor_id") == tutor.id:
-            return await asyncio.to_thread(conversation_of, tutor, saved["session_id"]), saved, f"### {tutor.name}\n{tutor.subject}"
+            return (
+                await asyncio.to_thread(conversation_of, tutor, saved["session_id"]),
+                saved,
+                f"### {tutor.name}\n{tutor.subject}",
+            )
         return greeting_of(tutor), {}, f"### {tutor.name}\n{tutor.subject}"
 
     async def live_session(tutor_id: int, saved: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +177,18 @@ def build_ui(services: Services) -> gr.Blocks:
         if tutor is None:
             return ["", "", "en", "", "", services.settings.llm_temperature, "", "", "", ""]
         temperature = tutor.temperature if tutor.temperature is not None else services.settings.llm_temperature
-        return [tutor.name, tutor.subject, tutor.language, tutor.llm_model or "", tutor.voice or "", temperature,
-                tutor.persona, tutor.greeting, tutor.avatar_id or "", ", ".join(tutor.kb_ids)]
+        return [
+            tutor.name,
+            tutor.subject,
+            tutor.language,
+            tutor.llm_model or "",
+            tutor.voice or "",
+            temperature,
+            tutor.persona,
+            tutor.greeting,
+            tutor.avatar_id or "",
+            ", ".join(tutor.kb_ids),
+        ]
 
     async def select_tutor(tutor_id: int | None, teacher: dict[str, Any] | None) -> list[Any]:
         if not tutor_id or not teacher:
@@ -188,8 +202,10 @@ def build_ui(services: Services) -> gr.Blocks:
             + (f"{usage.avg_answer_ms / 1000:.1f} s" if usage.avg_answer_ms is not None else "—")
         )
         session_choices = [
-            (f"{s.created_at:%Y-%m-%d %H:%M} · student {s.student_id or '—'} · {s.turns} question(s) · {s.status}",
-             s.session_id)
+            (
+                f"{s.created_at:%Y-%m-%d %H:%M} · student {s.student_id or '—'} · {s.turns} question(s) · {s.status}",
+                s.session_id,
+            )
             for s in listed
         ]
         return [*editor_values(tutor), figures, gr.update(choices=session_choices, value=None), []]
@@ -202,21 +218,34 @@ def build_ui(services: Services) -> gr.Blocks:
         if info.tutor_id != tutor.id:
             raise gr.Error("That session belongs to another tutor.")
         said = await asyncio.to_thread(transcripts.messages, session_id)
-        return [
-            {"role": m.role, "content": f"{m.content}\n\n*{m.created_at:%H:%M:%S}*"} for m in said
-        ]
+        return [{"role": m.role, "content": f"{m.content}\n\n*{m.created_at:%H:%M:%S}*"} for m in said]
 
     async def save_tutor(
-        teacher: dict[str, Any] | None, tutor_id: int | None, name: str, subject: str, language: str,
-        llm_model: str, voice: str, temperature: float, persona: str, greeting: str, avatar_id: str, kb_ids: str,
+        teacher: dict[str, Any] | None,
+        tutor_id: int | None,
+        name: str,
+        subject: str,
+        language: str,
+        llm_model: str,
+        voice: str,
+        temperature: float,
+        persona: str,
+        greeting: str,
+        avatar_id: str,
+        kb_ids: str,
     ) -> tuple[str, Any]:
         teacher = signed_in(teacher)
         if not name or not name.strip():
             raise gr.Error("A tutor needs a name.")
         values = {
-            "name": name.strip(), "subject": subject or "", "language": language or "en",
-            "llm_model": (llm_model or "").strip() or None, "voice": (voice or "").strip() or None,
-            "temperature": float(temperature), "persona": persona or "", "greeting": greeting or "",
+            "name": name.strip(),
+            "subject": subject or "",
+            "language": language or "en",
+            "llm_model": (llm_model or "").strip() or None,
+            "voice": (voice or "").strip() or None,
+            "temperature": float(temperature),
+            "persona": persona or "",
+            "greeting": greeting or "",
             "avatar_id": (avatar_id or "").strip() or None,
             "kb_ids": [k.strip() for k in (kb_ids or "").split(",") if k.strip()],
         }
@@ -259,13 +288,9 @@ def build_ui(services: Services) -> gr.Blocks:
                 tutor_pick = gr.Dropdown(label="Tutor", choices=[], elem_id="tutor-pick")
                 status = gr.Markdown(elem_id="engine-status")
             header = gr.Markdown(elem_id="tutor-header")
-            chat = gr.Chatbot(
-                type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False
-            )
+            chat = gr.Chatbot(type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False)
             with gr.Row():
-                question = gr.Textbox(
-                    placeholder="Ask your tutor…", show_label=False, scale=5, elem_id="question"
-                )
+                question = gr.Textbox(placeholder="Ask your tutor…", show_label=False, scale=5, elem_id="question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
             for trigger in (send.click, question.submit):
                 # Gradio runs one event of a kind at a time unless told otherwise: students
@@ -312,8 +337,9 @@ def build_ui(services: Services) -> gr.Blocks:
                     usage = gr.Markdown(elem_id="usage")
                     refresh_button = gr.Button("Refresh", size="sm", scale=0, elem_id="refresh")
                 session_pick = gr.Dropdown(label="Transcripts", choices=[], elem_id="session-pick")
-                transcript = gr.Chatbot(type="messages", label="Transcript", elem_id="transcript", height=360,
-                                        allow_tags=False)
+                transcript = gr.Chatbot(
+                    type="messages", label="Transcript", elem_id="transcript", height=360, allow_tags=False
+                )
 
             editor = [name, subject, language, llm_model, voice, temperature, persona, greeting, avatar_id, kb_ids]
             login_button.click(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
@@ -328,4 +354,3 @@ def build_ui(services: Services) -> gr.Blocks:
 
         blocks.load(on_load, [saved], [tutor_pick, chat, saved, header, status])
     return blocks
-

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -159,7 +159,9 @@ class Connection:
                 await self.send_error(exc, **tags)
             except Exception:
                 log.exception("turn failed in session %s", worker.session.id)
-                await self.send({"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags})
+                await self.send(
+                    {"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags}
+                )
             await self.touch(worker.session.id)
 
     async def touch(self, session_id: str) -> None:
@@ -194,7 +196,9 @@ class Connection:
         worker = self.workers.pop(info.id, None)
         if worker and worker.task:
             worker.task.cancel()
-        await self.send_error(SessionEnded(f"session {info.id} has ended ({info.end_reason})"), engine_session_id=info.id)
+        await self.send_error(
+            SessionEnded(f"session {info.id} has ended ({info.end_reason})"), engine_session_id=info.id
+        )
         if self.user_id is None:
             await self.close(1000, "session ended")
 

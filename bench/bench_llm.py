@@ -30,13 +30,22 @@ from tutors.store import Tutor
 PERSONA = Tutor(id=1, name="Ada", subject="biology", persona="You explain biology to 14-year-olds, with one example.")
 HISTORY = [
     StoredMessage("user", "What is a cell? I keep hearing the word in class but I do not get it."),
-    StoredMessage("assistant", "A cell is the smallest living unit. Your body has trillions of them: skin cells, "
-                  "blood cells, nerve cells. Each has a membrane, a nucleus with DNA, and mitochondria for energy."),
+    StoredMessage(
+        "assistant",
+        "A cell is the smallest living unit. Your body has trillions of them: skin cells, "
+        "blood cells, nerve cells. Each has a membrane, a nucleus with DNA, and mitochondria for energy.",
+    ),
 ] * 5
 
 
-QUESTIONS = ["So what does a mitochondrion do?", "And the nucleus?", "Do plant cells differ?",
-             "What is a membrane made of?", "How big is a cell?", "Why do cells divide?"]
+QUESTIONS = [
+    "So what does a mitochondrion do?",
+    "And the nucleus?",
+    "Do plant cells differ?",
+    "What is a membrane made of?",
+    "How big is a cell?",
+    "Why do cells divide?",
+]
 
 
 async def timed(engine: LocalLLM, messages: list, max_tokens: int = 96) -> tuple[float, int, float, str]:
@@ -61,9 +70,17 @@ async def embedded(runs: int) -> list[dict]:
         cold = [StoredMessage(m.role, f"[{run}] {m.content}") for m in HISTORY]
         messages = fit_prompt(engine, persona, cold, QUESTIONS[0], reserve=128)
         ttft, tokens, rate, _ = await timed(engine, messages)
-        rows.append({"case": "cold prompt", "run": run, "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
-                     "reused_tokens": engine.last_reused_tokens, "ttft_s": round(ttft, 3), "tokens": tokens,
-                     "tokens_per_s": round(rate, 1)})
+        rows.append(
+            {
+                "case": "cold prompt",
+                "run": run,
+                "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
+                "reused_tokens": engine.last_reused_tokens,
+                "ttft_s": round(ttft, 3),
+                "tokens": tokens,
+                "tokens_per_s": round(rate, 1),
+            }
+        )
     # A conversation: each turn is the previous prompt plus the answer and a new question.
     history = list(HISTORY)
     for turn, question in enumerate(QUESTIONS[: runs + 1], start=1):
@@ -72,9 +89,17 @@ async def embedded(runs: int) -> list[dict]:
         history += [StoredMessage("user", question), StoredMessage("assistant", answer)]
         if turn == 1:
             continue  # the conversation's first turn is a cold prompt, measured above
-        rows.append({"case": "conversation turn", "run": turn, "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
-                     "reused_tokens": engine.last_reused_tokens, "ttft_s": round(ttft, 3), "tokens": tokens,
-                     "tokens_per_s": round(rate, 1)})
+        rows.append(
+            {
+                "case": "conversation turn",
+                "run": turn,
+                "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
+                "reused_tokens": engine.last_reused_tokens,
+                "ttft_s": round(ttft, 3),
+                "tokens": tokens,
+                "tokens_per_s": round(rate, 1),
+            }
+        )
     return rows
 
 
@@ -100,13 +125,15 @@ async def fallback(runs: int) -> list[dict]:
     with BlackHole() as url:
         holed = [await switch_time(url, local) for _ in range(runs)]
     for name, times in (("connection refused", refused), ("black-holed", holed)):
-        rows.append({
-            "ollama": name,
-            "runs": runs,
-            "median_s": round(statistics.median(times), 3),
-            "max_s": round(max(times), 3),
-            "meets_target": max(times) <= 2.0,
-        })
+        rows.append(
+            {
+                "ollama": name,
+                "runs": runs,
+                "median_s": round(statistics.median(times), 3),
+                "max_s": round(max(times), 3),
+                "meets_target": max(times) <= 2.0,
+            }
+        )
     return rows
 
 
@@ -123,10 +150,15 @@ def main() -> None:
             "median_tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
         }
     turn = summary["conversation turn"]
-    report("llm_embedded", speed, {"summary": summary,
-                                   "target": "TTFT <= 1.0 s and >= 20 tokens/s, short question after ~500 tokens",
-                                   "meets_target_in_conversation": turn["median_ttft_s"] <= 1.0
-                                   and turn["median_tokens_per_s"] >= 20})
+    report(
+        "llm_embedded",
+        speed,
+        {
+            "summary": summary,
+            "target": "TTFT <= 1.0 s and >= 20 tokens/s, short question after ~500 tokens",
+            "meets_target_in_conversation": turn["median_ttft_s"] <= 1.0 and turn["median_tokens_per_s"] >= 20,
+        },
+    )
     for case, figures in summary.items():
         print(f"{case}: median TTFT {figures['median_ttft_s']:.3f} s, {figures['median_tokens_per_s']:.1f} tokens/s")
     print()

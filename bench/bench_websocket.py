@@ -24,7 +24,9 @@ import websockets
 from bench.common import RawHTTP, ServerProcess, latency_summary, report
 
 
-async def converse(server: ServerProcess, index: int, session: dict, turns: int, think: tuple[float, float]) -> tuple[list[float], int]:
+async def converse(
+    server: ServerProcess, index: int, session: dict, turns: int, think: tuple[float, float]
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     wrong = 0
     rng = random.Random(index)

@@ -76,8 +76,13 @@ class FakeOllama:
 
             if not body.get("stream", True):
                 text = "".join([p async for p in self.engine.stream(messages, gen)])
-                return {"model": model, "created_at": now(), "message": {"role": "assistant", "content": text},
-                        "done": True, "done_reason": "stop"}
+                return {
+                    "model": model,
+                    "created_at": now(),
+                    "message": {"role": "assistant", "content": text},
+                    "done": True,
+                    "done_reason": "stop",
+                }
 
             async def lines() -> Any:
                 count = 0
@@ -85,11 +90,26 @@ class FakeOllama:
                     if self.die_after is not None and count >= self.die_after:
                         raise ConnectionResetError("fake Ollama died mid-answer")
                     count += 1
-                    chunk = {"model": model, "created_at": now(), "message": {"role": "assistant", "content": piece},
-                             "done": False}
+                    chunk = {
+                        "model": model,
+                        "created_at": now(),
+                        "message": {"role": "assistant", "content": piece},
+                        "done": False,
+                    }
                     yield json.dumps(chunk) + "\n"
-                yield json.dumps({"model": model, "created_at": now(), "message": {"role": "assistant", "content": ""},
-                                  "done": True, "done_reason": "stop", "eval_count": count}) + "\n"
+                yield (
+                    json.dumps(
+                        {
+                            "model": model,
+                            "created_at": now(),
+                            "message": {"role": "assistant", "content": ""},
+                            "done": True,
+                            "done_reason": "stop",
+                            "eval_count": count,
+                        }
+                    )
+                    + "\n"
+                )
 
             return StreamingResponse(lines(), media_type="application/x-ndjson")
 

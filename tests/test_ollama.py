@@ -59,7 +59,9 @@ async def test_a_missing_model_is_named(fake_ollama: FakeOllama) -> None:
 
 
 def _auto_server(start_server, url: str, **overrides):
-    return start_server(llm_engine="auto", ollama_base_url=url, ollama_probe_seconds=0.3, default_llm_model="smollm2:135m", **overrides)
+    return start_server(
+        llm_engine="auto", ollama_base_url=url, ollama_probe_seconds=0.3, default_llm_model="smollm2:135m", **overrides
+    )
 
 
 async def _ask(session: dict, text: str, chat: int = 1) -> list[dict]:
@@ -84,7 +86,9 @@ async def _time_to_notice(session: dict, text: str, chat: int = 1) -> tuple[floa
                 return noticed, received
 
 
-async def test_tutors_keep_their_own_model_persona_and_history(start_server, fake_ollama: FakeOllama, monkeypatch) -> None:
+async def test_tutors_keep_their_own_model_persona_and_history(
+    start_server, fake_ollama: FakeOllama, monkeypatch
+) -> None:
     fake_ollama.engine = ScriptedLLM()  # instant and revealing: the answer names what it was sent
     server = _auto_server(start_server, fake_ollama.url)
     with server.client() as api:
@@ -96,8 +100,10 @@ async def test_tutors_keep_their_own_model_persona_and_history(start_server, fak
         assert final["type"] == "text", final
     by_model = {m: [c for c in fake_ollama.calls if c.model == m] for m in fake_ollama.models}
     assert len(by_model["smollm2:135m"]) == 2 and len(by_model["tutor-b:latest"]) == 2
-    for model, persona, foreign in (("smollm2:135m", "Secret persona A.", ("bananas", "dates", "persona B")),
-                                    ("tutor-b:latest", "Secret persona B.", ("apples", "cherries", "persona A"))):
+    for model, persona, foreign in (
+        ("smollm2:135m", "Secret persona A.", ("bananas", "dates", "persona B")),
+        ("tutor-b:latest", "Secret persona B.", ("apples", "cherries", "persona A")),
+    ):
         for call in by_model[model]:
             text = json.dumps(call.messages)
             assert persona in call.messages[0]["content"]
@@ -153,7 +159,9 @@ async def test_ollama_going_down_falls_back_visibly_and_comes_back(start_server,
     assert httpx.get(f"{server.url}/health").json()["engines"]["llm"] == "ollama"
 
 
-async def test_death_mid_answer_is_an_error_then_the_next_turn_falls_back(start_server, fake_ollama: FakeOllama) -> None:
+async def test_death_mid_answer_is_an_error_then_the_next_turn_falls_back(
+    start_server, fake_ollama: FakeOllama
+) -> None:
     fake_ollama.engine = ScriptedLLM(pieces=6)
     fake_ollama.die_after = 2
     server = _auto_server(start_server, fake_ollama.url)
@@ -186,8 +194,9 @@ async def test_the_stand_in_speaks_ollamas_api(fake_ollama: FakeOllama) -> None:
     import ollama
 
     client = ollama.AsyncClient(host=fake_ollama.url)
-    whole = await client.chat(model="smollm2:135m", messages=[{"role": "user", "content": "Hi"}], stream=False,
-                              options={"num_predict": 8})
+    whole = await client.chat(
+        model="smollm2:135m", messages=[{"role": "user", "content": "Hi"}], stream=False, options={"num_predict": 8}
+    )
     assert whole.message.role == "assistant" and whole.message.content and whole.done
     assert [m.model for m in (await client.list()).models] == ["smollm2:135m", "tutor-b:latest"]
     with pytest.raises(ollama.ResponseError) as missing:

@@ -145,8 +145,15 @@ def test_tutor_crud(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"name": ""}, {"name": "   "}, {"name": 5}, {"name": "A", "temperature": 9}, {"name": "A", "kb_ids": "kb"},
-     {"name": "A", "language": "not a language"}],
+    [
+        {},
+        {"name": ""},
+        {"name": "   "},
+        {"name": 5},
+        {"name": "A", "temperature": 9},
+        {"name": "A", "kb_ids": "kb"},
+        {"name": "A", "language": "not a language"},
+    ],
 )
 def test_bad_tutor_bodies_get_422(api: httpx.Client, body: dict) -> None:
     assert api.post("/v1/tutors", json=body).status_code == 422
@@ -173,8 +180,13 @@ def test_management_routes_require_the_key_when_set(start_server) -> None:
     with server.client() as anonymous, server.client("wrong") as wrong, server.client("s3cret-key") as admin:
         assert anonymous.get("/health").status_code == 200
         for client in (anonymous, wrong):
-            for method, path in [("GET", "/v1/sessions"), ("POST", "/v1/tutors"), ("GET", "/v1/tutors"),
-                                 ("POST", "/v1/sessions"), ("DELETE", "/v1/sessions/x")]:
+            for method, path in [
+                ("GET", "/v1/sessions"),
+                ("POST", "/v1/tutors"),
+                ("GET", "/v1/tutors"),
+                ("POST", "/v1/sessions"),
+                ("DELETE", "/v1/sessions/x"),
+            ]:
                 response = client.request(method, path, json={"name": "x", "tutor_id": 1})
                 assert response.status_code == 401, (method, path)
                 assert "MANAGEMENT_API_KEY" in response.json()["detail"]

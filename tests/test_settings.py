@@ -48,8 +48,13 @@ def test_loopback_detection(host: str, beyond: bool) -> None:
 
 
 def test_engine_url_base() -> None:
-    assert Settings(_env_file=None, management_api_host="0.0.0.0", management_api_port=9100).public_ws_base == "ws://127.0.0.1:9100"
-    assert Settings(_env_file=None, websocket_url="wss://tutor.example.com/").public_ws_base == "wss://tutor.example.com"
+    assert (
+        Settings(_env_file=None, management_api_host="0.0.0.0", management_api_port=9100).public_ws_base
+        == "ws://127.0.0.1:9100"
+    )
+    assert (
+        Settings(_env_file=None, websocket_url="wss://tutor.example.com/").public_ws_base == "wss://tutor.example.com"
+    )
 
 
 def test_per_tutor_model_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,7 +55,10 @@ async def test_transcripts_and_usage(api: httpx.Client) -> None:
     assert {s["session_id"]: s["turns"] for s in sessions} == {first["session_id"]: 2, second["session_id"]: 1}
     transcript = api.get(f"/v1/sessions/{first['session_id']}/messages").json()
     assert [(m["role"], m["content"]) for m in transcript] == [
-        ("user", "a"), ("assistant", "[Ada|0] a"), ("user", "b"), ("assistant", "[Ada|1] b")
+        ("user", "a"),
+        ("assistant", "[Ada|0] a"),
+        ("user", "b"),
+        ("assistant", "[Ada|1] b"),
     ]
     assert transcript[1]["meta"]["engine"] == "scripted" and transcript[1]["chat_id"] == "5"
     usage = api.get(f"/v1/tutors/{tutor['id']}/usage").json()
@@ -69,14 +72,24 @@ def test_first_admin_from_the_cli(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
         [sys.executable, "-m", "tutors.accounts", "create-admin", "root_teacher", "--password-stdin"],
-        input="a long admin password\n", capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        input="a long admin password\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     teachers = TeacherStore(Database(f"sqlite:///{tmp_path / 'tutor.db'}"))
     assert teachers.verify("root_teacher", "a long admin password").is_admin
     weak = subprocess.run(
         [sys.executable, "-m", "tutors.accounts", "create-admin", "other", "--password-stdin"],
-        input="short\n", capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        input="short\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert weak.returncode == 1 and "at least 10" in weak.stderr
 

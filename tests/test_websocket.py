@@ -157,7 +157,9 @@ async def test_user_socket_needs_a_token_of_that_user(api: httpx.Client) -> None
         ('{"type": "text", "content": "' + "x" * 5000 + '"}', "longer than"),
     ],
 )
-async def test_bad_messages_get_an_error_and_the_socket_stays_usable(api: httpx.Client, raw: str, fragment: str) -> None:
+async def test_bad_messages_get_an_error_and_the_socket_stays_usable(
+    api: httpx.Client, raw: str, fragment: str
+) -> None:
     session = new_session(api, new_tutor(api)["id"])
     async with websockets.connect(ws_url(session)) as ws:
         await ws.send(raw)

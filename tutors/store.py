@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sqlalchemy import Connection, func, select
-
 from sqlalchemy.orm import Session
 
 from app.db import Database, MessageRow, SessionRow, TeacherRow, TutorRow
@@ -102,14 +101,8 @@ class TutorStore:
                 .where(SessionRow.tutor_id == tutor_id, SessionRow.status == "active")
             )
             if live:
-                raise Conflict(
-                    f"tutor {tutor_id} has {live} active session(s); end them before deleting it"
-                )
+                raise Conflict(f"tutor {tutor_id} has {live} active session(s); end them before deleting it")
             session_ids = select(SessionRow.id).where(SessionRow.tutor_id == tutor_id)
-            db.query(MessageRow).filter(MessageRow.session_id.in_(session_ids)).delete(
-                synchronize_session=False
-            )
-            db.query(SessionRow).filter(SessionRow.tutor_id == tutor_id).delete(
-                synchronize_session=False
-            )
+            db.query(MessageRow).filter(MessageRow.session_id.in_(session_ids)).delete(synchronize_session=False)
+            db.query(SessionRow).filter(SessionRow.tutor_id == tutor_id).delete(synchronize_session=False)
             db.delete(row)

@@ -84,9 +84,9 @@ class TranscriptStore:
                 ).where(_S.tutor_id == tutor_id)
             ).one()
             turns = db.scalar(select(func.count()).where(_M.session_id.in_(sessions), _M.role == "user")) or 0
-            answers = db.execute(
-                select(_M.meta).where(_M.session_id.in_(sessions), _M.role == "assistant")
-            ).scalars().all()
+            answers = (
+                db.execute(select(_M.meta).where(_M.session_id.in_(sessions), _M.role == "assistant")).scalars().all()
+            )
         totals = [m["total_ms"] for m in answers if m and m.get("total_ms") is not None]
         firsts = [m["first_token_ms"] for m in answers if m and m.get("first_token_ms") is not None]
         return Usage(

@@ -60,7 +60,9 @@ def _ws_base(request: Request, services: ServicesDep) -> str:
 
 
 @router.post("", status_code=201, response_model=SessionCreated)
-def create_session(body: SessionCreate, sessions: SessionsDep, services: ServicesDep, request: Request) -> SessionCreated:
+def create_session(
+    body: SessionCreate, sessions: SessionsDep, services: ServicesDep, request: Request
+) -> SessionCreated:
     info, token = sessions.create(body.tutor_id, body.student_id, body.kb_id)
     return SessionCreated(
         session_id=info.id,

@@ -117,7 +117,9 @@ class LocalLLM:
             return self._slots[-1]
         return min(self._slots, key=lambda s: s.used)
 
-    def _generate(self, messages: list[ChatMessage], options: GenerationOptions, emit: Any, stop: threading.Event) -> None:
+    def _generate(
+        self, messages: list[ChatMessage], options: GenerationOptions, emit: Any, stop: threading.Event
+    ) -> None:
         import cyllama
         from cyllama.llama.llama_cpp import llama_batch_get_one
 
@@ -170,7 +172,9 @@ class LocalLLM:
 
             def produce() -> None:
                 try:
-                    self._generate(messages, options, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), stop)
+                    self._generate(
+                        messages, options, lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), stop
+                    )
                 except InterruptedError:
                     pass  # cancelled mid-decode by `stop`
                 except Exception as exc:  # surfaced to the consumer, which owns error reporting

@@ -54,7 +54,11 @@ class OllamaLLM:
     async def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str]:
         model = options.model or self.default_model
         payload = [{"role": m.role, "content": m.content} for m in messages]
-        settings = {"temperature": options.temperature, "num_predict": options.max_tokens, "num_ctx": self.context_window}
+        settings = {
+            "temperature": options.temperature,
+            "num_predict": options.max_tokens,
+            "num_ctx": self.context_window,
+        }
         try:
             parts = await self._client.chat(model=model, messages=payload, stream=True, options=settings)
             async for part in parts:
