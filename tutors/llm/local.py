@@ -125,6 +125,7 @@ class LocalLLM:
 
         llm = self._model()
         vocab = llm.vocab
+        # cyllama's own helpers (version pinned): the model's chat template, and below its sampler chain.
         prompt = llm._apply_template([{"role": m.role, "content": m.content} for m in messages], None)
         tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
         if len(tokens) + options.max_tokens > self.context:
