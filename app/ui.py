@@ -23,6 +23,7 @@ import gradio as gr
 from app.errors import TutorError, Unauthorized
 from app.pipeline import AnswerText, NoticeFrame, TextDelta
 from app.server import Services
+from tutors.accounts import LoginThrottle
 from tutors.store import Tutor
 
 LANGUAGE_CHOICES = [("English", "en"), ("中文 (Chinese)", "zh")]
@@ -154,10 +155,19 @@ def build_ui(services: Services) -> gr.Blocks:
     def my_choices(teacher: dict[str, Any]) -> list[tuple[str, int]]:
         return tutor_choices(None if teacher["is_admin"] else teacher["id"])
 
+    throttle = LoginThrottle()
+
     async def login(username: str, password: str) -> tuple[Any, ...]:
-        teacher = await asyncio.to_thread(services.teachers.verify, (username or "").strip(), password or "")
+        username = (username or "").strip()
+        try:
+            throttle.check(username)
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        teacher = await asyncio.to_thread(services.teachers.verify, username, password or "")
         if teacher is None:
+            throttle.failed(username)
             raise gr.Error("Wrong username or password.")
+        throttle.succeeded(username)
         state = {"id": teacher.id, "username": teacher.username, "is_admin": teacher.is_admin}
         choices = await asyncio.to_thread(my_choices, state)
         role = "admin" if teacher.is_admin else "teacher"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import websockets
 
 from app.db import Database
@@ -99,3 +100,22 @@ def test_first_admin_from_settings(start_server) -> None:
     assert server.services.teachers.verify("boss", "from the environment").is_admin
     server.restart()  # an existing account is left as it is
     assert len(server.services.teachers.list()) == 1
+
+
+def test_repeated_wrong_passwords_lock_the_username_for_a_while() -> None:
+    from app.errors import TooBusy
+    from tutors.accounts import LoginThrottle
+
+    now = [1000.0]
+    throttle = LoginThrottle(attempts=3, window_seconds=60, clock=lambda: now[0])
+    for _ in range(3):
+        throttle.check("wang")
+        throttle.failed("wang")
+    with pytest.raises(TooBusy, match="try again in"):
+        throttle.check("wang")
+    throttle.check("liu_li")  # other accounts are unaffected
+    now[0] += 61
+    throttle.check("wang")  # the window has passed
+    throttle.failed("wang")
+    throttle.succeeded("wang")
+    throttle.check("wang")

@@ -19,13 +19,15 @@ import hmac
 import re
 import secrets
 import sys
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import Database, TeacherRow
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, TooBusy
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 MIN_PASSWORD = 10
@@ -59,6 +61,33 @@ def check_password(password: str, stored: str) -> bool:
 
 # Checked when the username is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+class LoginThrottle:
+    """Refuses a username for a while after repeated wrong passwords, so the login form is no
+    password-guessing oracle. In memory: the server is one process."""
+
+    def __init__(self, attempts: int = 5, window_seconds: float = 300, clock: Any = time.monotonic) -> None:
+        self.attempts = attempts
+        self.window = window_seconds
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def check(self, username: str) -> None:
+        recent = self._recent(username)
+        if len(recent) >= self.attempts:
+            wait = int(recent[0] + self.window - self._clock()) + 1
+            raise TooBusy(f"too many failed logins for {username!r}; try again in {wait} s")
+
+    def failed(self, username: str) -> None:
+        self._failures[username] = [*self._recent(username), self._clock()]
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(username, None)
+
+    def _recent(self, username: str) -> list[float]:
+        cutoff = self._clock() - self.window
+        return [t for t in self._failures.get(username, []) if t > cutoff]
 
 
 def _teacher(row: TeacherRow) -> Teacher:
