@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
@@ -19,6 +20,7 @@ from app.errors import InvalidInput
 from app.pipeline import AnswerText, Frame, LLMRequest, TextDelta, llm_stage, run_pipeline
 from app.sessions import SessionInfo
 from app.settings import Settings
+from kb.service import KnowledgeBases, Passage
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
 from tutors.store import Tutor, TutorStore
 
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 _MESSAGES = MessageRow.__table__
 LANGUAGES = {"zh": "Simplified Chinese", "en": "English"}
+NOT_COVERED = {
+    "zh": "抱歉，课程资料里没有讲到这个问题。可以换个问法，或者问问老师。",
+    "en": "Sorry, the course material doesn't cover that. Try asking another way, or ask your teacher.",
+}
 
 
 @dataclass(frozen=True)
@@ -34,14 +40,26 @@ class StoredMessage:
     content: str
 
 
-def system_prompt(tutor: Tutor) -> str:
+def system_prompt(tutor: Tutor, passages: list[Passage] | None = None) -> str:
     subject = f" for {tutor.subject}" if tutor.subject else ""
     lines = [f"You are {tutor.name}, a patient tutor{subject}."]
     if tutor.persona:
         lines.append(tutor.persona.strip())
     language = LANGUAGES.get(tutor.language, tutor.language)
     lines.append(f"Answer in {language}. Keep answers short, clear and correct.")
+    if passages:
+        lines.append("Answer from this course material only, citing passages as [1], [2]:")
+        lines += [f"[{n}] ({_where(p.source)}) {p.text}" for n, p in enumerate(passages, 1)]
     return "\n".join(lines)
+
+
+def _where(source: dict[str, Any]) -> str:
+    place = f"p. {source['page']}" if "page" in source else source.get("section", "")
+    return f"{source['document']}, {place}" if place else source["document"]
+
+
+def citations(passages: list[Passage]) -> list[dict[str, Any]]:
+    return [{"n": n, **p.source, "snippet": p.text[:240], "score": p.score} for n, p in enumerate(passages, 1)]
 
 
 # Chat templates wrap every message in a few tokens of their own.
@@ -72,10 +90,13 @@ def fit_prompt(
 
 
 class ConversationService:
-    def __init__(self, db: Database, tutors: TutorStore, hub: EngineHub, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, tutors: TutorStore, hub: EngineHub, kbs: KnowledgeBases, settings: Settings
+    ) -> None:
         self._db = db
         self._tutors = tutors
         self._hub = hub
+        self._kbs = kbs
         self._settings = settings
 
     # Core queries, not the ORM, in as few transactions as possible: these run on every turn.
@@ -111,12 +132,21 @@ class ConversationService:
             raise InvalidInput(f"`content` is longer than {self._settings.max_text_chars} characters")
         return text
 
-    def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> LLMRequest:
-        """Read what the turn needs, store the student's message, build the prompt: one trip
-        off the loop, one transaction."""
+    def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> LLMRequest | AnswerText:
+        """Read what the turn needs, retrieve its material, store the student's message and
+        build the prompt: one trip off the loop, one transaction.
+
+        A tutor with knowledge bases answers from them; when nothing relevant is found it
+        says so, without asking the model (which would invent an answer)."""
         limit = self._settings.history_max_messages
         with self._db.transaction() as db:
             tutor = self._tutors.get(session.tutor_id, db)
+            named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
+            kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
+            passages = self._kbs.search(kb_ids, text, self._settings.kb_top_k) if kb_ids else []
+            if kb_ids and not passages:
+                self._insert(db, session.id, chat_id, "user", text, None)
+                return AnswerText(NOT_COVERED.get(tutor.language, NOT_COVERED["en"]), engine="grounding")
             history = self._history(db, session.id, chat_id, limit) if limit else []
             options = GenerationOptions(
                 model=self._settings.llm_model_for(tutor.id, tutor.llm_model),
@@ -124,13 +154,15 @@ class ConversationService:
                 max_tokens=self._settings.llm_max_tokens,
             )
             # Before the insert: a question that cannot fit is refused without a trace.
-            messages = fit_prompt(self._hub.get("llm"), system_prompt(tutor), history, text, options.max_tokens)
+            system = system_prompt(tutor, passages)
+            messages = fit_prompt(self._hub.get("llm"), system, history, text, options.max_tokens)
             self._insert(db, session.id, chat_id, "user", text, None)
-        return LLMRequest(messages, options)
+        return LLMRequest(messages, options, citations(passages))
 
     async def answer(self, session: SessionInfo, chat_id: str, text: str) -> AsyncIterator[Frame]:
         text = self.check_text(text)
         request = await asyncio.to_thread(self._begin_turn, session, chat_id, text)
+        model = request.options.model if isinstance(request, LLMRequest) else None
         stages = [llm_stage(self._hub.get("llm"))]
         answered = False
         partial: list[str] = []
@@ -145,7 +177,8 @@ class ConversationService:
                         "first_token_ms": frame.first_token_ms,
                         "total_ms": frame.total_ms,
                         "engine": frame.engine,
-                        "model": request.options.model,
+                        "model": model,
+                        "sources": frame.sources,
                     }
                     # Set first: the executor runs the save even if this task is cancelled
                     # while awaiting it (the student hung up), and the finally must not save twice.

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.errors import Unauthorized
 from app.server import Services
 from app.sessions import SessionManager
+from kb.service import KnowledgeBases
 from tutors.accounts import TeacherStore
 from tutors.store import TutorStore
 from tutors.transcripts import TranscriptStore
@@ -43,10 +44,15 @@ async def get_transcripts(services: ServicesDep) -> TranscriptStore:
     return services.transcripts
 
 
+async def get_kbs(services: ServicesDep) -> KnowledgeBases:
+    return services.kbs
+
+
 SessionsDep = Annotated[SessionManager, Depends(get_sessions)]
 TutorsDep = Annotated[TutorStore, Depends(get_tutors)]
 TeachersDep = Annotated[TeacherStore, Depends(get_teachers)]
 TranscriptsDep = Annotated[TranscriptStore, Depends(get_transcripts)]
+KbsDep = Annotated[KnowledgeBases, Depends(get_kbs)]
 
 _bearer = HTTPBearer(auto_error=False, description="MANAGEMENT_API_KEY, when the operator set one")
 

@@ -27,6 +27,7 @@ class LLMRequest(Frame):
 
     messages: list[ChatMessage]
     options: GenerationOptions
+    sources: list[dict[str, Any]] = field(default_factory=list)  # what grounds the answer, cited
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def llm_stage(engine: LLMEngine) -> Stage:
                 await stream.aclose()  # type: ignore[attr-defined]
             yield AnswerText(
                 "".join(parts).strip(),
+                sources=frame.sources,
                 first_token_ms=None if first is None else (first - started) * 1000,
                 total_ms=(time.perf_counter() - started) * 1000,
                 engine=engine.name,  # after the stream: names the fallback if one answered

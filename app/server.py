@@ -22,6 +22,8 @@ from app.errors import TutorError
 from app.sessions import SessionManager
 from app.settings import Settings
 from app.ws import LiveConnections
+from kb.embeddings import SentenceEmbedder
+from kb.service import KnowledgeBases, chroma_client
 from tutors import llm
 from tutors.accounts import TeacherStore
 from tutors.store import TutorStore
@@ -39,6 +41,7 @@ class Services:
     transcripts: TranscriptStore
     sessions: SessionManager
     hub: EngineHub
+    kbs: KnowledgeBases
     conversation: ConversationService
     live: LiveConnections
 
@@ -53,10 +56,20 @@ def build_services(settings: Settings) -> Services:
     sessions = SessionManager(db, max_sessions=settings.max_sessions, timeout_seconds=settings.session_timeout_seconds)
     hub = EngineHub()
     hub.add("llm", llm.create(settings))
+    embedder = SentenceEmbedder(settings.embedding_model, settings.embedding_device, settings.embedding_multilingual)
+    hub.add("embeddings", embedder)
+    kbs = KnowledgeBases(
+        db,
+        embedder,
+        lambda: chroma_client(settings.data_dir, settings.chroma_host, settings.chroma_port),
+        settings.data_dir / "kb_files",
+        min_similarity=settings.kb_min_similarity,
+        min_coverage=settings.kb_min_coverage,
+    )
     live = LiveConnections()
     sessions.on_end(live.session_ended)
-    conversation = ConversationService(db, tutors, hub, settings)
-    return Services(settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, conversation, live)
+    conversation = ConversationService(db, tutors, hub, kbs, settings)
+    return Services(settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, kbs, conversation, live)
 
 
 def _bootstrap_admin(settings: Settings, teachers: TeacherStore) -> None:
@@ -83,6 +96,8 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.live.bind_loop(asyncio.get_running_loop())
+        for doc_id in await asyncio.to_thread(services.kbs.unfinished):
+            services.kbs.schedule(doc_id)  # a restart interrupted these
         tasks = [
             asyncio.create_task(services.hub.warm_all(), name="warm-engines"),
             asyncio.create_task(_sweep_idle(services), name="sweep-idle-sessions"),
@@ -93,6 +108,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.kbs.close()
             services.db.close()
 
     app = FastAPI(

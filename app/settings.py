@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     local_llm_model_path: Path | None = None
     local_llm_context: int = Field(2048, ge=256)
 
+    # Knowledge bases: Chroma embedded under DATA_DIR, or a server when CHROMA_HOST is set.
+    chroma_host: str | None = None
+    chroma_port: int = Field(8000, ge=1, le=65535)
+    # A sentence-transformers folder; default: all-MiniLM-L6-v2 from its wheel (English).
+    embedding_model: Path | None = None
+    embedding_device: str = "cpu"
+    embedding_multilingual: bool = False
+    kb_min_similarity: float = Field(0.45, ge=0, le=1)
+    kb_min_coverage: float = Field(0.5, ge=0, le=1)
+    kb_top_k: int = Field(4, ge=1, le=20)
+    kb_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     ws_max_pending_turns: int = Field(4, ge=1)
     max_text_chars: int = Field(4000, ge=1)
@@ -61,7 +73,9 @@ class Settings(BaseSettings):
     ui_path: str = "/ui"
     log_level: str = "INFO"
 
-    @field_validator("management_api_key", "admin_password", "admin_username", mode="before")
+    @field_validator(
+        "management_api_key", "admin_password", "admin_username", "chroma_host", "embedding_model", mode="before"
+    )
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -71,7 +71,7 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
         assert any(m["type"] == "text_delta" for m in messages)
         # No Ollama here: the embedded model serves, and /health says it is a fallback.
         health = httpx.get(f"http://{base}/health").json()
-        assert health["engines"] == {"llm": "local"}
+        assert health["engines"] == {"llm": "local", "embeddings": "minilm"}
         llm = health["stages"]["llm"]
         assert llm["state"] == "ready" and "SmolLM2" in llm["description"]
         assert llm["fallback"] is True and "Ollama" in llm["detail"]

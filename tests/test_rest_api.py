@@ -14,7 +14,7 @@ from tests.conftest import LiveServer, new_session, new_tutor
 def test_health_reports_each_stage_engine(api: httpx.Client) -> None:
     body = api.get("/health").json()
     assert body["status"] == "ok"
-    assert body["engines"] == {"llm": "scripted"}
+    assert body["engines"] == {"llm": "scripted", "embeddings": "minilm"}
     assert body["stages"]["llm"]["state"] in ("warming", "ready")
     assert body["sessions"] == {"active": 0, "max": 10}
 

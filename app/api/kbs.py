@@ -1,0 +1,104 @@
+"""`/v1/kbs`: knowledge bases, their documents (uploaded, ingested in the background with
+progress), and search."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Request, Response, UploadFile
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.deps import KbsDep, ServicesDep
+from app.errors import InvalidInput, TutorError
+from kb.service import Document, KnowledgeBase
+
+router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
+
+
+class KbCreate(BaseModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=5000)] = ""
+    id: str | None = Field(None, description="optional: the web backend's own id, e.g. kb-001")
+
+
+class SearchQuery(BaseModel):
+    query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    k: int = Field(5, ge=1, le=50)
+
+
+class TooLarge(TutorError):
+    code = "too_large"
+    http_status = 413
+
+
+@router.post("", status_code=201)
+def create_kb(body: KbCreate, kbs: KbsDep) -> KnowledgeBase:
+    return kbs.create(body.name, body.description, body.id)
+
+
+@router.get("")
+def list_kbs(kbs: KbsDep) -> list[KnowledgeBase]:
+    return kbs.list()
+
+
+@router.get("/{kb_id}")
+def get_kb(kb_id: str, kbs: KbsDep) -> KnowledgeBase:
+    return kbs.get(kb_id)
+
+
+@router.delete("/{kb_id}", status_code=204)
+def delete_kb(kb_id: str, kbs: KbsDep) -> Response:
+    kbs.delete(kb_id)
+    return Response(status_code=204)
+
+
+@router.post("/{kb_id}/documents", status_code=202)
+async def upload_document(
+    kb_id: str, kbs: KbsDep, services: ServicesDep, request: Request, file: Annotated[UploadFile, File()]
+) -> Document:
+    """Store the file and start ingesting it; poll the document for `status` and `progress`."""
+    limit = services.settings.kb_max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise TooLarge(f"the upload is larger than {limit // (1024 * 1024)} MB")
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the upload is larger than {limit // (1024 * 1024)} MB")
+    if not file.filename:
+        raise InvalidInput("the upload has no file name")
+    document = await asyncio.to_thread(kbs.add_document, kb_id, file.filename, data)
+    kbs.schedule(document.id)
+    return document
+
+
+@router.get("/{kb_id}/documents")
+def list_documents(kb_id: str, kbs: KbsDep) -> list[Document]:
+    return kbs.documents(kb_id)
+
+
+@router.get("/{kb_id}/documents/{doc_id}")
+def get_document(kb_id: str, doc_id: str, kbs: KbsDep) -> Document:
+    return kbs.document(kb_id, doc_id)
+
+
+@router.post("/{kb_id}/documents/{doc_id}/reindex", status_code=202)
+async def reindex_document(kb_id: str, doc_id: str, kbs: KbsDep) -> Document:
+    document = await asyncio.to_thread(kbs.requeue, kb_id, doc_id)
+    kbs.schedule(doc_id)
+    return document
+
+
+@router.delete("/{kb_id}/documents/{doc_id}", status_code=204)
+def delete_document(kb_id: str, doc_id: str, kbs: KbsDep) -> Response:
+    kbs.delete_document(kb_id, doc_id)
+    return Response(status_code=204)
+
+
+@router.post("/{kb_id}/search")
+def search(kb_id: str, body: SearchQuery, kbs: KbsDep) -> dict[str, Any]:
+    """Passages that clear the relevance threshold, best first; an empty list means the
+    material does not cover the question."""
+    kbs.get(kb_id)
+    hits = kbs.search([kb_id], body.query, body.k)
+    return {"results": [{"text": h.text, "score": h.score, "source": h.source} for h in hits]}

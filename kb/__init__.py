@@ -1,0 +1,1 @@
+"""Knowledge bases: course material in, grounded passages with their sources out."""

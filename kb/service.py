@@ -1,0 +1,382 @@
+"""Knowledge bases: records in the database, vectors in Chroma, keywords in memory.
+
+Chroma is embedded (`DATA_DIR/chroma`) or a server (`CHROMA_HOST`), always given our own
+embeddings (Chroma's default embedding function downloads a model). Chunk texts and sources
+live in the database, so the keyword index can be rebuilt and a deleted document leaves
+nothing behind. Ingestion runs in the background with progress; a failed ingestion removes
+whatever it wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from app.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow
+from app.errors import Conflict, InvalidInput, NotFound, TutorError
+from kb.chunking import chunk_sections
+from kb.embeddings import Embedder
+from kb.parsing import parse, sniff
+from kb.retrieval import BM25, Candidate, coverage, keywords, mostly_cjk
+
+log = logging.getLogger(__name__)
+_KB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EMBED_BATCH = 32
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    id: str
+    name: str
+    description: str
+    created_at: dt.datetime
+    documents: int = 0
+    chunks: int = 0
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    kb_id: str
+    filename: str
+    kind: str
+    size: int
+    status: str
+    progress: float
+    pages: int | None
+    chunks: int
+    error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    score: float
+    source: dict[str, Any]
+    chunk_id: str
+
+
+def _document(row: Any) -> Document:
+    return Document(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Document)})
+
+
+@dataclass
+class _Keywords:
+    ids: list[str]
+    terms: list[list[str]]
+    bm25: BM25
+
+
+class KnowledgeBases:
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder,
+        chroma: Callable[[], Any],
+        files: Path,
+        *,
+        min_similarity: float,
+        min_coverage: float,
+    ) -> None:
+        self._db = db
+        self.embedder = embedder
+        self._chroma_factory = chroma
+        self._chroma_client: Any = None
+        self.files = files
+        self.min_similarity = min_similarity
+        self.min_coverage = min_coverage
+        self._keywords: dict[str, _Keywords] = {}
+        self._keyword_lock = threading.Lock()
+        self._ingest_lock = asyncio.Lock()  # one ingestion at a time: embedding is CPU-bound
+        self._tasks: set[asyncio.Task[Document]] = set()
+
+    # -- knowledge bases -------------------------------------------------------------------
+    def create(self, name: str, description: str = "", kb_id: str | None = None) -> KnowledgeBase:
+        kb_id = kb_id or f"kb-{uuid.uuid4().hex[:12]}"
+        if not _KB_ID.match(kb_id):
+            raise InvalidInput("a knowledge base id is 1-64 letters, digits, '.', '_' or '-'")
+        with self._db.session() as db:
+            if db.get(KnowledgeBaseRow, kb_id) is not None:
+                raise Conflict(f"knowledge base {kb_id} already exists")
+            db.add(KnowledgeBaseRow(id=kb_id, name=name, description=description))
+        return self.get(kb_id)
+
+    def get(self, kb_id: str) -> KnowledgeBase:
+        with self._db.session() as db:
+            row = db.get(KnowledgeBaseRow, kb_id)
+            if row is None:
+                raise NotFound(f"knowledge base {kb_id} does not exist")
+            documents = db.scalar(select(func.count()).where(DocumentRow.kb_id == kb_id)) or 0
+            chunks = db.scalar(select(func.count()).where(ChunkRow.kb_id == kb_id)) or 0
+            return KnowledgeBase(row.id, row.name, row.description, row.created_at, documents, chunks)
+
+    def list(self) -> list[KnowledgeBase]:
+        with self._db.session() as db:
+            ids = list(db.scalars(select(KnowledgeBaseRow.id).order_by(KnowledgeBaseRow.created_at)))
+        return [self.get(kb_id) for kb_id in ids]
+
+    def delete(self, kb_id: str) -> None:
+        for document in self.documents(kb_id):
+            (self.files / document.id).unlink(missing_ok=True)
+        self._drop_collection(kb_id)
+        with self._db.session() as db:
+            db.execute(delete(ChunkRow).where(ChunkRow.kb_id == kb_id))
+            db.execute(delete(DocumentRow).where(DocumentRow.kb_id == kb_id))
+            db.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id))
+        self._forget_keywords(kb_id)
+
+    # -- documents -----------------------------------------------------------------------
+    def add_document(self, kb_id: str, filename: str, data: bytes) -> Document:
+        """Check and record an upload; `ingest` does the slow part."""
+        self.get(kb_id)
+        kind = sniff(data, filename)
+        digest = hashlib.sha256(data).hexdigest()
+        with self._db.session() as db:
+            twin = db.scalar(
+                select(DocumentRow).where(
+                    DocumentRow.kb_id == kb_id, DocumentRow.sha256 == digest, DocumentRow.status != "failed"
+                )
+            )
+            if twin is not None:
+                raise Conflict(f"{filename} is already indexed in {kb_id} as document {twin.id} ({twin.filename})")
+            row = DocumentRow(
+                id=str(uuid.uuid4()), kb_id=kb_id, filename=filename, kind=kind, sha256=digest, size=len(data)
+            )
+            # The original is kept: re-indexing (a new embedding model) and a restart mid-ingestion need it.
+            self.files.mkdir(parents=True, exist_ok=True)
+            (self.files / row.id).write_bytes(data)
+            db.add(row)
+            db.flush()
+            return _document(row)
+
+    def documents(self, kb_id: str) -> list[Document]:
+        self.get(kb_id)
+        with self._db.session() as db:
+            rows = db.scalars(select(DocumentRow).where(DocumentRow.kb_id == kb_id).order_by(DocumentRow.created_at))
+            return [_document(r) for r in rows]
+
+    def document(self, kb_id: str, doc_id: str) -> Document:
+        with self._db.session() as db:
+            row = db.get(DocumentRow, doc_id)
+            if row is None or row.kb_id != kb_id:
+                raise NotFound(f"document {doc_id} is not in {kb_id}")
+            return _document(row)
+
+    def delete_document(self, kb_id: str, doc_id: str) -> None:
+        self.document(kb_id, doc_id)
+        self._remove_chunks(kb_id, doc_id)
+        with self._db.session() as db:
+            db.execute(delete(DocumentRow).where(DocumentRow.id == doc_id))
+        (self.files / doc_id).unlink(missing_ok=True)
+
+    def unfinished(self) -> list[str]:
+        """Documents a restart interrupted: queued or mid-ingestion."""
+        with self._db.session() as db:
+            return list(db.scalars(select(DocumentRow.id).where(DocumentRow.status.in_(("queued", "ingesting")))))
+
+    def schedule(self, doc_id: str) -> None:
+        """Ingest in the background (call on the event loop); progress shows on the document."""
+        task = asyncio.create_task(self.ingest(doc_id), name=f"ingest-{doc_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def ingest(self, doc_id: str, on_progress: Callable[[float], None] | None = None) -> Document:
+        async with self._ingest_lock:
+            return await asyncio.to_thread(self._ingest, doc_id, on_progress)
+
+    def _ingest(self, doc_id: str, on_progress: Callable[[float], None] | None) -> Document:
+        with self._db.session() as db:
+            row = db.get(DocumentRow, doc_id)
+            if row is None:
+                raise NotFound(f"document {doc_id} does not exist")
+            kb_id, filename = row.kb_id, row.filename
+        data = (self.files / doc_id).read_bytes()
+        # A retry or re-index starts clean: no chunk of an earlier attempt survives.
+        self._remove_chunks(kb_id, doc_id)
+
+        def progress(value: float, **fields: Any) -> None:
+            with self._db.session() as db:
+                db.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(progress=value, **fields))
+            if on_progress:
+                on_progress(value)
+
+        progress(0.05, status="ingesting", error=None)
+        try:
+            _kind, sections = parse(data, filename)
+            pages = max((s.page or 0 for s in sections), default=0) or None
+            chunks = chunk_sections(sections)
+            progress(0.15, pages=pages)
+            ids = [f"{doc_id}:{n}" for n in range(len(chunks))]
+            vectors: list[list[float]] = []
+            for start in range(0, len(chunks), EMBED_BATCH):
+                vectors += self.embedder.embed([c.text for c in chunks[start : start + EMBED_BATCH]])
+                progress(0.15 + 0.75 * min(1.0, (start + EMBED_BATCH) / len(chunks)))
+            self._collection(kb_id).add(
+                ids=ids,
+                embeddings=vectors,
+                metadatas=[{"doc_id": doc_id} for _ in chunks],
+            )
+            with self._db.session() as db:
+                db.add_all(
+                    ChunkRow(id=i, doc_id=doc_id, kb_id=kb_id, ordinal=n, text=c.text, page=c.page, heading=c.heading)
+                    for n, (i, c) in enumerate(zip(ids, chunks, strict=True))
+                )
+            self._forget_keywords(kb_id)
+            progress(1.0, status="ready", chunks=len(chunks))
+        except Exception as exc:
+            # Leave nothing half-written: a failed document has no chunks anywhere.
+            self._remove_chunks(kb_id, doc_id)
+            reason = exc.message if isinstance(exc, TutorError) else f"ingestion failed: {exc}"
+            if not isinstance(exc, TutorError):
+                log.exception("ingesting %s failed", filename)
+            progress(0.0, status="failed", error=reason, chunks=0)
+        return self.document(kb_id, doc_id)
+
+    def requeue(self, kb_id: str, doc_id: str) -> Document:
+        """Mark a document for re-indexing from its stored original; `ingest` does the work."""
+        self.document(kb_id, doc_id)
+        with self._db.session() as db:
+            db.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(status="queued", progress=0.0))
+        return self.document(kb_id, doc_id)
+
+    # -- search --------------------------------------------------------------------------
+    def existing(self, kb_ids: list[str]) -> list[str]:
+        """Those of `kb_ids` that exist: a tutor may name one not made yet, or deleted."""
+        if not kb_ids:
+            return []
+        with self._db.session() as db:
+            known = set(db.scalars(select(KnowledgeBaseRow.id).where(KnowledgeBaseRow.id.in_(kb_ids))))
+        return [k for k in kb_ids if k in known]
+
+    def search(self, kb_ids: list[str], query: str, k: int = 5) -> list[Passage]:
+        """The best `k` passages across `kb_ids` that clear the relevance threshold."""
+        query = query.strip()
+        if not query or not kb_ids:
+            return []
+        wanted = keywords(query)
+        vector = self.embedder.embed([query])[0]
+        candidates: dict[str, Candidate] = {}
+        for kb_id in self.existing(kb_ids):
+            index = self._keyword_index(kb_id)
+            if not index.ids:
+                continue
+            found = self._collection(kb_id).query(
+                query_embeddings=[vector], n_results=min(4 * k, len(index.ids)), include=["distances"]
+            )
+            for rank, (chunk_id, distance) in enumerate(zip(found["ids"][0], found["distances"][0], strict=True)):
+                candidates[chunk_id] = Candidate(chunk_id, dense=1.0 - distance, dense_rank=rank)
+            position = {chunk_id: n for n, chunk_id in enumerate(index.ids)}
+            for rank, (n, _score) in enumerate(index.bm25.top(wanted, 4 * k)):
+                chunk_id = index.ids[n]
+                candidates[chunk_id] = dataclasses.replace(
+                    candidates.get(chunk_id, Candidate(chunk_id)), keyword_rank=rank
+                )
+            for chunk_id, candidate in list(candidates.items()):
+                if chunk_id in position:
+                    terms = index.terms[position[chunk_id]]
+                    candidates[chunk_id] = dataclasses.replace(candidate, coverage=coverage(wanted, terms))
+        trust_dense = self.embedder.multilingual or not mostly_cjk(query)
+        threshold = self.min_similarity if trust_dense else None
+        ranked = sorted(candidates.values(), key=lambda c: -c.fused)
+        chosen = [c for c in ranked if c.relevant(threshold, self.min_coverage)][:k]
+        return self._passages(chosen, trust_dense)
+
+    def _passages(self, chosen: list[Candidate], trust_dense: bool) -> list[Passage]:
+        if not chosen:
+            return []
+        with self._db.session() as db:
+            rows = db.execute(
+                select(
+                    ChunkRow.id, ChunkRow.text, ChunkRow.page, ChunkRow.heading, DocumentRow.filename, DocumentRow.id
+                )
+                .join(DocumentRow, DocumentRow.id == ChunkRow.doc_id)
+                .where(ChunkRow.id.in_([c.chunk_id for c in chosen]))
+            ).all()
+        by_id = {r[0]: r for r in rows}
+        passages = []
+        for candidate in chosen:
+            row = by_id.get(candidate.chunk_id)
+            if row is None:
+                continue
+            source: dict[str, Any] = {"document": row[4], "document_id": row[5]}
+            if row[2] is not None:
+                source["page"] = row[2]
+            if row[3]:
+                source["section"] = row[3]
+            passages.append(Passage(row[1], round(candidate.score(trust_dense), 4), source, candidate.chunk_id))
+        return passages
+
+    # -- indexes -------------------------------------------------------------------------
+    @property
+    def _chroma(self) -> Any:
+        # Created on first use: importing chromadb costs start-up time that /health should not wait for.
+        if self._chroma_client is None:
+            self._chroma_client = self._chroma_factory()
+        return self._chroma_client
+
+    def _collection(self, kb_id: str) -> Any:
+        return self._chroma.get_or_create_collection(
+            _collection_name(kb_id), embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
+
+    def _drop_collection(self, kb_id: str) -> None:
+        try:
+            self._chroma.delete_collection(_collection_name(kb_id))
+        except Exception:  # Chroma raises its own NotFound kinds; absent is what we want
+            pass
+
+    def _remove_chunks(self, kb_id: str, doc_id: str) -> None:
+        self._collection(kb_id).delete(where={"doc_id": doc_id})
+        with self._db.session() as db:
+            db.execute(delete(ChunkRow).where(ChunkRow.doc_id == doc_id))
+            db.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(chunks=0))
+        self._forget_keywords(kb_id)
+
+    def _forget_keywords(self, kb_id: str) -> None:
+        with self._keyword_lock:
+            self._keywords.pop(kb_id, None)
+
+    def _keyword_index(self, kb_id: str) -> _Keywords:
+        with self._keyword_lock:
+            index = self._keywords.get(kb_id)
+            if index is None:
+                with self._db.session() as db:
+                    rows = db.execute(select(ChunkRow.id, ChunkRow.text).where(ChunkRow.kb_id == kb_id)).all()
+                terms = [keywords(text) for _, text in rows]
+                index = _Keywords([r[0] for r in rows], terms, BM25(terms))
+                self._keywords[kb_id] = index
+            return index
+
+
+def _collection_name(kb_id: str) -> str:
+    # Chroma's names are narrower than our ids; a digest keeps them unique and valid.
+    return "kb-" + hashlib.sha1(kb_id.encode()).hexdigest()[:20]
+
+
+def chroma_client(data_dir: Path, host: str | None, port: int) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    settings = ChromaSettings(anonymized_telemetry=False)
+    if host:
+        return chromadb.HttpClient(host=host, port=port, settings=settings)
+    return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=settings)

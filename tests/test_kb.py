@@ -1,0 +1,201 @@
+"""Knowledge bases over real HTTP: uploads of every supported kind, background ingestion with
+progress, hybrid search in English and Chinese, bad files, and grounded, cited answers."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import collect_answer, new_session, new_tutor, ws_url
+
+BIOLOGY_MD = b"""# Cells
+The mitochondrion is the powerhouse of the cell. It produces ATP through cellular respiration.
+
+# Plants
+Photosynthesis converts light energy into chemical energy inside chloroplasts.
+"""
+CHINESE_TXT = "光合作用是植物利用光能把二氧化碳和水转化为葡萄糖和氧气的过程。叶绿体是进行光合作用的场所。".encode()
+HISTORY_HTML = b"""<!doctype html><html><head><style>p{color:red}</style><script>var x = 'secret';</script></head>
+<body><h1>Rome</h1><p>The Roman Republic was founded in 509 BC after the last king was expelled.</p>
+<h2>Empire</h2><p>Augustus became the first Roman emperor in 27 BC.</p></body></html>"""
+
+
+def _pdf(pages: list[str], password: str | None = None) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text)
+    if password:
+        pdf.set_encryption(owner_password="owner", user_password=password)
+    return bytes(pdf.output())
+
+
+def _docx(heading: str, body: str) -> bytes:
+    import docx
+
+    document = docx.Document()
+    document.add_heading(heading, level=1)
+    document.add_paragraph(body)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def _upload(api: httpx.Client, kb_id: str, name: str, data: bytes) -> httpx.Response:
+    return api.post(f"/v1/kbs/{kb_id}/documents", files={"file": (name, data)})
+
+
+def _ingested(api: httpx.Client, kb_id: str, name: str, data: bytes) -> dict[str, Any]:
+    response = _upload(api, kb_id, name, data)
+    assert response.status_code == 202, response.text
+    return _wait(api, kb_id, response.json()["id"])
+
+
+def _wait(api: httpx.Client, kb_id: str, doc_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    while True:
+        document = api.get(f"/v1/kbs/{kb_id}/documents/{doc_id}").json()
+        if document["status"] in ("ready", "failed"):
+            return document
+        assert time.monotonic() < deadline, document
+        time.sleep(0.1)
+
+
+def _search(api: httpx.Client, kb_id: str, query: str, k: int = 3) -> list[dict[str, Any]]:
+    response = api.post(f"/v1/kbs/{kb_id}/search", json={"query": query, "k": k})
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+@pytest.fixture
+def kb(api: httpx.Client) -> str:
+    created = api.post("/v1/kbs", json={"name": "Course", "description": "Year 9"})
+    assert created.status_code == 201
+    return created.json()["id"]
+
+
+def test_every_kind_is_ingested_and_found_with_its_source(api: httpx.Client, kb: str) -> None:
+    pdf = _pdf(["Chapter one is about volcanoes and magma.", "Tectonic plates move a few centimetres a year."])
+    documents = {
+        "biology.md": BIOLOGY_MD,
+        "光合作用.txt": CHINESE_TXT,
+        "rome.html": HISTORY_HTML,
+        "geology.pdf": pdf,
+        "chemistry.docx": _docx("Acids", "An acid has a pH below seven and turns litmus paper red."),
+    }
+    for name, data in documents.items():
+        document = _ingested(api, kb, name, data)
+        assert document["status"] == "ready" and document["progress"] == 1.0 and document["chunks"] >= 1, document
+    assert api.get(f"/v1/kbs/{kb}").json()["documents"] == 5
+
+    (plates, *_) = _search(api, kb, "How fast do tectonic plates move?")
+    assert plates["source"]["document"] == "geology.pdf" and plates["source"]["page"] == 2
+    (atp, *_) = _search(api, kb, "What produces ATP in a cell?")
+    assert atp["source"] == {"document": "biology.md", "document_id": atp["source"]["document_id"], "section": "Cells"}
+    (emperor, *_) = _search(api, kb, "Who was the first Roman emperor?")
+    assert emperor["source"]["section"] == "Empire" and "secret" not in emperor["text"]
+    (acid, *_) = _search(api, kb, "what pH does an acid have")
+    assert acid["source"]["document"] == "chemistry.docx" and acid["source"]["section"] == "Acids"
+    (chinese, *_) = _search(api, kb, "光合作用在哪里进行？")
+    assert chinese["source"]["document"] == "光合作用.txt" and "叶绿体" in chinese["text"]
+
+
+@pytest.mark.parametrize(
+    "query", ["Who won the 1998 football World Cup?", "足球比赛有哪些规则？", "How do I bake bread?"]
+)
+def test_unanswerable_questions_find_nothing(api: httpx.Client, kb: str, query: str) -> None:
+    _ingested(api, kb, "biology.md", BIOLOGY_MD)
+    _ingested(api, kb, "光合作用.txt", CHINESE_TXT)
+    assert _search(api, kb, query) == []
+
+
+def test_bad_files_are_refused_or_fail_cleanly(start_server) -> None:
+    server = start_server(kb_max_upload_bytes=200_000)
+    with server.client() as api:
+        kb = api.post("/v1/kbs", json={"name": "Course"}).json()["id"]
+        good = _ingested(api, kb, "biology.md", BIOLOGY_MD)
+
+        for name, data, fragment in [
+            ("empty.txt", b"", "empty"),
+            ("virus.pdf", b"MZ\x90\x00\x03" + b"\x00" * 500, "not really a PDF"),
+            ("tool.exe", b"MZ\x90\x00\x03" + b"\x00" * 500, "binary"),
+            ("notes.docx", b"PK\x03\x04" + b"\x00" * 100, "not a DOCX"),
+        ]:
+            refused = _upload(api, kb, name, data)
+            assert refused.status_code == 422 and fragment in refused.json()["detail"], (name, refused.text)
+        huge = _upload(api, kb, "huge.txt", b"a" * 300_000)
+        assert huge.status_code == 413
+        duplicate = _upload(api, kb, "copy.md", BIOLOGY_MD)
+        assert duplicate.status_code == 409 and "already indexed" in duplicate.json()["detail"]
+
+        encrypted = _ingested(api, kb, "locked.pdf", _pdf(["Secret page"], password="pw"))
+        assert encrypted["status"] == "failed" and "encrypted" in encrypted["error"]
+        damaged = _ingested(api, kb, "broken.pdf", b"%PDF-1.7\n" + bytes(range(256)) * 20)
+        assert damaged["status"] == "failed" and damaged["chunks"] == 0, damaged
+
+        # Nothing already indexed was lost, and the failures left no chunks behind.
+        assert api.get(f"/v1/kbs/{kb}").json()["chunks"] == good["chunks"]
+        assert _search(api, kb, "What produces ATP?")[0]["source"]["document"] == "biology.md"
+
+
+def test_reindex_and_delete(api: httpx.Client, kb: str) -> None:
+    document = _ingested(api, kb, "biology.md", BIOLOGY_MD)
+    again = api.post(f"/v1/kbs/{kb}/documents/{document['id']}/reindex")
+    assert again.status_code == 202
+    assert _wait(api, kb, document["id"])["chunks"] == document["chunks"]
+    assert api.get(f"/v1/kbs/{kb}").json()["chunks"] == document["chunks"]  # replaced, not doubled
+    assert api.delete(f"/v1/kbs/{kb}/documents/{document['id']}").status_code == 204
+    assert _search(api, kb, "What produces ATP?") == []
+    assert api.delete(f"/v1/kbs/{kb}").status_code == 204
+    assert api.get(f"/v1/kbs/{kb}").status_code == 404
+
+
+def test_kb_bad_requests(api: httpx.Client, kb: str) -> None:
+    assert api.post("/v1/kbs", json={"name": ""}).status_code == 422
+    assert api.post("/v1/kbs", json={"name": "x", "id": "../etc"}).status_code == 422
+    assert api.post("/v1/kbs", json={"name": "x", "id": kb}).status_code == 409
+    assert api.post(f"/v1/kbs/{kb}/search", json={"query": ""}).status_code == 422
+    assert api.post("/v1/kbs/nope/search", json={"query": "x"}).status_code == 404
+    assert api.post(f"/v1/kbs/{kb}/documents", data={"x": "1"}).status_code == 422
+
+
+async def _final(session: dict[str, Any], question: str) -> dict[str, Any]:
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "text", "content": question}))
+        return (await collect_answer(ws))[-1]
+
+
+async def test_answers_are_grounded_cited_and_isolated(api: httpx.Client, server) -> None:
+    bio = api.post("/v1/kbs", json={"name": "Biology", "id": "kb-bio"}).json()["id"]
+    rome = api.post("/v1/kbs", json={"name": "History", "id": "kb-rome"}).json()["id"]
+    _ingested(api, bio, "biology.md", BIOLOGY_MD)
+    _ingested(api, rome, "rome.html", HISTORY_HTML)
+    biologist = new_tutor(api, "Ada", kb_ids=[bio])
+    historian = new_tutor(api, "Livia", kb_ids=[rome], language="zh")
+
+    answer = await _final(new_session(api, biologist["id"]), "What produces ATP?")
+    assert answer["sources"][0]["document"] == "biology.md" and answer["sources"][0]["section"] == "Cells"
+    prompt = server.engine.calls[-1][0].content
+    assert "powerhouse of the cell" in prompt and "[1]" in prompt
+
+    # The historian's students never get the biology material, and are told so in Chinese.
+    calls = len(server.engine.calls)
+    refused = await _final(new_session(api, historian["id"]), "What produces ATP?")
+    assert refused["sources"] == [] and "课程资料" in refused["content"]
+    assert len(server.engine.calls) == calls  # the model was not asked to invent an answer
+    assert all(
+        "powerhouse" not in m.content for call in server.engine.calls for m in call if "Livia" in call[0].content
+    )
+
+    # A session may add the web backend's own knowledge base to its tutor's.
+    with_kb = api.post("/v1/sessions", json={"tutor_id": historian["id"], "kb_id": bio}).json()
+    assert (await _final(with_kb, "What produces ATP?"))["sources"][0]["document"] == "biology.md"
