@@ -64,6 +64,16 @@ def build_ui(services: Services) -> gr.Blocks:
         said = [m for m in transcripts.messages(session_id) if m.chat_id == UI_CHAT_ID]
         return greeting_of(tutor) + [{"role": m.role, "content": m.content} for m in said]
 
+    def cited(sources: list[dict[str, Any]]) -> str:
+        if not sources:
+            return ""
+        places = [
+            f"[{s['n']}] {s['document']}"
+            + (f", p. {s['page']}" if "page" in s else f", {s['section']}" if "section" in s else "")
+            for s in sources
+        ]
+        return "\n\n**Sources:** " + " · ".join(places)
+
     # -- student --------------------------------------------------------------------------
     def restore(saved: dict[str, Any], query: dict[str, str]) -> tuple[Any, Chat, dict[str, Any], str]:
         """Tutor picker, chat, saved session and header for a page (re)load."""
@@ -130,7 +140,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 elif isinstance(frame, TextDelta):
                     history[-1]["content"] += frame.text
                 elif isinstance(frame, AnswerText):
-                    history[-1]["content"] = frame.text
+                    history[-1]["content"] = frame.text + cited(frame.sources)
                 else:
                     continue
                 yield "", history, state
@@ -178,10 +188,13 @@ def build_ui(services: Services) -> gr.Blocks:
             f"Signed in as **{teacher.username}** ({role}).",
             gr.update(choices=choices, value=None),
             "",  # the password box is cleared
+            gr.update(visible=True),
+            gr.update(choices=await asyncio.to_thread(kb_choices), value=None),
         )
 
     def logout() -> tuple[Any, ...]:
-        return None, gr.update(visible=True), gr.update(visible=False), "", gr.update(choices=[], value=None)
+        hidden = gr.update(visible=False)
+        return None, gr.update(visible=True), hidden, "", gr.update(choices=[], value=None), hidden
 
     def editor_values(tutor: Tutor | None) -> list[Any]:
         if tutor is None:
@@ -283,6 +296,84 @@ def build_ui(services: Services) -> gr.Blocks:
         choices = await asyncio.to_thread(my_choices, teacher)
         return f"Deleted tutor **{tutor.name}**.", gr.update(choices=choices, value=None)
 
+    # -- knowledge bases (teacher) ----------------------------------------------------------
+    def kb_choices() -> list[tuple[str, str]]:
+        return [(f"{k.name} ({k.id})", k.id) for k in services.kbs.list()]
+
+    def document_rows(kb_id: str | None) -> list[list[Any]]:
+        if not kb_id:
+            return []
+        return [
+            [d.filename, d.status, f"{d.progress:.0%}", d.pages or "", d.chunks, d.error or "", d.id]
+            for d in services.kbs.documents(kb_id)
+        ]
+
+    async def create_kb(teacher: dict[str, Any] | None, kb_name: str) -> tuple[str, Any]:
+        signed_in(teacher)
+        if not kb_name or not kb_name.strip():
+            raise gr.Error("A knowledge base needs a name.")
+        created = await asyncio.to_thread(services.kbs.create, kb_name.strip())
+        choices = await asyncio.to_thread(kb_choices)
+        return f"Created knowledge base **{created.name}** (id `{created.id}`).", gr.update(
+            choices=choices, value=created.id
+        )
+
+    async def show_kb(teacher: dict[str, Any] | None, kb_id: str | None) -> list[list[Any]]:
+        signed_in(teacher)
+        return await asyncio.to_thread(document_rows, kb_id)
+
+    async def upload(
+        teacher: dict[str, Any] | None,
+        kb_id: str | None,
+        path: str | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects its tracker through this default)
+    ) -> tuple[str, list[list[Any]]]:
+        signed_in(teacher)
+        if not kb_id or not path:
+            raise gr.Error("Pick a knowledge base and a file first.")
+        file = Path(path)
+        if file.stat().st_size > services.settings.kb_max_upload_bytes:
+            raise gr.Error(f"The file is larger than {services.settings.kb_max_upload_bytes // 2**20} MB.")
+        try:
+            document = await asyncio.to_thread(services.kbs.add_document, kb_id, file.name, file.read_bytes())
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        task = asyncio.create_task(services.kbs.ingest(document.id))
+        while not task.done():
+            current = await asyncio.to_thread(services.kbs.document, kb_id, document.id)
+            progress(current.progress, desc=f"Indexing {file.name}")
+            await asyncio.sleep(0.25)
+        done = task.result()
+        rows = await asyncio.to_thread(document_rows, kb_id)
+        if done.status == "failed":
+            return f"**{file.name}** could not be indexed: {done.error}", rows
+        pages = f"{done.pages} page(s), " if done.pages else ""
+        return f"Indexed **{file.name}**: {pages}{done.chunks} passage(s).", rows
+
+    async def delete_document(teacher: dict[str, Any] | None, kb_id: str | None, doc_id: str) -> tuple[str, Any]:
+        signed_in(teacher)
+        if not kb_id or not (doc_id or "").strip():
+            raise gr.Error("Pick a knowledge base and paste the document id to delete.")
+        try:
+            await asyncio.to_thread(services.kbs.delete_document, kb_id, doc_id.strip())
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        return "Deleted.", await asyncio.to_thread(document_rows, kb_id)
+
+    async def try_question(teacher: dict[str, Any] | None, kb_id: str | None, query: str) -> str:
+        signed_in(teacher)
+        if not kb_id or not (query or "").strip():
+            raise gr.Error("Pick a knowledge base and type a question.")
+        hits = await asyncio.to_thread(services.kbs.search, [kb_id], query, 5)
+        if not hits:
+            return "Nothing relevant: a tutor would say the material does not cover this."
+        return "\n\n".join(
+            f"**{h.score:.2f}** — {h.source['document']}"
+            + (f", p. {h.source['page']}" if "page" in h.source else f", {h.source.get('section', '')}")
+            + f"\n> {h.text[:300]}"
+            for h in hits
+        )
+
     # -- layout ---------------------------------------------------------------------------
     # System fonts: the default theme fetches Google Fonts, which stalls pages on offline boxes.
     theme = gr.themes.Default(
@@ -352,15 +443,46 @@ def build_ui(services: Services) -> gr.Blocks:
                 )
 
             editor = [name, subject, language, llm_model, voice, temperature, persona, greeting, avatar_id, kb_ids]
-            login_button.click(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
-            password.submit(login, [username, password], [teacher, login_box, panel, who, my_tutors, password])
-            logout_button.click(logout, None, [teacher, login_box, panel, who, my_tutors])
             for trigger in (my_tutors.change, refresh_button.click):
                 trigger(select_tutor, [my_tutors, teacher], [*editor, usage, session_pick, transcript])
             new_button.click(lambda: gr.update(value=None), None, [my_tutors])
             save_button.click(save_tutor, [teacher, my_tutors, *editor], [notice, my_tutors])
             delete_button.click(delete_tutor, [teacher, my_tutors], [notice, my_tutors])
             session_pick.change(show_transcript, [session_pick, my_tutors, teacher], [transcript])
+
+            with gr.Column(visible=False) as kb_panel, gr.Accordion("Knowledge bases", open=True):
+                with gr.Row():
+                    kb_pick = gr.Dropdown(label="Knowledge base", choices=[], elem_id="kb-pick", scale=3)
+                    kb_name = gr.Textbox(label="New knowledge base", elem_id="kb-name", scale=2)
+                    kb_create = gr.Button("Create", scale=1, elem_id="kb-create")
+                with gr.Row():
+                    kb_file = gr.File(
+                        label="Upload PDF, DOCX, Markdown, HTML or text",
+                        file_types=[".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt"],
+                        elem_id="kb-file",
+                    )
+                    kb_upload = gr.Button("Index file", variant="primary", elem_id="kb-upload")
+                kb_notice = gr.Markdown(elem_id="kb-notice")
+                kb_docs = gr.Dataframe(
+                    headers=["file", "status", "progress", "pages", "passages", "error", "id"],
+                    interactive=False,
+                    elem_id="kb-docs",
+                )
+                with gr.Row():
+                    doc_id = gr.Textbox(label="Document id to delete", scale=3)
+                    doc_delete = gr.Button("Delete document", variant="stop", scale=1)
+                kb_query = gr.Textbox(label="Test a question", elem_id="kb-query")
+                kb_results = gr.Markdown(elem_id="kb-results")
+
+            signed_in_outputs = [teacher, login_box, panel, who, my_tutors, password, kb_panel, kb_pick]
+            login_button.click(login, [username, password], signed_in_outputs)
+            password.submit(login, [username, password], signed_in_outputs)
+            logout_button.click(logout, None, [teacher, login_box, panel, who, my_tutors, kb_panel])
+            kb_create.click(create_kb, [teacher, kb_name], [kb_notice, kb_pick])
+            kb_pick.change(show_kb, [teacher, kb_pick], [kb_docs])
+            kb_upload.click(upload, [teacher, kb_pick, kb_file], [kb_notice, kb_docs])
+            doc_delete.click(delete_document, [teacher, kb_pick, doc_id], [kb_notice, kb_docs])
+            kb_query.submit(try_question, [teacher, kb_pick, kb_query], [kb_results])
 
         blocks.load(on_load, [saved], [tutor_pick, chat, saved, header, status])
     return blocks

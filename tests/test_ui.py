@@ -164,3 +164,32 @@ def test_a_teacher_sees_only_their_own_tutors(browser: Browser, ui_server: LiveS
     expect(page.get_by_role("option", name="Li's tutor")).to_have_count(1, timeout=10_000)
     expect(page.get_by_role("option", name="Wang's tutor")).to_have_count(0)
     page.close()
+
+
+def test_teacher_indexes_course_material_and_students_see_sources(
+    browser: Browser, ui_server: LiveServer, tmp_path
+) -> None:
+    notes = tmp_path / "cells.md"
+    notes.write_text("# Cells\nThe mitochondrion is the powerhouse of the cell. It produces ATP.\n")
+    page = _open(browser.new_page(), ui_server)
+    _login(page, "wang", "teacher password")
+    page.locator("#kb-name textarea").fill("Biology")
+    page.locator("#kb-create").click()
+    expect(page.locator("#kb-notice")).to_contain_text("Created knowledge base Biology", timeout=10_000)
+    page.locator("#kb-file input[type=file]").set_input_files(str(notes))
+    page.locator("#kb-upload").click()
+    expect(page.locator("#kb-notice")).to_contain_text("Indexed cells.md", timeout=60_000)
+    expect(page.locator("#kb-docs")).to_contain_text("ready")
+    page.locator("#kb-query textarea").fill("What produces ATP?")
+    page.locator("#kb-query textarea").press("Enter")
+    expect(page.locator("#kb-results")).to_contain_text("cells.md", timeout=15_000)
+
+    (kb,) = ui_server.services.kbs.list()
+    with ui_server.client(KEY) as api:
+        tutor = new_tutor(api, "Ada", kb_ids=[kb.id])
+        session = new_session(api, tutor["id"])
+    student = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    _ask(student, "What produces ATP?")
+    expect(student.locator("#chat")).to_contain_text("Sources: [1] cells.md, Cells", timeout=15_000)
+    page.close()
+    student.close()
