@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     embedding_model: Path | None = None
     embedding_device: str = "cpu"
     embedding_multilingual: bool = False
-    kb_min_similarity: float = Field(0.45, ge=0, le=1)
+    kb_min_similarity: float = Field(0.4, ge=0, le=1)
     kb_min_coverage: float = Field(0.5, ge=0, le=1)
     kb_top_k: int = Field(4, ge=1, le=20)
     kb_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)

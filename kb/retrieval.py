@@ -37,28 +37,28 @@ def keywords(text: str) -> list[str]:
 
 
 class BM25:
+    """Okapi BM25 over an inverted index: a query touches only the passages sharing a term."""
+
     def __init__(self, documents: list[list[str]], k1: float = 1.4, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        self.lengths = [len(d) for d in documents]
-        self.average = sum(self.lengths) / len(documents) if documents else 0.0
-        self.frequencies = [Counter(d) for d in documents]
-        containing = Counter(term for d in self.frequencies for term in d)
+        lengths = [len(d) for d in documents]
+        average = sum(lengths) / len(documents) if documents else 1.0
+        self.postings: dict[str, list[tuple[int, float]]] = {}
+        for index, document in enumerate(documents):
+            norm = k1 * (1 - b + b * lengths[index] / (average or 1))
+            for term, f in Counter(document).items():
+                # The term's weight in this passage, all but the idf: computed once, here.
+                self.postings.setdefault(term, []).append((index, f * (k1 + 1) / (f + norm)))
         n = len(documents)
-        self.idf = {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in containing.items()}
+        self.idf = {t: math.log(1 + (n - len(p) + 0.5) / (len(p) + 0.5)) for t, p in self.postings.items()}
 
     def top(self, query: list[str], k: int) -> list[tuple[int, float]]:
-        scores: list[tuple[int, float]] = []
-        terms = set(query)
-        for index, freqs in enumerate(self.frequencies):
-            score = 0.0
-            for term in terms & freqs.keys():
-                f = freqs[term]
-                norm = self.k1 * (1 - self.b + self.b * self.lengths[index] / (self.average or 1))
-                score += self.idf[term] * f * (self.k1 + 1) / (f + norm)
-            if score > 0:
-                scores.append((index, score))
-        scores.sort(key=lambda pair: -pair[1])
-        return scores[:k]
+        scores: dict[int, float] = {}
+        for term in set(query):
+            idf = self.idf.get(term, 0.0)
+            for index, weight in self.postings.get(term, ()):
+                scores[index] = scores.get(index, 0.0) + idf * weight
+        return sorted(scores.items(), key=lambda pair: -pair[1])[:k]
 
 
 def mostly_cjk(text: str) -> bool:
