@@ -199,3 +199,48 @@ async def test_answers_are_grounded_cited_and_isolated(api: httpx.Client, server
     # A session may add the web backend's own knowledge base to its tutor's.
     with_kb = api.post("/v1/sessions", json={"tutor_id": historian["id"], "kb_id": bio}).json()
     assert (await _final(with_kb, "What produces ATP?"))["sources"][0]["document"] == "biology.md"
+
+
+@pytest.fixture
+def chroma_server(tmp_path) -> Any:
+    """A real Chroma server (the `chroma` CLI from the chromadb wheel) on loopback."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.live import free_port
+
+    port = free_port()
+    cli = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    proc = subprocess.Popen(
+        [cli, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "chroma server did not start"
+        time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_a_chroma_server_when_chroma_host_is_set(start_server, chroma_server: int) -> None:
+    import chromadb
+
+    server = start_server(chroma_host="127.0.0.1", chroma_port=chroma_server)
+    with server.client() as api:
+        kb = api.post("/v1/kbs", json={"name": "Remote"}).json()["id"]
+        assert _ingested(api, kb, "biology.md", BIOLOGY_MD)["status"] == "ready"
+        assert _search(api, kb, "What produces ATP?")[0]["source"]["document"] == "biology.md"
+    remote = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
+    (collection,) = remote.list_collections()
+    assert collection.count() == 2  # both chunks live on the server, not in DATA_DIR
+    assert not (server.settings.data_dir / "chroma").exists()
