@@ -37,3 +37,4 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_sessions
 	$(BIN)/python -m bench.bench_websocket
 	$(BIN)/python -m bench.bench_llm
+	$(BIN)/python -m bench.bench_kb
