@@ -213,9 +213,13 @@ def build_ui(services: Services) -> gr.Blocks:
             ", ".join(tutor.kb_ids),
         ]
 
+    def blank_editor() -> list[Any]:
+        return [*editor_values(None), "", gr.update(choices=[], value=None), []]
+
     async def select_tutor(tutor_id: int | None, teacher: dict[str, Any] | None) -> list[Any]:
         if not tutor_id or not teacher:
-            return [*editor_values(None), "", gr.update(choices=[], value=None), []]
+            # Emptied by a login or a deletion: leave the editor alone, the teacher may be typing.
+            return [gr.skip() for _ in blank_editor()]
         tutor = await asyncio.to_thread(own_tutor, signed_in(teacher), tutor_id)
         usage = await asyncio.to_thread(transcripts.usage, tutor.id)
         listed = await asyncio.to_thread(transcripts.sessions, tutor.id)
@@ -286,7 +290,7 @@ def build_ui(services: Services) -> gr.Blocks:
         choices = await asyncio.to_thread(my_choices, teacher)
         return f"{verb} tutor **{tutor.name}** (id {tutor.id}).", gr.update(choices=choices, value=tutor.id)
 
-    async def delete_tutor(teacher: dict[str, Any] | None, tutor_id: int | None) -> tuple[str, Any]:
+    async def delete_tutor(teacher: dict[str, Any] | None, tutor_id: int | None) -> list[Any]:
         teacher = signed_in(teacher)
         tutor = await asyncio.to_thread(own_tutor, teacher, tutor_id)
         try:
@@ -294,7 +298,7 @@ def build_ui(services: Services) -> gr.Blocks:
         except TutorError as exc:
             raise gr.Error(exc.message) from None
         choices = await asyncio.to_thread(my_choices, teacher)
-        return f"Deleted tutor **{tutor.name}**.", gr.update(choices=choices, value=None)
+        return [f"Deleted tutor **{tutor.name}**.", gr.update(choices=choices, value=None), *blank_editor()]
 
     # -- knowledge bases (teacher) ----------------------------------------------------------
     def kb_choices() -> list[tuple[str, str]]:
@@ -445,9 +449,15 @@ def build_ui(services: Services) -> gr.Blocks:
             editor = [name, subject, language, llm_model, voice, temperature, persona, greeting, avatar_id, kb_ids]
             for trigger in (my_tutors.change, refresh_button.click):
                 trigger(select_tutor, [my_tutors, teacher], [*editor, usage, session_pick, transcript])
-            new_button.click(lambda: gr.update(value=None), None, [my_tutors])
+            new_button.click(
+                lambda: [gr.update(value=None), *blank_editor()],
+                None,
+                [my_tutors, *editor, usage, session_pick, transcript],
+            )
             save_button.click(save_tutor, [teacher, my_tutors, *editor], [notice, my_tutors])
-            delete_button.click(delete_tutor, [teacher, my_tutors], [notice, my_tutors])
+            delete_button.click(
+                delete_tutor, [teacher, my_tutors], [notice, my_tutors, *editor, usage, session_pick, transcript]
+            )
             session_pick.change(show_transcript, [session_pick, my_tutors, teacher], [transcript])
 
             with gr.Column(visible=False) as kb_panel, gr.Accordion("Knowledge bases", open=True):

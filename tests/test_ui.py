@@ -146,6 +146,16 @@ def test_teacher_logs_in_builds_a_tutor_and_reads_its_transcripts(browser: Brows
     page.get_by_role("option").filter(has_text="student 5").click()
     expect(page.locator("#transcript")).to_contain_text("[Wang Laoshi|0] 什么是比喻？", timeout=10_000)
 
+    # Deleting is refused while a student's session is live, then clears the editor.
+    page.locator("#delete-tutor").click()
+    expect(page.get_by_text("active session").first).to_be_visible(timeout=10_000)
+    with ui_server.client(KEY) as api:
+        api.delete(f"/v1/sessions/{session['session_id']}")
+    page.locator("#delete-tutor").click()
+    expect(page.locator("#teacher-notice")).to_contain_text("Deleted tutor Wang Laoshi", timeout=10_000)
+    expect(page.locator("#tutor-name textarea")).to_have_value("")
+    assert ui_server.services.tutors.list() == []
+
     # The key and the password are nowhere in the public config.
     with ui_server.client() as anonymous:
         config = anonymous.get(f"{ui_server.settings.ui_path}/config").text
