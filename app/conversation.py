@@ -20,7 +20,7 @@ from app.errors import InvalidInput
 from app.pipeline import AnswerText, Frame, LLMRequest, TextDelta, llm_stage, run_pipeline
 from app.sessions import SessionInfo
 from app.settings import Settings
-from kb.service import KnowledgeBases, Passage
+from kb.service import KnowledgeBases, Passage, describe_source
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
 from tutors.store import Tutor, TutorStore
 
@@ -49,13 +49,8 @@ def system_prompt(tutor: Tutor, passages: list[Passage] | None = None) -> str:
     lines.append(f"Answer in {language}. Keep answers short, clear and correct.")
     if passages:
         lines.append("Answer from this course material only, citing passages as [1], [2]:")
-        lines += [f"[{n}] ({_where(p.source)}) {p.text}" for n, p in enumerate(passages, 1)]
+        lines += [f"[{n}] ({describe_source(p.source)}) {p.text}" for n, p in enumerate(passages, 1)]
     return "\n".join(lines)
-
-
-def _where(source: dict[str, Any]) -> str:
-    place = f"p. {source['page']}" if "page" in source else source.get("section", "")
-    return f"{source['document']}, {place}" if place else source["document"]
 
 
 def citations(passages: list[Passage]) -> list[dict[str, Any]]:

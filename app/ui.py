@@ -23,6 +23,7 @@ import gradio as gr
 from app.errors import TutorError, Unauthorized
 from app.pipeline import AnswerText, NoticeFrame, TextDelta
 from app.server import Services
+from kb.service import describe_source
 from tutors.accounts import LoginThrottle
 from tutors.store import Tutor
 
@@ -67,12 +68,7 @@ def build_ui(services: Services) -> gr.Blocks:
     def cited(sources: list[dict[str, Any]]) -> str:
         if not sources:
             return ""
-        places = [
-            f"[{s['n']}] {s['document']}"
-            + (f", p. {s['page']}" if "page" in s else f", {s['section']}" if "section" in s else "")
-            for s in sources
-        ]
-        return "\n\n**Sources:** " + " · ".join(places)
+        return "\n\n**Sources:** " + " · ".join(f"[{s['n']}] {describe_source(s)}" for s in sources)
 
     # -- student --------------------------------------------------------------------------
     def restore(saved: dict[str, Any], query: dict[str, str]) -> tuple[Any, Chat, dict[str, Any], str]:
@@ -371,12 +367,7 @@ def build_ui(services: Services) -> gr.Blocks:
         hits = await asyncio.to_thread(services.kbs.search, [kb_id], query, 5)
         if not hits:
             return "Nothing relevant: a tutor would say the material does not cover this."
-        return "\n\n".join(
-            f"**{h.score:.2f}** — {h.source['document']}"
-            + (f", p. {h.source['page']}" if "page" in h.source else f", {h.source.get('section', '')}")
-            + f"\n> {h.text[:300]}"
-            for h in hits
-        )
+        return "\n\n".join(f"**{h.score:.2f}** — {describe_source(h.source)}\n> {h.text[:300]}" for h in hits)
 
     # -- layout ---------------------------------------------------------------------------
     # System fonts: the default theme fetches Google Fonts, which stalls pages on offline boxes.

@@ -70,6 +70,12 @@ class Passage:
     chunk_id: str
 
 
+def describe_source(source: dict[str, Any]) -> str:
+    """Where a passage comes from, for people: "notes.pdf, p. 3" or "notes.md, Cells"."""
+    place = f"p. {source['page']}" if "page" in source else source.get("section", "")
+    return f"{source['document']}, {place}" if place else source["document"]
+
+
 def _document(row: Any) -> Document:
     return Document(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Document)})
 
@@ -275,9 +281,9 @@ class KnowledgeBases:
         wanted = keywords(query)
         vector = self.embedder.embed([query])[0]
         candidates: dict[str, Candidate] = {}
-        for kb_id in self.existing(kb_ids):
+        for kb_id in kb_ids:
             index = self._keyword_index(kb_id)
-            if not index.ids:
+            if not index.ids:  # empty, or a knowledge base that does not exist (no collection made)
                 continue
             found = self._collection(kb_id).query(
                 query_embeddings=[vector], n_results=min(4 * k, len(index.ids)), include=["distances"]
