@@ -74,7 +74,7 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
         assert health["engines"] == {"llm": "local", "embeddings": "minilm"}
         llm = health["stages"]["llm"]
         assert llm["state"] == "ready" and "SmolLM2" in llm["description"]
-        assert llm["fallback"] is True and "Ollama" in llm["detail"]
+        assert llm["fallback"] is True and "is unreachable" in llm["detail"]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

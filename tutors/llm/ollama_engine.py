@@ -75,6 +75,9 @@ class OllamaLLM:
             raise self._down(exc) from exc
 
     def _down(self, exc: Exception) -> BackendDown:
-        never_reached = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | ConnectionRefusedError)
+        # The client turns a refused connection into a bare ConnectionError ("Failed to connect").
+        never_reached = type(exc) is ConnectionError or isinstance(
+            exc, httpx.ConnectError | httpx.ConnectTimeout | ConnectionRefusedError
+        )
         what = "is unreachable" if never_reached else "stopped answering"
         return BackendDown(f"Ollama at {self.base_url} {what} ({type(exc).__name__})")
