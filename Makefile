@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev system-deps bench
+.PHONY: run test install install-dev runtime-deps system-deps bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,16 @@ install: $(BIN)/python
 install-dev: install
 	$(BIN)/pip install -q -r requirements-dev.txt
 
-# Debian/Ubuntu packages the tests use: headless Chromium for the UI tests.
-system-deps:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+# Debian/Ubuntu packages: espeak-ng speaks the languages the bundled Piper voice cannot
+# (Chinese) when Edge TTS is unreachable; the tests add headless Chromium for the UI.
+APT_INSTALL = $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
+runtime-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || { $(APT_INSTALL) espeak-ng >/dev/null; }
 
-run: install
+system-deps: runtime-deps
+	@command -v chromium >/dev/null 2>&1 || { $(APT_INSTALL) chromium >/dev/null; }
+
+run: install runtime-deps
 	$(BIN)/python app.py
 
 test: install-dev system-deps

@@ -16,10 +16,26 @@ from sqlalchemy import Connection, insert, select
 
 from app.db import Database, MessageRow, utcnow
 from app.engines import EngineHub
-from app.errors import InvalidInput
-from app.pipeline import AnswerText, Frame, LLMRequest, TextDelta, llm_stage, run_pipeline
+from app.errors import EngineUnavailable, InvalidInput
+from app.pipeline import (
+    AnswerText,
+    Frame,
+    LLMRequest,
+    SpeechIn,
+    Stage,
+    TextDelta,
+    TurnStarted,
+    UserText,
+    asr_stage,
+    llm_stage,
+    run_pipeline,
+    sentence_stage,
+    tts_stage,
+)
 from app.sessions import SessionInfo
 from app.settings import Settings
+from app.speech.audio import PCM
+from app.speech.tts import Voice
 from kb.service import KnowledgeBases, Passage, describe_source
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
 from tutors.store import Tutor, TutorStore
@@ -94,6 +110,9 @@ class ConversationService:
         self._kbs = kbs
         self._settings = settings
 
+    def engine(self, stage: str) -> Any:
+        return self._hub.get(stage)
+
     # Core queries, not the ORM, in as few transactions as possible: these run on every turn.
     def history(self, session_id: str, chat_id: str, limit: int | None = None) -> list[StoredMessage]:
         with self._db.transaction() as db:
@@ -127,21 +146,23 @@ class ConversationService:
             raise InvalidInput(f"`content` is longer than {self._settings.max_text_chars} characters")
         return text
 
-    def _begin_turn(self, session: SessionInfo, chat_id: str, text: str) -> LLMRequest | AnswerText:
+    def _begin_turn(self, session: SessionInfo, chat_id: str, question: UserText) -> list[Frame]:
         """Read what the turn needs, retrieve its material, store the student's message and
         build the prompt: one trip off the loop, one transaction.
 
         A tutor with knowledge bases answers from them; when nothing relevant is found it
         says so, without asking the model (which would invent an answer)."""
         limit = self._settings.history_max_messages
+        text = question.text
         with self._db.transaction() as db:
             tutor = self._tutors.get(session.tutor_id, db)
+            started = TurnStarted(Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language))
             named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
             kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
             passages = self._kbs.search(kb_ids, text, self._settings.kb_top_k) if kb_ids else []
             if kb_ids and not passages:
-                self._insert(db, session.id, chat_id, "user", text, None)
-                return AnswerText(NOT_COVERED.get(tutor.language, NOT_COVERED["en"]), engine="grounding")
+                self._insert(db, session.id, chat_id, "user", text, question.meta)
+                return [started, AnswerText(NOT_COVERED.get(tutor.language, NOT_COVERED["en"]), engine="grounding")]
             history = self._history(db, session.id, chat_id, limit) if limit else []
             options = GenerationOptions(
                 model=self._settings.llm_model_for(tutor.id, tutor.llm_model),
@@ -151,18 +172,53 @@ class ConversationService:
             # Before the insert: a question that cannot fit is refused without a trace.
             system = system_prompt(tutor, passages)
             messages = fit_prompt(self._hub.get("llm"), system, history, text, options.max_tokens)
-            self._insert(db, session.id, chat_id, "user", text, None)
-        return LLMRequest(messages, options, citations(passages))
+            self._insert(db, session.id, chat_id, "user", text, question.meta)
+        return [started, LLMRequest(messages, options, citations(passages))]
 
-    async def answer(self, session: SessionInfo, chat_id: str, text: str) -> AsyncIterator[Frame]:
-        text = self.check_text(text)
-        request = await asyncio.to_thread(self._begin_turn, session, chat_id, text)
-        model = request.options.model if isinstance(request, LLMRequest) else None
-        stages = [llm_stage(self._hub.get("llm"))]
+    def _turn_stage(self, session: SessionInfo, chat_id: str) -> Stage:
+        async def run(upstream: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+            async for frame in upstream:
+                if not isinstance(frame, UserText):
+                    yield frame
+                    continue
+                question = UserText(self.check_text(frame.text), frame.meta)
+                for begun in await asyncio.to_thread(self._begin_turn, session, chat_id, question):
+                    yield begun
+
+        return run
+
+    async def _listening_stages(self, session: SessionInfo) -> list[Stage]:
+        if not self._settings.enable_asr:
+            raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
+        tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
+        settings = self._settings
+        return [
+            asr_stage(
+                self._hub.get("asr"),
+                self._hub.get("vad"),
+                settings.asr_language_for(tutor.language),
+                threshold=settings.vad_threshold,
+                min_speech=settings.vad_min_speech_ms / 1000,
+            )
+        ]
+
+    async def answer(
+        self, session: SessionInfo, chat_id: str, question: str | PCM, *, speak: bool = False
+    ) -> AsyncIterator[Frame]:
+        """One turn. A spoken question (`PCM`, 16 kHz) is transcribed first; with `speak` the
+        answer is voiced sentence by sentence as it streams."""
+        if isinstance(question, PCM):
+            first: Frame = SpeechIn(question)
+            stages = await self._listening_stages(session)
+        else:
+            first, stages = UserText(self.check_text(question)), []
+        stages += [self._turn_stage(session, chat_id), llm_stage(self._hub.get("llm"))]
+        if speak and self._settings.enable_tts:
+            stages += [sentence_stage(self._settings.tts_max_sentence_chars), tts_stage(self._hub.get("tts"))]
         answered = False
         partial: list[str] = []
         try:
-            async for frame in run_pipeline(stages, request):
+            async for frame in run_pipeline(stages, first):
                 if isinstance(frame, TextDelta):
                     partial.append(frame.text)
                 yield frame
@@ -172,7 +228,7 @@ class ConversationService:
                         "first_token_ms": frame.first_token_ms,
                         "total_ms": frame.total_ms,
                         "engine": frame.engine,
-                        "model": model,
+                        "model": frame.model,
                         "sources": frame.sources,
                     }
                     # Set first: the executor runs the save even if this task is cancelled

@@ -61,3 +61,9 @@ class EngineUnavailable(TutorError):
 
     code = "engine_unavailable"
     http_status = 503
+
+
+class InvalidAudio(InvalidInput):
+    """Audio that cannot be heard: not audio at all, unreadable, or out of bounds."""
+
+    code = "invalid_audio"

@@ -8,17 +8,54 @@ drops what it holds and stops its engine.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.errors import TutorError
+from app.speech.asr import ASR
+from app.speech.audio import PCM
+from app.speech.sentences import SentenceSplitter, speakable
+from app.speech.tts import FALLBACK_NOTICE, TTS, Speech, Voice
+from app.speech.vad import VAD, speech_seconds
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine, Notice
 
 
 @dataclass(frozen=True)
 class Frame:
     pass
+
+
+@dataclass(frozen=True)
+class SpeechIn(Frame):
+    """A whole spoken question, 16 kHz mono."""
+
+    pcm: PCM
+
+
+@dataclass(frozen=True)
+class Transcription(Frame):
+    text: str
+    language: str = ""
+    audio_seconds: float = 0.0
+    asr_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class UserText(Frame):
+    """The student's question as text, typed or transcribed."""
+
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TurnStarted(Frame):
+    """Who answers: read once per turn, for the stages after the model."""
+
+    voice: Voice
 
 
 @dataclass(frozen=True)
@@ -52,9 +89,51 @@ class AnswerText(Frame):
     first_token_ms: float | None = None
     total_ms: float | None = None
     engine: str = ""
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Sentence(Frame):
+    text: str
+    final: bool = False  # the answer's last: its audio carries `final: true`
+
+
+@dataclass(frozen=True)
+class AudioOut(Frame):
+    """One sentence of the answer, spoken; `seq` orders an answer's chunks from 0."""
+
+    speech: Speech
+    seq: int
+    final: bool
+    synth_ms: float = 0.0
 
 
 Stage = Callable[[AsyncIterator[Frame]], AsyncIterator[Frame]]
+
+
+def asr_stage(asr: ASR, vad: VAD, language: str | None, *, threshold: float, min_speech: float) -> Stage:
+    """A recording with no speech in it gets an empty transcription (Whisper would invent
+    words in silence or noise) and ends the turn."""
+
+    async def run(upstream: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+        async for frame in upstream:
+            if not isinstance(frame, SpeechIn):
+                yield frame
+                continue
+            heard = await asyncio.to_thread(speech_seconds, vad, frame.pcm, threshold)
+            if heard < min_speech:
+                yield Transcription("", audio_seconds=frame.pcm.seconds)
+                yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
+                continue
+            transcript = await asyncio.to_thread(asr.transcribe, frame.pcm, language)
+            yield Transcription(transcript.text, transcript.language, transcript.audio_seconds, transcript.elapsed_ms)
+            if transcript.text:
+                meta = {"spoken": True, "asr_ms": round(transcript.elapsed_ms, 1), "language": transcript.language}
+                yield UserText(transcript.text, meta)
+            else:
+                yield NoticeFrame("no_speech", "The recording could not be understood; please try again.")
+
+    return run
 
 
 def llm_stage(engine: LLMEngine) -> Stage:
@@ -86,7 +165,101 @@ def llm_stage(engine: LLMEngine) -> Stage:
                 first_token_ms=None if first is None else (first - started) * 1000,
                 total_ms=(time.perf_counter() - started) * 1000,
                 engine=engine.name,  # after the stream: names the fallback if one answered
+                model=frame.options.model,
             )
+
+    return run
+
+
+def sentence_stage(max_chars: int = 160) -> Stage:
+    """Streamed text → sentences. An answer that arrives whole (a refusal that never reached
+    the model) is split the same way."""
+
+    async def run(upstream: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+        splitter = SentenceSplitter(max_chars)
+        streamed = False
+        async for frame in upstream:
+            if isinstance(frame, TextDelta):
+                streamed = True
+                yield frame
+                for sentence in splitter.push(frame.text):
+                    yield Sentence(sentence)
+            elif isinstance(frame, AnswerText):
+                yield frame
+                if not streamed:
+                    for sentence in splitter.push(frame.text):
+                        yield Sentence(sentence)
+                yield Sentence(splitter.flush(), final=True)
+                splitter, streamed = SentenceSplitter(max_chars), False
+            else:
+                yield frame
+
+    return run
+
+
+_DONE = object()
+
+
+def tts_stage(tts: TTS) -> Stage:
+    """Sentences → speech, while the text keeps streaming: the upstream is read in its own task
+    so the model never waits for the voice. A voice that fails mid-answer costs the rest of
+    that answer's audio, never its text."""
+
+    async def run(upstream: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        sentences: asyncio.Queue[Any] = asyncio.Queue()
+        voice: list[Voice] = []
+
+        async def read() -> None:
+            try:
+                async for frame in upstream:
+                    if isinstance(frame, Sentence):
+                        sentences.put_nowait(frame)
+                        continue
+                    if isinstance(frame, TurnStarted):
+                        voice[:] = [frame.voice]
+                    out.put_nowait(frame)
+            except Exception as exc:  # handed to the consumer, who raises it in order
+                out.put_nowait(exc)
+            finally:
+                sentences.put_nowait(_DONE)
+
+        async def speak() -> None:
+            seq, noticed, failed, rate = 0, False, False, 16_000
+            while (sentence := await sentences.get()) is not _DONE:
+                text = speakable(sentence.text)
+                if failed or not voice or not (text or sentence.final):
+                    continue
+                if not text:  # the answer ended on something unspeakable: close the stream
+                    if seq:
+                        out.put_nowait(AudioOut(Speech(PCM.silence(0, rate), "", tts.name), seq, True))
+                    continue
+                started = time.perf_counter()
+                try:
+                    speech = await tts.synthesize(text, voice[0])
+                except TutorError as exc:
+                    failed = True
+                    out.put_nowait(NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}"))
+                    continue
+                if speech.fallback and not noticed:
+                    noticed = True
+                    out.put_nowait(NoticeFrame("tts_fallback", FALLBACK_NOTICE))
+                synth_ms = (time.perf_counter() - started) * 1000
+                rate = speech.pcm.sample_rate
+                out.put_nowait(AudioOut(speech, seq, sentence.final, synth_ms))
+                seq += 1
+            out.put_nowait(_DONE)
+
+        tasks = [asyncio.create_task(read()), asyncio.create_task(speak())]
+        try:
+            while (item := await out.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     return run
 

@@ -21,6 +21,7 @@ from app.engines import EngineHub
 from app.errors import TutorError
 from app.sessions import SessionManager
 from app.settings import Settings
+from app.speech import registry as speech
 from app.ws import LiveConnections
 from kb.embeddings import SentenceEmbedder
 from kb.service import KnowledgeBases, chroma_client
@@ -58,6 +59,11 @@ def build_services(settings: Settings) -> Services:
     hub.add("llm", llm.create(settings))
     embedder = SentenceEmbedder(settings.embedding_model, settings.embedding_device, settings.embedding_multilingual)
     hub.add("embeddings", embedder)
+    if settings.enable_asr:
+        hub.add("vad", speech.create_vad(settings))
+        hub.add("asr", speech.create_asr(settings))
+    if settings.enable_tts:
+        hub.add("tts", speech.create_tts(settings))
     kbs = KnowledgeBases(
         db,
         embedder,

@@ -65,6 +65,31 @@ class Settings(BaseSettings):
     kb_top_k: int = Field(4, ge=1, le=20)
     kb_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
 
+    # Speech in: Silero VAD decides when the student has finished; Whisper transcribes.
+    # ASR_MODEL empty: the embedded tiny.en (English only); e.g. large-v3 with ASR_DEVICE=cuda.
+    enable_asr: bool = True
+    asr_model: str = ""
+    asr_device: str = "auto"
+    asr_language: str = ""  # empty: the tutor's language; "auto": detect per question
+    asr_beam_size: int = Field(1, ge=1, le=10)
+    asr_max_seconds: float = Field(120, gt=0)
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    vad_min_speech_ms: float = Field(160, ge=32)
+    vad_pause_ms: float = Field(600, ge=64)
+    vad_preroll_ms: float = Field(200, ge=0)
+
+    # Speech out. auto: Edge TTS, with Piper (English) and espeak-ng (other languages) as the
+    # visible offline fallback; or one of edge | piper | espeak. TTS_VOICE empty: by language.
+    enable_tts: bool = True
+    tts_engine: str = "auto"
+    tts_voice: str = ""
+    tts_probe_seconds: float = Field(60, gt=0)
+    edge_tts_timeout: float = Field(3, gt=0)
+    edge_tts_proxy: str | None = None
+    piper_model: Path | None = None
+    espeak_path: str = "espeak-ng"
+    tts_max_sentence_chars: int = Field(160, ge=20)
+
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     ws_max_pending_turns: int = Field(4, ge=1)
     max_text_chars: int = Field(4000, ge=1)
@@ -74,7 +99,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @field_validator(
-        "management_api_key", "admin_password", "admin_username", "chroma_host", "embedding_model", mode="before"
+        "management_api_key",
+        "admin_password",
+        "admin_username",
+        "chroma_host",
+        "embedding_model",
+        "piper_model",
+        "edge_tts_proxy",
+        mode="before",
     )
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
@@ -101,6 +133,11 @@ class Settings(BaseSettings):
             if match and value:
                 self.tutor_llm_models.setdefault(int(match.group(1)), value)
         return self
+
+    def asr_language_for(self, tutor_language: str) -> str | None:
+        """None asks the recogniser to detect the language."""
+        language = self.asr_language.strip().lower() or tutor_language
+        return None if language == "auto" else language
 
     def llm_model_for(self, tutor_id: int, tutor_model: str | None) -> str:
         """The operator's per-tutor override, else the teacher's choice, else the default."""

@@ -5,14 +5,22 @@ any of that student's live sessions, each message naming its `engine_session_id`
 engine session on a socket has its own turn queue and worker, so turns of one chat stay in
 order and a flood is refused with an error instead of piling up. Bad input gets an `error`
 message; the socket and the session stay usable.
+
+Spoken questions arrive as `audio`: a whole recording, or (**new**, `"stream": true`) a live
+microphone stream cut into turns by the VAD. Speech from the student while the tutor is still
+answering or talking is a barge-in: the answer is cancelled (model, queued sentences, audio),
+waiting questions are dropped, and the client gets `{"type": "interrupted"}` so it can stop
+playing what it has buffered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +28,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.conversation import ConversationService
-from app.errors import InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
-from app.pipeline import AnswerText, Frame, NoticeFrame, TextDelta
+from app.errors import EngineUnavailable, InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
+from app.pipeline import AnswerText, AudioOut, Frame, NoticeFrame, TextDelta, Transcription
 from app.sessions import SessionInfo, SessionManager
 from app.settings import Settings
+from app.speech import audio
+from app.speech.registry import turn_config
+from app.speech.vad import VAD, SpeechStarted, TurnDetector, speech_seconds
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -46,6 +57,8 @@ class ClientMessage(BaseModel):
     avatar_id: str | None = None
     kb_id: str | None = None
     sample_rate: int | None = None
+    stream: bool = False  # audio: a chunk of a live microphone stream, not a whole recording
+    end: bool = False  # stream: the microphone was closed; end the turn in progress
 
 
 def _now() -> str:
@@ -55,7 +68,7 @@ def _now() -> str:
 @dataclass
 class Turn:
     chat_id: str
-    text: str
+    question: str | audio.PCM
 
 
 @dataclass
@@ -63,6 +76,27 @@ class Worker:
     session: SessionInfo
     queue: asyncio.Queue[Turn]
     task: asyncio.Task[None] | None = None
+    current: asyncio.Task[None] | None = None  # the turn being answered
+    detector: TurnDetector | None = None  # for a streamed microphone
+    speaking_until: float = 0.0  # monotonic time when the client finishes playing our audio
+
+    def interrupt(self) -> bool:
+        """Barge-in: stop the answer and drop waiting questions. True if the tutor was
+        answering or its audio still playing."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        busy = self.current is not None and not self.current.done()
+        if busy:
+            self.current.cancel()
+        talking = busy or time.monotonic() < self.speaking_until
+        self.speaking_until = 0.0
+        return talking
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        tasks = [t for t in (self.task, self.current) if t is not None]
+        for task in tasks:
+            task.cancel()
+        return tasks
 
 
 @dataclass(eq=False)  # identity, not value: connections live in sets
@@ -113,23 +147,82 @@ class Connection:
         session = await self.target_session(message)
         if message.tutor_id is not None and message.tutor_id != session.tutor_id:
             raise InvalidInput(f"tutor_id {message.tutor_id} does not match this session's tutor {session.tutor_id}")
-        if message.type not in ("text", "text_webrtc"):
-            raise InvalidInput(f"`{message.type}` messages are not supported by this server yet; send `text`")
-        text = self.conversation.check_text(message.content)
         chat_id = "" if message.session_id is None else str(message.session_id)
+        worker = self.worker(session)
+        if message.type == "audio":
+            await self.hear(worker, chat_id, message)
+        elif message.type in ("text", "text_webrtc"):
+            self.enqueue(worker, Turn(chat_id, self.conversation.check_text(message.content)))
+        else:
+            raise InvalidInput(f"`{message.type}` messages are not supported by this server yet; send `text`")
+        await self.touch(session.id)
+
+    def worker(self, session: SessionInfo) -> Worker:
         worker = self.workers.get(session.id)
         if worker is None:
             worker = Worker(session, asyncio.Queue(maxsize=self.settings.ws_max_pending_turns))
             worker.task = asyncio.create_task(self.run_worker(worker))
             self.workers[session.id] = worker
+        return worker
+
+    def enqueue(self, worker: Worker, turn: Turn) -> None:
         try:
-            worker.queue.put_nowait(Turn(chat_id, text))
+            worker.queue.put_nowait(turn)
         except asyncio.QueueFull:
             raise TooBusy(
                 f"{self.settings.ws_max_pending_turns} questions are already waiting; "
                 "wait for the answers before sending more"
             ) from None
-        await self.touch(session.id)
+
+    # -- speech in -----------------------------------------------------------------------
+    @property
+    def vad(self) -> VAD:
+        if not self.settings.enable_asr:
+            raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
+        return self.conversation.engine("vad")
+
+    async def hear(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
+        vad = self.vad
+        if message.stream:
+            await self.hear_stream(worker, chat_id, message, vad)
+            return
+        pcm = await asyncio.to_thread(
+            audio.decode,
+            audio.b64decode(message.content),
+            sample_rate=message.sample_rate,
+            max_seconds=self.settings.asr_max_seconds,
+        )
+        # A new spoken question while the tutor talks is a barge-in, if it holds speech at all.
+        if (worker.current and not worker.current.done()) or time.monotonic() < worker.speaking_until:
+            heard = await asyncio.to_thread(speech_seconds, vad, pcm, self.settings.vad_threshold)
+            if heard * 1000 >= self.settings.vad_min_speech_ms:
+                await self.barge_in(worker, chat_id)
+        self.enqueue(worker, Turn(chat_id, pcm))
+
+    async def hear_stream(self, worker: Worker, chat_id: str, message: ClientMessage, vad: VAD) -> None:
+        if worker.detector is None:
+            worker.detector = TurnDetector(vad, turn_config(self.settings))
+        detector = worker.detector
+        events = []
+        if message.content:
+            data = audio.b64decode(message.content)
+            if message.sample_rate is None and data[:4] != b"RIFF":
+                raise InvalidInput("a streamed audio chunk is raw 16-bit PCM: give its `sample_rate`")
+            chunk = await asyncio.to_thread(
+                audio.decode, data, sample_rate=message.sample_rate, max_seconds=self.settings.asr_max_seconds
+            )
+            events = await asyncio.to_thread(detector.feed, chunk.samples)
+        if message.end and (last := detector.flush()) is not None:
+            events.append(last)
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                await self.barge_in(worker, chat_id)
+            else:
+                self.enqueue(worker, Turn(chat_id, event.audio))
+
+    async def barge_in(self, worker: Worker, chat_id: str) -> None:
+        if worker.interrupt():
+            await self.send({"type": "interrupted", **self.tags(worker.session, chat_id)})
 
     async def target_session(self, message: ClientMessage) -> SessionInfo:
         if self.own_session is not None:
@@ -151,18 +244,24 @@ class Connection:
     async def run_worker(self, worker: Worker) -> None:
         while True:
             turn = await worker.queue.get()
-            tags = self.tags(worker.session, turn.chat_id)
-            try:
-                async for frame in self.conversation.answer(worker.session, turn.chat_id, turn.text):
-                    await self.send_frame(frame, tags)
-            except TutorError as exc:
-                await self.send_error(exc, **tags)
-            except Exception:
-                log.exception("turn failed in session %s", worker.session.id)
-                await self.send(
-                    {"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags}
-                )
-            await self.touch(worker.session.id)
+            worker.current = asyncio.create_task(self.run_turn(worker, turn))
+            # wait(), not await: a barge-in cancels the turn, and must not stop the worker.
+            await asyncio.wait({worker.current})
+
+    async def run_turn(self, worker: Worker, turn: Turn) -> None:
+        tags = self.tags(worker.session, turn.chat_id)
+        try:
+            speak = self.settings.enable_tts
+            async for frame in self.conversation.answer(worker.session, turn.chat_id, turn.question, speak=speak):
+                await self.send_frame(frame, tags, worker)
+        except TutorError as exc:
+            await self.send_error(exc, **tags)
+        except Exception:
+            log.exception("turn failed in session %s", worker.session.id)
+            await self.send(
+                {"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags}
+            )
+        await self.touch(worker.session.id)
 
     async def touch(self, session_id: str) -> None:
         if self.sessions.touch_due(session_id):
@@ -174,8 +273,29 @@ class Connection:
             tags["session_id"] = chat_id
         return tags
 
-    async def send_frame(self, frame: Frame, tags: dict[str, Any]) -> None:
-        if isinstance(frame, TextDelta):
+    async def send_frame(self, frame: Frame, tags: dict[str, Any], worker: Worker) -> None:
+        if isinstance(frame, Transcription):
+            await self.send({"type": "transcription", "content": frame.text, "role": "user", **tags})
+        elif isinstance(frame, AudioOut):
+            speech = frame.speech
+            # Playback runs behind what we send: until it ends, student speech is a barge-in.
+            start = max(time.monotonic(), worker.speaking_until)
+            worker.speaking_until = start + speech.pcm.seconds
+            await self.send(
+                {
+                    "type": "audio",
+                    "content": base64.b64encode(audio.wav_bytes(speech.pcm)).decode(),
+                    "format": "wav",
+                    "sample_rate": speech.pcm.sample_rate,
+                    "seq": frame.seq,
+                    "final": frame.final,
+                    "text": speech.text,
+                    "engine": speech.engine,
+                    "role": "assistant",
+                    **tags,
+                }
+            )
+        elif isinstance(frame, TextDelta):
             await self.send({"type": "text_delta", "content": frame.text, "role": "assistant", **tags})
         elif isinstance(frame, NoticeFrame):
             await self.send({"type": "notice", "code": frame.code, "content": frame.text, **tags})
@@ -194,8 +314,8 @@ class Connection:
     # -- lifecycle -----------------------------------------------------------------------
     async def session_ended(self, info: SessionInfo) -> None:
         worker = self.workers.pop(info.id, None)
-        if worker and worker.task:
-            worker.task.cancel()
+        if worker:
+            worker.stop()
         await self.send_error(
             SessionEnded(f"session {info.id} has ended ({info.end_reason})"), engine_session_id=info.id
         )
@@ -211,9 +331,7 @@ class Connection:
                 pass
 
     async def shutdown(self) -> None:
-        tasks = [w.task for w in self.workers.values() if w.task]
-        for task in tasks:
-            task.cancel()
+        tasks = [task for worker in self.workers.values() for task in worker.stop()]
         await asyncio.gather(*tasks, return_exceptions=True)
         self.workers.clear()
 

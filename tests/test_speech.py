@@ -1,0 +1,214 @@
+"""The speech engines themselves, real ones: decoding, turn-taking, recognition, synthesis."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import av
+import numpy as np
+import pytest
+
+from app.errors import EngineUnavailable, InvalidAudio
+from app.speech import audio
+from app.speech.asr import WhisperASR
+from app.speech.audio import PCM, decode, wav_bytes
+from app.speech.sentences import SentenceSplitter, speakable
+from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter, Voice
+from app.speech.vad import SileroVAD, SpeechStarted, TurnConfig, TurnDetector, UtteranceEnded, speech_seconds
+from tests.live import BlackHole, free_port
+from tests.speech import recording, say, wer, with_silence
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def asr() -> WhisperASR:
+    engine = WhisperASR("")
+    engine.warmup()
+    return engine
+
+
+# -- decoding -------------------------------------------------------------------------------
+def test_wav_pcm_and_compressed_audio_all_become_16k_mono() -> None:
+    speech = say("Hello there.", rate=22_050)
+    as_wav = decode(wav_bytes(speech), max_seconds=60)
+    assert as_wav.sample_rate == 16_000 and abs(as_wav.seconds - speech.seconds) < 0.01
+    raw = decode(speech.to_int16().tobytes(), sample_rate=22_050, max_seconds=60)
+    assert abs(raw.seconds - speech.seconds) < 0.01
+    stereo = io.BytesIO()
+    import soundfile
+
+    soundfile.write(stereo, np.stack([speech.samples, speech.samples], axis=1), 22_050, format="WAV")
+    assert abs(decode(stereo.getvalue(), max_seconds=60).seconds - speech.seconds) < 0.01
+    narrowband = audio.resample(speech, 8_000)
+    assert decode(wav_bytes(narrowband), max_seconds=60).sample_rate == 16_000
+    ogg = io.BytesIO()  # what a browser's MediaRecorder might send
+    with av.open(ogg, "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=48_000, layout="mono")
+        samples = audio.resample(speech, 48_000).to_int16()[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    assert abs(decode(ogg.getvalue(), max_seconds=60).seconds - speech.seconds) < 0.1
+
+
+@pytest.mark.parametrize(
+    ("data", "rate", "fragment"),
+    [
+        (b"", None, "empty"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, None, "not audio"),
+        (b"just some text, not sound", None, "not audio"),
+        (b"RIFF\x10\x00\x00\x00WAVEfmt garbage", None, "cannot be read"),
+        (b"\x1aE\xdf\xa3" + b"\x00" * 64, None, "cannot be decoded"),
+        (b"\x00\x01\x02", 16_000, "odd"),
+        (b"\x00\x00" * 100, 1_000, "outside"),
+        (wav_bytes(PCM.silence(1, 16_000)), 44_100, "does not match"),
+        (wav_bytes(PCM.silence(200, 8_000)), None, "limit is 120 s"),
+    ],
+)
+def test_bad_audio_is_refused_clearly(data: bytes, rate: int | None, fragment: str) -> None:
+    with pytest.raises(InvalidAudio) as caught:
+        decode(data, sample_rate=rate, max_seconds=120)
+    assert fragment in caught.value.message
+
+
+def test_base64_is_checked() -> None:
+    with pytest.raises(InvalidAudio, match="base64"):
+        audio.b64decode("not base64!!")
+    with pytest.raises(InvalidAudio, match="must be base64"):
+        audio.b64decode(123)
+    assert audio.b64decode("data:audio/wav;base64,AAAA") == b"\x00\x00\x00"
+
+
+# -- sentences ------------------------------------------------------------------------------
+def test_sentences_are_cut_as_the_text_streams() -> None:
+    splitter = SentenceSplitter(max_chars=80)
+    text = (
+        "Photosynthesis makes sugar, e.g. glucose. Pi is about 3.14! "
+        "光合作用需要阳光。它也需要水！Dr. Lee agrees [1]. " + "a very long clause without any end " * 4 + "done"
+    )
+    out = [s for i in range(0, len(text), 3) for s in splitter.push(text[i : i + 3])]
+    out.append(splitter.flush())
+    assert out[:5] == [
+        "Photosynthesis makes sugar, e.g. glucose.",
+        "Pi is about 3.14!",
+        "光合作用需要阳光。",
+        "它也需要水！",
+        "Dr. Lee agrees [1].",
+    ]
+    assert all(len(s) <= 80 for s in out)
+    assert "".join(out).replace(" ", "") == text.replace(" ", "")
+    assert speakable("Water **boils** at 100 °C [1, 2].") == "Water boils at 100 °C."
+
+
+# -- turn-taking ----------------------------------------------------------------------------
+def _feed(detector: TurnDetector, pcm: PCM, chunk: int = 320) -> list[tuple[float, object]]:
+    events = []
+    for start in range(0, len(pcm.samples), chunk):
+        for event in detector.feed(pcm.samples[start : start + chunk]):
+            events.append((start / 16_000, event))
+    return events
+
+
+def test_turns_start_at_the_speech_and_end_after_the_pause(asr: WhisperASR) -> None:
+    first, second = say(QUESTION), say("And why is the sky blue?")
+    stream = with_silence(first, 1.0, 1.0)
+    stream = PCM(np.concatenate([stream.samples, with_silence(second, 0, 1.0).samples]), 16_000)
+    config = TurnConfig(min_speech_ms=160, pause_ms=600)
+    events = _feed(TurnDetector(SileroVAD(), config), stream)
+    kinds = [type(e).__name__ for _, e in events]
+    assert kinds == ["SpeechStarted", "UtteranceEnded", "SpeechStarted", "UtteranceEnded"]
+    (heard_at, started), (ended_fed_at, ended) = events[0], events[1]
+    assert isinstance(started, SpeechStarted) and isinstance(ended, UtteranceEnded)
+    assert abs(started.at - 1.0) < 0.15, started  # the onset is placed where the speech begins
+    assert heard_at - 1.0 < 0.35  # and reported within the onset window, not at the end
+    assert abs(ended.ended_at - (1.0 + first.seconds)) < 0.25
+    assert ended_fed_at - ended.ended_at < 0.7  # the pause closes the turn
+    assert wer(QUESTION, asr.transcribe(ended.audio, "en").text) == 0
+
+
+def test_noise_and_silence_make_no_turns() -> None:
+    rng = np.random.default_rng(1)
+    noise = PCM((rng.normal(0, 0.05, 16_000 * 3)).astype(np.float32), 16_000)
+    detector = TurnDetector(SileroVAD(), TurnConfig())
+    assert _feed(detector, noise) == [] and _feed(detector, PCM.silence(2)) == []
+    assert detector.flush() is None
+    assert speech_seconds(SileroVAD(), noise, 0.5) < 0.1
+
+
+def test_a_turn_that_never_pauses_is_cut_and_flush_ends_one() -> None:
+    speech = say("This sentence goes on and on and on without a single pause for breath at all.")
+    detector = TurnDetector(SileroVAD(), TurnConfig(max_seconds=2))
+    ended = [e for _, e in _feed(detector, speech) if isinstance(e, UtteranceEnded)]
+    assert ended and ended[0].audio.seconds <= 2.3
+    detector = TurnDetector(SileroVAD(), TurnConfig())
+    _feed(detector, PCM(speech.samples[:16_000], 16_000))
+    assert detector.flush() is not None
+
+
+# -- recognition ----------------------------------------------------------------------------
+def test_whisper_hears_synthetic_and_real_speech(asr: WhisperASR) -> None:
+    assert wer(QUESTION, asr.transcribe(say(QUESTION), "en").text) == 0
+    real, said = recording()
+    assert wer(said, asr.transcribe(real, None).text) <= 0.1
+    assert asr.name == "whisper-tiny.en" and "English only" in asr.description
+
+
+def test_clipped_and_narrowband_speech_is_still_heard(asr: WhisperASR) -> None:
+    speech = say(QUESTION)
+    clipped = PCM(np.clip(speech.samples * 4, -1, 1), 16_000)  # a microphone gain set far too high
+    assert wer(QUESTION, asr.transcribe(clipped, "en").text) <= 0.2
+    phone = decode(wav_bytes(audio.resample(speech, 8_000)), max_seconds=60)
+    assert wer(QUESTION, asr.transcribe(phone, "en").text) <= 0.2
+
+
+def test_an_english_only_model_refuses_chinese_instead_of_guessing(asr: WhisperASR) -> None:
+    with pytest.raises(EngineUnavailable, match="cannot hear 'zh'.*ASR_MODEL"):
+        asr.transcribe(say("Hello."), "zh")
+
+
+def test_a_production_model_that_cannot_load_falls_back_visibly() -> None:
+    engine = WhisperASR("large-v3", device="cpu")  # HF_HUB_OFFLINE: nothing to download
+    engine.warmup()
+    assert engine.fallback_active and engine.name == "whisper-tiny.en"
+    assert "ASR_MODEL large-v3 could not be loaded" in engine.status_detail
+    assert wer(QUESTION, engine.transcribe(say(QUESTION), "en").text) == 0
+
+
+# -- synthesis ------------------------------------------------------------------------------
+def test_piper_speaks_english_with_phoneme_timings(asr: WhisperASR) -> None:
+    piper = PiperTTS()
+    piper.warmup()
+    speech = asyncio.run(piper.synthesize("Maybe we can play ball.", Voice.resolve(None, "en")))
+    assert speech.pcm.sample_rate == 22_050 and speech.phonemes
+    last = speech.phonemes[-1]
+    assert abs(last.start + last.duration - speech.pcm.seconds) < 0.1  # timings cover the audio
+    assert "m" in {p.symbol for p in speech.phonemes[:4]}  # "Maybe" starts closed-lipped
+    assert wer("Maybe we can play ball.", asr.transcribe(audio.resample(speech.pcm, 16_000), "en").text) == 0
+
+
+def test_offline_router_speaks_chinese_with_espeak() -> None:
+    router = SpeechRouter(None, PiperTTS(), EspeakTTS(), probe_seconds=60)
+    router.warmup()
+    speech = asyncio.run(router.synthesize("你好，我是你的老师。", Voice.resolve("zh-CN-XiaoxiaoNeural", "en")))
+    assert speech.engine == "espeak-ng" and speech.pcm.seconds > 1 and not speech.fallback
+    assert router.name == "piper+espeak-ng" and not router.fallback_active
+
+
+@pytest.mark.parametrize("blackholed", [False, True])
+def test_unreachable_edge_falls_back_at_once_and_says_so(blackholed: bool) -> None:
+    with BlackHole() as hole:
+        proxy = hole if blackholed else f"http://127.0.0.1:{free_port()}"
+        router = SpeechRouter(EdgeTTS(timeout=1, proxy=proxy), PiperTTS(), EspeakTTS(), probe_seconds=60)
+        router.warmup()
+        assert router.fallback_active and router.name == "piper+espeak-ng"
+        assert "Edge TTS is unreachable" in router.status_detail
+        started = time.perf_counter()
+        speech = asyncio.run(router.synthesize("Hello.", Voice.resolve("en-US-AriaNeural", "en")))
+        assert time.perf_counter() - started < 1.0  # no second wait while Edge is known down
+    assert speech.fallback and speech.engine == "piper"

@@ -1,0 +1,184 @@
+"""Voice over the contract WebSocket, with the real engines: Silero VAD, Whisper tiny.en,
+Piper and espeak-ng. The LLM is the scripted one (it echoes the question), so what is heard,
+said and interrupted can be checked exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+import websockets
+
+from app.speech.audio import PCM
+from tests.conftest import new_session, new_tutor, ws_url
+from tests.speech import b64_wav, say, wer, with_silence
+
+QUESTION = "What is the capital of France?"
+VOICE = {"enable_asr": True, "enable_tts": True, "tts_engine": "offline"}
+
+
+async def _until(ws: Any, done: Any, timeout: float = 30) -> list[dict[str, Any]]:
+    received: list[dict[str, Any]] = []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        received.append(message)
+        if done(message):
+            return received
+
+
+def _last_audio(message: dict[str, Any]) -> bool:
+    return message["type"] == "error" or (message["type"] == "audio" and message["final"])
+
+
+def _decoded(message: dict[str, Any]) -> tuple[np.ndarray, int]:
+    samples, rate = soundfile.read(io.BytesIO(base64.b64decode(message["content"])), dtype="float32")
+    assert rate == message["sample_rate"]
+    return samples, rate
+
+
+@pytest.fixture
+def voice_server(start_server: Any) -> Any:
+    server = start_server(**VOICE)
+    asyncio.run(_ready(server))
+    return server
+
+
+async def _ready(server: Any) -> None:
+    for _ in range(300):
+        if server.services.hub.summary()["ready"]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(server.services.hub.summary())
+
+
+async def test_a_spoken_question_is_transcribed_answered_and_spoken(voice_server: Any) -> None:
+    with voice_server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+        async with websockets.connect(ws_url(session)) as ws:
+            question = with_silence(say(QUESTION, rate=22_050), 0.3, 0.5)
+            await ws.send(json.dumps({"type": "audio", "content": b64_wav(question), "session_id": 7}))
+            messages = await _until(ws, _last_audio)
+        kinds = [m["type"] for m in messages]
+        assert kinds[0] == "transcription" and wer(QUESTION, messages[0]["content"]) == 0
+        assert "text" in kinds and kinds.index("text") > kinds.index("text_delta")
+        final = next(m for m in messages if m["type"] == "text")
+        assert final["content"] == f"[Ada|0] {messages[0]['content']}"
+        spoken = [m for m in messages if m["type"] == "audio"]
+        assert [m["seq"] for m in spoken] == list(range(len(spoken))) and spoken[-1]["final"]
+        assert all(m["session_id"] == "7" and m["format"] == "wav" for m in spoken)
+        samples, rate = _decoded(spoken[0])
+        assert rate == 22_050 and len(samples) / rate > 1 and np.abs(samples).max() > 0.1
+        said = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
+        first = said["messages"][0] if isinstance(said, dict) else said[0]
+        assert first["role"] == "user" and first["content"] == messages[0]["content"]
+
+
+async def test_the_answer_is_spoken_sentence_by_sentence_while_it_streams(start_server, scripted_engine) -> None:
+    scripted_engine.delay = 0.3
+    server = start_server(**VOICE)
+    await _ready(server)
+    server.engine.pieces = 6
+    with server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        text = "Water boils at one hundred degrees. It freezes at zero! Is that clear? Good."
+        await ws.send(json.dumps({"type": "text", "content": text}))
+        messages = await _until(ws, _last_audio)
+    kinds = [m["type"] for m in messages]
+    spoken = [m for m in messages if m["type"] == "audio"]
+    assert kinds.index("audio") < kinds.index("text"), "the first sentence is spoken before the answer ends"
+    assert [m["seq"] for m in spoken] == list(range(len(spoken))) and len(spoken) >= 4
+    assert [m["final"] for m in spoken] == [False] * (len(spoken) - 1) + [True]
+    assert {m["sample_rate"] for m in spoken} == {22_050}  # one stream: a client plays it gap-free
+    assert "Ada" not in "".join(m["text"] for m in spoken[1:]) and "[" not in spoken[0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"content": b64_wav(PCM.silence(2))}, None),
+        ({"content": base64.b64encode(b"%PDF-1.7 not audio at all").decode()}, "not audio"),
+        ({"content": b64_wav(PCM.silence(1)), "sample_rate": 48_000}, "does not match"),
+        ({"content": base64.b64encode(np.zeros(8_000 * 130, "<i2").tobytes()).decode(), "sample_rate": 8_000}, "limit"),
+        ({"content": "@@@"}, "base64"),
+    ],
+)
+async def test_silence_and_bad_audio_get_an_empty_transcription_or_an_error(
+    voice_server: Any, payload: dict[str, Any], fragment: str | None
+) -> None:
+    with voice_server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "audio", **payload}))
+        first = json.loads(await ws.recv())
+        if fragment is None:
+            assert first == {**first, "type": "transcription", "content": ""}
+            assert json.loads(await ws.recv())["code"] == "no_speech"
+        else:
+            assert first["type"] == "error" and first["code"] == "invalid_audio" and fragment in first["content"]
+        await ws.send(json.dumps({"type": "text", "content": "still there?"}))
+        messages = await _until(ws, _last_audio)
+        assert any(m["type"] == "text" and m["content"].endswith("still there?") for m in messages)
+
+
+def _chunks(pcm: PCM, ms: int = 40) -> list[str]:
+    step = 16 * ms
+    data = pcm.to_int16()
+    return [base64.b64encode(data[i : i + step].tobytes()).decode() for i in range(0, len(data), step)]
+
+
+async def test_a_streamed_microphone_is_cut_into_turns_and_barge_in_stops_the_tutor(
+    start_server, scripted_engine
+) -> None:
+    scripted_engine.delay = 0.25  # a slow answer, so the student can talk over it
+    server = start_server(**VOICE)
+    await _ready(server)
+    server.engine.pieces = 40
+    with server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+
+        async def stream(pcm: PCM) -> None:
+            for chunk in _chunks(pcm):
+                await ws.send(json.dumps({"type": "audio", "stream": True, "content": chunk, "sample_rate": 16_000}))
+
+        await stream(with_silence(say("Tell me about Paris. It is the French capital. Why is it famous?"), 0.5, 1.0))
+        first = await _until(ws, lambda m: m["type"] == "audio")  # the tutor is talking
+        assert first[0]["type"] == "transcription" and "French" in first[0]["content"]
+        assert not any(m["type"] == "text" for m in first)
+        await stream(with_silence(say("Stop, please."), 0.2, 1.0))
+        rest = await _until(ws, _last_audio)
+    kinds = [m["type"] for m in rest]
+    assert "interrupted" in kinds
+    cut = kinds.index("interrupted")
+    after = rest[cut + 1 :]
+    assert after[0]["type"] == "transcription" and wer("Stop, please.", after[0]["content"]) == 0
+    assert all("Paris" not in m.get("text", m["content"]) for m in after if m["type"] in ("text_delta", "audio"))
+    assert not any(m["type"] == "text" for m in rest[:cut]), "the first answer never finished"
+    assert scripted_engine.engine.cancelled == 1  # generation itself was stopped
+    with server.client() as api:
+        said = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
+    said = said["messages"] if isinstance(said, dict) else said
+    cut_off = [m for m in said if m["role"] == "assistant" and "Paris" in m["content"]]
+    assert cut_off and cut_off[0]["meta"].get("interrupted") is True
+
+
+async def test_a_chinese_tutor_speaks_chinese_and_says_what_it_cannot_hear(voice_server: Any) -> None:
+    with voice_server.client() as api:
+        tutor = new_tutor(api, "Li", language="zh", voice="zh-CN-XiaoxiaoNeural")
+        session = new_session(api, tutor["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "text", "content": "光合作用是什么？"}))
+        messages = await _until(ws, _last_audio)
+        spoken = [m for m in messages if m["type"] == "audio"]
+        assert spoken and {m["engine"] for m in spoken} == {"espeak-ng"}
+        await ws.send(json.dumps({"type": "audio", "content": b64_wav(say(QUESTION))}))
+        error = json.loads(await ws.recv())
+    assert error["type"] == "error" and error["code"] == "engine_unavailable"
+    assert "cannot hear 'zh'" in error["content"] and "ASR_MODEL" in error["content"]
