@@ -20,10 +20,12 @@ install-dev: install
 	$(BIN)/pip install -q -r requirements-dev.txt
 
 # Debian/Ubuntu packages: espeak-ng speaks the languages the bundled Piper voice cannot
-# (Chinese) when Edge TTS is unreachable; the tests add headless Chromium for the UI.
+# (Chinese) when Edge TTS is unreachable; ffmpeg lets the UI stream the tutor's voice; the
+# tests add headless Chromium.
 APT_INSTALL = $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 runtime-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { $(APT_INSTALL) espeak-ng >/dev/null; }
+	@command -v espeak-ng >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 || \
+		{ $(APT_INSTALL) espeak-ng ffmpeg >/dev/null; }
 
 system-deps: runtime-deps
 	@command -v chromium >/dev/null 2>&1 || { $(APT_INSTALL) chromium >/dev/null; }

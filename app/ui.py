@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
-from app.errors import TutorError, Unauthorized
-from app.pipeline import AnswerText, NoticeFrame, TextDelta
+from app.errors import InvalidAudio, TutorError, Unauthorized
+from app.pipeline import AnswerText, AudioOut, NoticeFrame, TextDelta, Transcription
 from app.server import Services
+from app.speech.audio import ASR_RATE, PCM, resample, wav_bytes
 from kb.service import describe_source
 from tutors.accounts import LoginThrottle
 from tutors.store import Tutor
@@ -30,6 +32,7 @@ from tutors.store import Tutor
 LANGUAGE_CHOICES = [("English", "en"), ("中文 (Chinese)", "zh")]
 UI_CHAT_ID = "ui"
 Chat = list[dict[str, str]]
+Recording = tuple[int, np.ndarray]  # what a microphone component gives: (rate, samples)
 
 
 def _browser_secret(data_dir: Path) -> str:
@@ -39,6 +42,17 @@ def _browser_secret(data_dir: Path) -> str:
     if not path.exists():
         path.write_text(secrets.token_urlsafe(24))
     return path.read_text().strip()
+
+
+def from_microphone(rate: int, samples: np.ndarray, max_seconds: float) -> PCM:
+    """Gradio's (rate, int16 array, maybe stereo) → 16 kHz mono, checked like any audio."""
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    scale = 32768.0 if samples.dtype.kind == "i" else 1.0
+    pcm = PCM(samples.astype(np.float32) / scale, rate)
+    if pcm.seconds > max_seconds:
+        raise gr.Error(InvalidAudio(f"the recording is longer than {max_seconds:.0f} s").message)
+    return resample(pcm, ASR_RATE)
 
 
 def build_ui(services: Services) -> gr.Blocks:
@@ -118,31 +132,60 @@ def build_ui(services: Services) -> gr.Blocks:
         info, token = await asyncio.to_thread(sessions.create, tutor_id, None, None)
         return {"session_id": info.id, "token": token, "tutor_id": tutor_id}
 
-    async def ask(
-        text: str, tutor_id: int | None, saved: dict[str, Any], history: Chat
-    ) -> AsyncIterator[tuple[str, Chat, dict[str, Any]]]:
-        if not text or not text.strip():
-            return
+    async def converse(
+        question: str | PCM, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+    ) -> AsyncIterator[tuple[Chat, dict[str, Any], bytes | None]]:
+        """One turn, typed or spoken: (chat, session, next sentence of speech as WAV or None)."""
         if not tutor_id:
             raise gr.Error("Pick a tutor first.")
         try:
             state = await live_session(int(tutor_id), saved)
             session = await asyncio.to_thread(sessions.require_active, state["session_id"])
-            history = [*history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-            yield "", history, state
-            async for frame in services.conversation.answer(session, UI_CHAT_ID, text):
-                if isinstance(frame, NoticeFrame):
+            history = list(history)
+            if isinstance(question, str):
+                history.append({"role": "user", "content": question})
+            history.append({"role": "assistant", "content": "…" if isinstance(question, PCM) else ""})
+            yield history, state, None
+            async for frame in services.conversation.answer(session, UI_CHAT_ID, question, speak=speak):
+                voice = None
+                if isinstance(frame, Transcription):
+                    heard = frame.text or "(nothing was heard)"
+                    history[-1:] = [{"role": "user", "content": f"🎤 {heard}"}, {"role": "assistant", "content": ""}]
+                elif isinstance(frame, NoticeFrame):
                     history.insert(-1, {"role": "assistant", "content": f"ⓘ {frame.text}"})
                 elif isinstance(frame, TextDelta):
                     history[-1]["content"] += frame.text
                 elif isinstance(frame, AnswerText):
                     history[-1]["content"] = frame.text + cited(frame.sources)
+                elif isinstance(frame, AudioOut) and len(frame.speech.pcm.samples):
+                    voice = wav_bytes(frame.speech.pcm)
                 else:
                     continue
-                yield "", history, state
+                yield history, state, voice
+            if history and history[-1] == {"role": "assistant", "content": ""}:
+                history.pop()  # nothing was heard: no empty bubble
+                yield history, state, None
             await asyncio.to_thread(sessions.touch, session.id)
         except TutorError as exc:
             raise gr.Error(exc.message) from None
+
+    async def ask(
+        text: str, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+    ) -> AsyncIterator[tuple[str, Chat, dict[str, Any], bytes | None]]:
+        if not text or not text.strip():
+            return
+        async for chat_now, state, voice in converse(text, tutor_id, saved, history, speak):
+            yield "", chat_now, state, voice
+
+    async def ask_aloud(
+        recording: Recording | None, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+    ) -> AsyncIterator[tuple[None, Chat, dict[str, Any], bytes | None]]:
+        if recording is None:
+            return
+        rate, samples = recording
+        pcm = await asyncio.to_thread(from_microphone, rate, samples, services.settings.asr_max_seconds)
+        async for chat_now, state, voice in converse(pcm, tutor_id, saved, history, speak):
+            yield None, chat_now, state, voice
 
     # -- teacher --------------------------------------------------------------------------
     def signed_in(teacher: dict[str, Any] | None) -> dict[str, Any]:
@@ -388,15 +431,28 @@ def build_ui(services: Services) -> gr.Blocks:
             with gr.Row():
                 question = gr.Textbox(placeholder="Ask your tutor…", show_label=False, scale=5, elem_id="question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-            for trigger in (send.click, question.submit):
-                # Gradio runs one event of a kind at a time unless told otherwise: students
-                # must not wait for each other's answers (the engines pace themselves).
-                trigger(
-                    ask,
-                    [question, tutor_pick, saved, chat],
-                    [question, chat, saved],
-                    concurrency_limit=services.settings.max_sessions,
+            settings = services.settings
+            with gr.Row():
+                mic = gr.Audio(
+                    sources=["microphone"],
+                    type="numpy",
+                    label="Ask aloud",
+                    elem_id="mic",
+                    visible=settings.enable_asr,
+                    scale=3,
                 )
+                with gr.Column(scale=2, visible=settings.enable_tts):
+                    speak = gr.Checkbox(value=settings.enable_tts, label="Speak the answers", elem_id="speak")
+                    # Streamed: each sentence plays as soon as it is spoken, not after the answer.
+                    voice_out = gr.Audio(
+                        label="Tutor's voice", streaming=True, autoplay=True, interactive=False, elem_id="voice"
+                    )
+            # Gradio runs one event of a kind at a time unless told otherwise: students must not
+            # wait for each other's answers (the engines pace themselves).
+            busy = {"concurrency_limit": settings.max_sessions}
+            for trigger in (send.click, question.submit):
+                trigger(ask, [question, tutor_pick, saved, chat, speak], [question, chat, saved, voice_out], **busy)
+            mic.stop_recording(ask_aloud, [mic, tutor_pick, saved, chat, speak], [mic, chat, saved, voice_out], **busy)
             tutor_pick.input(pick_tutor, [tutor_pick, saved], [chat, saved, header])
 
         with gr.Tab("Teacher", elem_id="teacher-tab"):

@@ -178,7 +178,9 @@ async def test_a_chinese_tutor_speaks_chinese_and_says_what_it_cannot_hear(voice
         messages = await _until(ws, _last_audio)
         spoken = [m for m in messages if m["type"] == "audio"]
         assert spoken and {m["engine"] for m in spoken} == {"espeak-ng"}
+        # Its answer is still playing on the client: this speech interrupts it first.
         await ws.send(json.dumps({"type": "audio", "content": b64_wav(say(QUESTION))}))
-        error = json.loads(await ws.recv())
+        interrupted, error = json.loads(await ws.recv()), json.loads(await ws.recv())
+    assert interrupted["type"] == "interrupted"
     assert error["type"] == "error" and error["code"] == "engine_unavailable"
     assert "cannot hear 'zh'" in error["content"] and "ASR_MODEL" in error["content"]
