@@ -34,7 +34,6 @@ from app.pipeline import (
 )
 from app.sessions import SessionInfo
 from app.settings import Settings
-from app.speech.audio import PCM
 from app.speech.tts import Voice
 from kb.service import KnowledgeBases, Passage, describe_source
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
@@ -187,29 +186,29 @@ class ConversationService:
 
         return run
 
-    async def _listening_stages(self, session: SessionInfo) -> list[Stage]:
+    async def listening_language(self, session: SessionInfo) -> str | None:
+        """What the recogniser listens for in this session (None: detect)."""
         if not self._settings.enable_asr:
             raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
         tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
-        settings = self._settings
-        return [
-            asr_stage(
+        return self._settings.asr_language_for(tutor.language)
+
+    async def answer(
+        self, session: SessionInfo, chat_id: str, question: str | SpeechIn, *, speak: bool = False
+    ) -> AsyncIterator[Frame]:
+        """One turn. A spoken question (16 kHz) is transcribed first; with `speak` the answer
+        is voiced sentence by sentence as it streams."""
+        if isinstance(question, SpeechIn):
+            first: Frame = question
+            settings = self._settings
+            listen = asr_stage(
                 self._hub.get("asr"),
                 self._hub.get("vad"),
-                settings.asr_language_for(tutor.language),
+                await self.listening_language(session),
                 threshold=settings.vad_threshold,
                 min_speech=settings.vad_min_speech_ms / 1000,
             )
-        ]
-
-    async def answer(
-        self, session: SessionInfo, chat_id: str, question: str | PCM, *, speak: bool = False
-    ) -> AsyncIterator[Frame]:
-        """One turn. A spoken question (`PCM`, 16 kHz) is transcribed first; with `speak` the
-        answer is voiced sentence by sentence as it streams."""
-        if isinstance(question, PCM):
-            first: Frame = SpeechIn(question)
-            stages = await self._listening_stages(session)
+            stages = [listen]
         else:
             first, stages = UserText(self.check_text(question)), []
         stages += [self._turn_stage(session, chat_id), llm_stage(self._hub.get("llm"))]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import TutorError
-from app.speech.asr import ASR
+from app.speech.asr import ASR, Transcript
 from app.speech.audio import PCM
 from app.speech.sentences import SentenceSplitter, speakable
 from app.speech.tts import FALLBACK_NOTICE, TTS, Speech, Voice
@@ -30,9 +30,11 @@ class Frame:
 
 @dataclass(frozen=True)
 class SpeechIn(Frame):
-    """A whole spoken question, 16 kHz mono."""
+    """A whole spoken question, 16 kHz mono. `early` is its transcript, already under way
+    when the live turn-taking started recognition during the closing pause."""
 
     pcm: PCM
+    early: asyncio.Future[Transcript] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,15 +122,23 @@ def asr_stage(asr: ASR, vad: VAD, language: str | None, *, threshold: float, min
             if not isinstance(frame, SpeechIn):
                 yield frame
                 continue
-            heard = await asyncio.to_thread(speech_seconds, vad, frame.pcm, threshold)
-            if heard < min_speech:
-                yield Transcription("", audio_seconds=frame.pcm.seconds)
-                yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
-                continue
-            transcript = await asyncio.to_thread(asr.transcribe, frame.pcm, language)
+            if frame.early is not None:  # the VAD already heard speech here
+                transcript = await frame.early
+            else:
+                heard = await asyncio.to_thread(speech_seconds, vad, frame.pcm, threshold)
+                if heard < min_speech:
+                    yield Transcription("", audio_seconds=frame.pcm.seconds)
+                    yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
+                    continue
+                transcript = await asyncio.to_thread(asr.transcribe, frame.pcm, language)
             yield Transcription(transcript.text, transcript.language, transcript.audio_seconds, transcript.elapsed_ms)
             if transcript.text:
-                meta = {"spoken": True, "asr_ms": round(transcript.elapsed_ms, 1), "language": transcript.language}
+                meta = {
+                    "spoken": True,
+                    "asr_ms": round(transcript.elapsed_ms, 1),
+                    "language": transcript.language,
+                    "recognised_in_pause": frame.early is not None,
+                }
                 yield UserText(transcript.text, meta)
             else:
                 yield NoticeFrame("no_speech", "The recording could not be understood; please try again.")

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     vad_min_speech_ms: float = Field(160, ge=32)
     vad_pause_ms: float = Field(600, ge=64)
     vad_preroll_ms: float = Field(200, ge=0)
+    vad_early_ms: float = Field(200, ge=32)
 
     # Speech out. auto: Edge TTS, with Piper (English) and espeak-ng (other languages) as the
     # visible offline fallback; or one of edge | piper | espeak. TTS_VOICE empty: by language.

@@ -22,7 +22,7 @@ import gradio as gr
 import numpy as np
 
 from app.errors import InvalidAudio, TutorError, Unauthorized
-from app.pipeline import AnswerText, AudioOut, NoticeFrame, TextDelta, Transcription
+from app.pipeline import AnswerText, AudioOut, NoticeFrame, SpeechIn, TextDelta, Transcription
 from app.server import Services
 from app.speech.audio import ASR_RATE, PCM, resample, wav_bytes
 from kb.service import describe_source
@@ -133,7 +133,7 @@ def build_ui(services: Services) -> gr.Blocks:
         return {"session_id": info.id, "token": token, "tutor_id": tutor_id}
 
     async def converse(
-        question: str | PCM, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+        question: str | SpeechIn, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
     ) -> AsyncIterator[tuple[Chat, dict[str, Any], bytes | None]]:
         """One turn, typed or spoken: (chat, session, next sentence of speech as WAV or None)."""
         if not tutor_id:
@@ -144,7 +144,7 @@ def build_ui(services: Services) -> gr.Blocks:
             history = list(history)
             if isinstance(question, str):
                 history.append({"role": "user", "content": question})
-            history.append({"role": "assistant", "content": "…" if isinstance(question, PCM) else ""})
+            history.append({"role": "assistant", "content": "" if isinstance(question, str) else "…"})
             yield history, state, None
             async for frame in services.conversation.answer(session, UI_CHAT_ID, question, speak=speak):
                 voice = None
@@ -184,7 +184,7 @@ def build_ui(services: Services) -> gr.Blocks:
             return
         rate, samples = recording
         pcm = await asyncio.to_thread(from_microphone, rate, samples, services.settings.asr_max_seconds)
-        async for chat_now, state, voice in converse(pcm, tutor_id, saved, history, speak):
+        async for chat_now, state, voice in converse(SpeechIn(pcm), tutor_id, saved, history, speak):
             yield None, chat_now, state, voice
 
     # -- teacher --------------------------------------------------------------------------

@@ -29,12 +29,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.conversation import ConversationService
 from app.errors import EngineUnavailable, InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
-from app.pipeline import AnswerText, AudioOut, Frame, NoticeFrame, TextDelta, Transcription
+from app.pipeline import AnswerText, AudioOut, Frame, NoticeFrame, SpeechIn, TextDelta, Transcription
 from app.sessions import SessionInfo, SessionManager
 from app.settings import Settings
 from app.speech import audio
+from app.speech.asr import Transcript
 from app.speech.registry import turn_config
-from app.speech.vad import VAD, SpeechStarted, TurnDetector, speech_seconds
+from app.speech.vad import VAD, Paused, SpeechStarted, TurnDetector, speech_seconds
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -61,6 +62,11 @@ class ClientMessage(BaseModel):
     end: bool = False  # stream: the microphone was closed; end the turn in progress
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
@@ -68,7 +74,7 @@ def _now() -> str:
 @dataclass
 class Turn:
     chat_id: str
-    question: str | audio.PCM
+    question: str | SpeechIn
 
 
 @dataclass
@@ -78,6 +84,7 @@ class Worker:
     task: asyncio.Task[None] | None = None
     current: asyncio.Task[None] | None = None  # the turn being answered
     detector: TurnDetector | None = None  # for a streamed microphone
+    early: tuple[float, asyncio.Future[Transcript]] | None = None  # recognition begun in a pause
     speaking_until: float = 0.0  # monotonic time when the client finishes playing our audio
 
     def interrupt(self) -> bool:
@@ -197,7 +204,7 @@ class Connection:
             heard = await asyncio.to_thread(speech_seconds, vad, pcm, self.settings.vad_threshold)
             if heard * 1000 >= self.settings.vad_min_speech_ms:
                 await self.barge_in(worker, chat_id)
-        self.enqueue(worker, Turn(chat_id, pcm))
+        self.enqueue(worker, Turn(chat_id, SpeechIn(pcm)))
 
     async def hear_stream(self, worker: Worker, chat_id: str, message: ClientMessage, vad: VAD) -> None:
         if worker.detector is None:
@@ -217,8 +224,17 @@ class Connection:
         for event in events:
             if isinstance(event, SpeechStarted):
                 await self.barge_in(worker, chat_id)
+            elif isinstance(event, Paused):
+                # Recognise now, during the closing pause; if the student goes on, it is discarded.
+                language = await self.conversation.listening_language(worker.session)
+                asr = self.conversation.engine("asr")
+                task = asyncio.ensure_future(asyncio.to_thread(asr.transcribe, event.audio, language))
+                task.add_done_callback(_consume)  # a discarded guess's error is nobody's business
+                worker.early = (event.ended_at, task)
             else:
-                self.enqueue(worker, Turn(chat_id, event.audio))
+                early = worker.early[1] if worker.early and worker.early[0] == event.ended_at else None
+                worker.early = None
+                self.enqueue(worker, Turn(chat_id, SpeechIn(event.audio, early)))
 
     async def barge_in(self, worker: Worker, chat_id: str) -> None:
         if worker.interrupt():

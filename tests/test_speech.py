@@ -16,7 +16,15 @@ from app.speech.asr import WhisperASR
 from app.speech.audio import PCM, decode, wav_bytes
 from app.speech.sentences import SentenceSplitter, speakable
 from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter, Voice
-from app.speech.vad import SileroVAD, SpeechStarted, TurnConfig, TurnDetector, UtteranceEnded, speech_seconds
+from app.speech.vad import (
+    Paused,
+    SileroVAD,
+    SpeechStarted,
+    TurnConfig,
+    TurnDetector,
+    UtteranceEnded,
+    speech_seconds,
+)
 from tests.live import BlackHole, free_port
 from tests.speech import recording, say, wer, with_silence
 
@@ -87,7 +95,7 @@ def test_base64_is_checked() -> None:
 
 # -- sentences ------------------------------------------------------------------------------
 def test_sentences_are_cut_as_the_text_streams() -> None:
-    splitter = SentenceSplitter(max_chars=80)
+    splitter = SentenceSplitter(max_chars=80, first_min_chars=None)
     text = (
         "Photosynthesis makes sugar, e.g. glucose. Pi is about 3.14! "
         "光合作用需要阳光。它也需要水！Dr. Lee agrees [1]. " + "a very long clause without any end " * 4 + "done"
@@ -106,6 +114,13 @@ def test_sentences_are_cut_as_the_text_streams() -> None:
     assert speakable("Water **boils** at 100 °C [1, 2].") == "Water boils at 100 °C."
 
 
+def test_the_first_piece_ends_at_a_clause_so_speech_starts_sooner() -> None:
+    splitter = SentenceSplitter()
+    text = "Photosynthesis is the process, in plants and algae, that makes 1,000 sugars. Next, water."
+    out = [s for i in range(0, len(text), 2) for s in splitter.push(text[i : i + 2])] + [splitter.flush()]
+    assert out == ["Photosynthesis is the process,", "in plants and algae, that makes 1,000 sugars.", "Next, water."]
+
+
 # -- turn-taking ----------------------------------------------------------------------------
 def _feed(detector: TurnDetector, pcm: PCM, chunk: int = 320) -> list[tuple[float, object]]:
     events = []
@@ -120,7 +135,8 @@ def test_turns_start_at_the_speech_and_end_after_the_pause(asr: WhisperASR) -> N
     stream = with_silence(first, 1.0, 1.0)
     stream = PCM(np.concatenate([stream.samples, with_silence(second, 0, 1.0).samples]), 16_000)
     config = TurnConfig(min_speech_ms=160, pause_ms=600)
-    events = _feed(TurnDetector(SileroVAD(), config), stream)
+    everything = _feed(TurnDetector(SileroVAD(), config), stream)
+    events = [(t, e) for t, e in everything if not isinstance(e, Paused)]
     kinds = [type(e).__name__ for _, e in events]
     assert kinds == ["SpeechStarted", "UtteranceEnded", "SpeechStarted", "UtteranceEnded"]
     (heard_at, started), (ended_fed_at, ended) = events[0], events[1]
@@ -130,6 +146,10 @@ def test_turns_start_at_the_speech_and_end_after_the_pause(asr: WhisperASR) -> N
     assert abs(ended.ended_at - (1.0 + first.seconds)) < 0.25
     assert ended_fed_at - ended.ended_at < 0.7  # the pause closes the turn
     assert wer(QUESTION, asr.transcribe(ended.audio, "en").text) == 0
+    # The closing pause began with a `Paused` for the same speech: recognition could start there.
+    early = [e for _, e in everything if isinstance(e, Paused) and e.ended_at == ended.ended_at]
+    assert len(early) == 1 and early[0].audio.seconds < ended.audio.seconds
+    assert wer(QUESTION, asr.transcribe(early[0].audio, "en").text) == 0
 
 
 def test_noise_and_silence_make_no_turns() -> None:

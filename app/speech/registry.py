@@ -54,5 +54,6 @@ def turn_config(settings: Settings) -> TurnConfig:
         min_speech_ms=settings.vad_min_speech_ms,
         pause_ms=settings.vad_pause_ms,
         preroll_ms=settings.vad_preroll_ms,
+        early_ms=settings.vad_early_ms,
         max_seconds=settings.asr_max_seconds,
     )

@@ -3,7 +3,9 @@
 A boundary is end punctuation (. ! ? … and the CJK 。！？；) followed by the start of the next
 sentence; waiting for that next character is what tells "3.14", "e.g." and the answer's very
 last sentence apart, and costs one token. A run-on without punctuation is cut at a comma or a
-space once it grows long, so speech never waits for the whole answer.
+space once it grows long, so speech never waits for the whole answer. The answer's first
+piece may end at a comma too (once it has `first_min_chars`): the first audio then waits only
+for a clause, which is where a student notices the delay.
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ def speakable(text: str) -> str:
     return text.strip(" -–—")
 
 
+_CLAUSE_END = ",，、:：;；"
+
+
 class SentenceSplitter:
-    def __init__(self, max_chars: int = 160) -> None:
+    def __init__(self, max_chars: int = 160, first_min_chars: int | None = 24) -> None:
         self.max_chars = max_chars
+        self.first_min_chars = first_min_chars
         self._buffer = ""
+        self._first = True
 
     def push(self, text: str) -> list[str]:
         """Add streamed text; the sentences it completes."""
@@ -41,6 +48,7 @@ class SentenceSplitter:
             sentence, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:].lstrip()
             if sentence:
                 out.append(sentence)
+                self._first = False
         return out
 
     def flush(self) -> str:
@@ -59,6 +67,9 @@ class SentenceSplitter:
             if char in _LATIN_END and following.isspace() and not self._abbreviation(text, i):
                 return i + 1
             if char == "\n" and text[:i].strip():
+                return i + 1
+            eager = self._first and self.first_min_chars is not None and i + 1 >= self.first_min_chars
+            if eager and char in _CLAUSE_END and (following.isspace() or char not in ",:;"):
                 return i + 1
         if len(text) > self.max_chars:
             window = text[: self.max_chars]

@@ -68,6 +68,7 @@ class TurnConfig:
     min_speech_ms: float = 160  # this much speech before it counts: coughs and clicks do not
     pause_ms: float = 600  # this much silence ends the student's turn
     preroll_ms: float = 200  # audio kept from before the onset, so the first syllable is whole
+    early_ms: float = 200  # silence after which recognition starts, betting that the turn is over
     max_seconds: float = 60  # a turn that never pauses is cut here
 
 
@@ -77,13 +78,22 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class Paused:
+    """A short silence inside a turn: recognition may start on `audio` now. If the turn then
+    ends with the same `ended_at`, nothing was said since and that early result stands."""
+
+    audio: PCM
+    ended_at: float
+
+
+@dataclass(frozen=True)
 class UtteranceEnded:
     audio: PCM
     started_at: float
     ended_at: float  # where the speech stopped (before the closing pause)
 
 
-VoiceEvent = SpeechStarted | UtteranceEnded
+VoiceEvent = SpeechStarted | Paused | UtteranceEnded
 
 
 class TurnDetector:
@@ -94,6 +104,7 @@ class TurnDetector:
         frame_ms = self._frame * 1000 / ASR_RATE
         self._onset_frames = max(1, round(config.min_speech_ms / frame_ms))
         self._pause_frames = max(1, round(config.pause_ms / frame_ms))
+        self._early_frames = max(1, min(self._pause_frames - 1, round(config.early_ms / frame_ms)))
         self._preroll_frames = round(config.preroll_ms / frame_ms)
         self._max_frames = round(config.max_seconds * 1000 / frame_ms)
         self._pending = np.zeros(0, dtype=np.float32)
@@ -145,6 +156,8 @@ class TurnDetector:
             self._silence_run += 1
         if self._silence_run >= self._pause_frames or index - self._start_frame + 1 >= self._max_frames:
             return self._finish()
+        if self._silence_run == self._early_frames:
+            return Paused(PCM(np.concatenate(self._utterance), ASR_RATE), self._seconds(self._last_speech_frame + 1))
         return None
 
     def _finish(self) -> UtteranceEnded:

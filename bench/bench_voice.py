@@ -1,0 +1,206 @@
+"""A spoken turn end to end, on this machine's embedded engines, through the real server.
+
+    python -m bench.bench_voice [--turns 20] [--barge-ins 10]
+
+The server runs `app.py` with the embedded engines (SmolLM2 on llama.cpp, Whisper tiny.en,
+Silero VAD, Piper). A client speaks Piper-voiced questions over the contract WebSocket in
+real time and times, from the end of the student's speech:
+transcription → first LLM token → first complete sentence → first audio chunk out.
+
+1. streamed microphone: 40 ms chunks paced in real time; the server's VAD decides the turn
+   is over (VAD_PAUSE_MS of silence is part of the latency, by design);
+2. push-to-talk: the whole recording is sent when the student stops.
+3. barge-in: while the tutor is speaking, the student says "Stop, please."; time from the
+   speech onset (first sample of speech sent) to the `interrupted` message, after which no
+   audio of the old answer may arrive.
+
+Targets: first audio <= 1.5 s after the end of speech (2 cores); barge-in <= 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import websockets
+
+from app.speech.audio import PCM
+from app.speech.sentences import SentenceSplitter
+from bench.common import ServerProcess, latency_summary, report
+from tests.speech import b64_wav, say, with_silence
+
+QUESTIONS = [
+    "What is photosynthesis?",
+    "Why is the sky blue?",
+    "What is an atom?",
+    "How do plants drink water?",
+    "What is gravity?",
+    "Why do we have seasons?",
+    "What is a volcano?",
+    "How does the heart work?",
+    "What is a fraction?",
+    "Why does ice float?",
+]
+CHUNK_MS = 40
+
+
+async def _stream(ws: Any, pcm: PCM) -> None:
+    """Real-time pacing: chunk k leaves at k × 40 ms, as from a microphone."""
+    step = 16 * CHUNK_MS
+    data = pcm.to_int16()
+    start = time.perf_counter()
+    for k, i in enumerate(range(0, len(data), step)):
+        await asyncio.sleep(max(0.0, start + k * CHUNK_MS / 1000 - time.perf_counter()))
+        chunk = base64.b64encode(data[i : i + step].tobytes()).decode()
+        await ws.send(json.dumps({"type": "audio", "stream": True, "content": chunk, "sample_rate": 16_000}))
+
+
+def _speech_span(pcm: PCM) -> tuple[float, float]:
+    loud = np.flatnonzero(np.abs(pcm.samples) > 0.02)
+    return loud[0] / pcm.sample_rate, (loud[-1] + 1) / pcm.sample_rate
+
+
+async def _receive_turn(ws: Any) -> dict[str, float]:
+    """Times (perf_counter) of the turn's milestones, until its last audio chunk."""
+    marks: dict[str, float] = {}
+    splitter = SentenceSplitter()
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        now = time.perf_counter()
+        kind = message["type"]
+        if kind == "error":
+            raise RuntimeError(message)
+        if kind == "transcription":
+            marks.setdefault("transcript", now)
+            if not message["content"]:
+                raise RuntimeError("nothing was heard")
+        elif kind == "text_delta":
+            marks.setdefault("first_token", now)
+            if splitter.push(message["content"]):
+                marks.setdefault("first_sentence", now)
+        elif kind == "text":
+            marks.setdefault("first_sentence", now)  # a one-sentence answer ends with the text
+            marks["text"] = now
+        elif kind == "audio":
+            marks.setdefault("first_audio", now)
+            if message["final"]:
+                marks["last_audio"] = now
+                return marks
+
+
+async def spoken_turn(ws: Any, question: str, streamed: bool) -> dict[str, float]:
+    pcm = with_silence(say(question), 0.3, 1.5)
+    _, speech_ends = _speech_span(pcm)
+    receiver = asyncio.create_task(_receive_turn(ws))
+    if streamed:
+        started = time.perf_counter()
+        sender = asyncio.create_task(_stream(ws, pcm))
+        end_of_speech = started + speech_ends
+    else:
+        await asyncio.sleep(pcm.seconds)  # the student speaks, then lets go of the button
+        end_of_speech = time.perf_counter()
+        await ws.send(json.dumps({"type": "audio", "content": b64_wav(pcm)}))
+        sender = None
+    marks = await receiver
+    if sender:
+        await sender
+    return {f"{k}_ms": (v - end_of_speech) * 1000 for k, v in marks.items()}
+
+
+async def barge_in(ws: Any) -> dict[str, Any]:
+    ask = with_silence(say("Tell me everything you know about the planets of the solar system."), 0.2, 1.0)
+    await _stream(ws, ask)
+    while json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] != "audio":
+        pass  # the tutor has started talking
+    stop = with_silence(say("Stop, please."), 0.0, 1.2)
+    onset, _ = _speech_span(stop)
+    started = time.perf_counter()
+    sender = asyncio.create_task(_stream(ws, stop))
+    leaked, interrupted_at = 0, None
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 60))
+        if message["type"] == "interrupted":
+            interrupted_at = time.perf_counter()
+        elif message["type"] == "audio" and interrupted_at is not None:
+            leaked += 1  # the new answer's audio cannot come before its transcription
+        elif message["type"] == "transcription" and interrupted_at is not None:
+            break
+    await sender
+    # The short answer to "Stop, please." is drained, so the next round starts clean.
+    while not ((m := json.loads(await asyncio.wait_for(ws.recv(), 60)))["type"] == "audio" and m["final"]):
+        pass
+    return {"barge_in_ms": (interrupted_at - (started + onset)) * 1000, "leaked": leaked}
+
+
+def _summary(rows: list[dict[str, float]], key: str) -> dict[str, float]:
+    values = [r[key] for r in rows if key in r]
+    return latency_summary(values)
+
+
+async def run(args: argparse.Namespace, server: ServerProcess) -> list[dict[str, Any]]:
+    api = httpx.Client(base_url=server.url, timeout=30)
+    tutor = api.post(
+        "/v1/tutors", json={"name": "Ada", "subject": "science", "persona": "You teach science to children."}
+    ).json()
+    results: list[dict[str, Any]] = []
+    for mode, streamed in (("streamed microphone (VAD end of turn)", True), ("push-to-talk", False)):
+        session = api.post("/v1/sessions", json={"tutor_id": tutor["id"]}).json()
+        turns = []
+        async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
+            await spoken_turn(ws, "Hello.", streamed)  # warms the session's prompt cache
+            for i in range(args.turns):
+                turns.append(await spoken_turn(ws, QUESTIONS[i % len(QUESTIONS)], streamed))
+        said = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
+        asr_ms = [m["meta"]["asr_ms"] for m in said if m["role"] == "user" and m["meta"].get("asr_ms")]
+        llm_ms = [m["meta"]["first_token_ms"] for m in said if m["role"] == "assistant" and m["meta"]]
+        row: dict[str, Any] = {"mode": mode, "turns": len(turns)}
+        for key in ("transcript_ms", "first_token_ms", "first_sentence_ms", "first_audio_ms"):
+            s = _summary(turns, key)
+            row[f"{key[:-3]} p50/p95 (s)"] = f"{s['p50_ms'] / 1000:.2f} / {s['p95_ms'] / 1000:.2f}"
+        row["server ASR p50 (s)"] = f"{latency_summary(asr_ms)['p50_ms'] / 1000:.2f}"
+        row["server LLM TTFT p50 (s)"] = f"{latency_summary([v for v in llm_ms if v])['p50_ms'] / 1000:.2f}"
+        results.append(row)
+    session = api.post("/v1/sessions", json={"tutor_id": tutor["id"]}).json()
+    async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
+        rounds = [await barge_in(ws) for _ in range(args.barge_ins)]
+    s = latency_summary([r["barge_in_ms"] for r in rounds])
+    results.append(
+        {
+            "mode": "barge-in: speech onset → interrupted",
+            "turns": len(rounds),
+            "barge-in p50/p95 (ms)": f"{s['p50_ms']:.0f} / {s['p95_ms']:.0f}",
+            "old audio after the cut": sum(r["leaked"] for r in rounds),
+        }
+    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--barge-ins", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=80)
+    args = parser.parse_args()
+    server = ServerProcess(
+        scripted=False, LLM_ENGINE="local", TTS_ENGINE="offline", LLM_MAX_TOKENS=str(args.max_tokens)
+    )
+    try:
+        server.wait_healthy()
+        for _ in range(600):
+            if httpx.get(f"{server.url}/health").json()["ready"]:
+                break
+            time.sleep(0.1)
+        rows = asyncio.run(run(args, server))
+    finally:
+        server.stop()
+    report("voice", rows, {"targets": {"first_audio_s": 1.5, "barge_in_ms": 300}, "max_tokens": args.max_tokens})
+
+
+if __name__ == "__main__":
+    main()
