@@ -44,3 +44,5 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_websocket
 	$(BIN)/python -m bench.bench_llm
 	$(BIN)/python -m bench.bench_kb
+	$(BIN)/python -m bench.bench_asr
+	$(BIN)/python -m bench.bench_voice

@@ -55,7 +55,7 @@ class WhisperASR:
     """`model` is a faster-whisper size name, a local CTranslate2 folder, or `embedded`."""
 
     def __init__(
-        self, model: str, *, device: str = "auto", beam_size: int = 1, cpu_threads: int = 0, fallback: bool = True
+        self, model: str, *, device: str = "auto", beam_size: int = 5, cpu_threads: int = 0, fallback: bool = True
     ) -> None:
         self.model = model or EMBEDDED
         self.device = device
