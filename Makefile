@@ -46,3 +46,4 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_kb
 	$(BIN)/python -m bench.bench_asr
 	$(BIN)/python -m bench.bench_voice
+	$(BIN)/python -m bench.bench_avatar

@@ -27,6 +27,7 @@ from app.pipeline import (
     TurnStarted,
     UserText,
     asr_stage,
+    lipsync_stage,
     llm_stage,
     run_pipeline,
     sentence_stage,
@@ -35,6 +36,7 @@ from app.pipeline import (
 from app.sessions import SessionInfo
 from app.settings import Settings
 from app.speech.tts import Voice
+from avatars.service import Avatars
 from kb.service import KnowledgeBases, Passage, describe_source
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine
 from tutors.store import Tutor, TutorStore
@@ -101,8 +103,15 @@ def fit_prompt(
 
 class ConversationService:
     def __init__(
-        self, db: Database, tutors: TutorStore, hub: EngineHub, kbs: KnowledgeBases, settings: Settings
+        self,
+        db: Database,
+        tutors: TutorStore,
+        hub: EngineHub,
+        kbs: KnowledgeBases,
+        avatars: Avatars,
+        settings: Settings,
     ) -> None:
+        self._avatars = avatars
         self._db = db
         self._tutors = tutors
         self._hub = hub
@@ -155,7 +164,8 @@ class ConversationService:
         text = question.text
         with self._db.transaction() as db:
             tutor = self._tutors.get(session.tutor_id, db)
-            started = TurnStarted(Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language))
+            avatar = self._avatars.frames(tutor.avatar_id) if self._settings.enable_avatar else None
+            started = TurnStarted(Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language), avatar)
             named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
             kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
             passages = self._kbs.search(kb_ids, text, self._settings.kb_top_k) if kb_ids else []
@@ -214,6 +224,8 @@ class ConversationService:
         stages += [self._turn_stage(session, chat_id), llm_stage(self._hub.get("llm"))]
         if speak and self._settings.enable_tts:
             stages += [sentence_stage(self._settings.tts_max_sentence_chars), tts_stage(self._hub.get("tts"))]
+            if self._settings.enable_avatar:
+                stages.append(lipsync_stage(self._hub.get("lipsync")))
         answered = False
         partial: list[str] = []
         try:

@@ -146,6 +146,22 @@ class DocumentRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class AvatarRow(Base):
+    __tablename__ = "avatars"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(300))  # the uploaded file's name or the imported path
+    # preparing -> ready | failed (with `error`); `progress` runs 0..1.
+    status: Mapped[str] = mapped_column(String(16), default="preparing")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str] = mapped_column(String(64), default="queued")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What preparation found: frame count, fps, size, face box, engines' data (see avatars/).
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class ChunkRow(Base):
     __tablename__ = "chunks"
     __table_args__ = (Index("ix_chunks_kb", "kb_id"), Index("ix_chunks_doc", "doc_id"))

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.errors import Unauthorized
 from app.server import Services
 from app.sessions import SessionManager
+from avatars.service import Avatars
 from kb.service import KnowledgeBases
 from tutors.accounts import TeacherStore
 from tutors.store import TutorStore
@@ -53,6 +54,13 @@ TutorsDep = Annotated[TutorStore, Depends(get_tutors)]
 TeachersDep = Annotated[TeacherStore, Depends(get_teachers)]
 TranscriptsDep = Annotated[TranscriptStore, Depends(get_transcripts)]
 KbsDep = Annotated[KnowledgeBases, Depends(get_kbs)]
+
+
+async def get_avatars(services: ServicesDep) -> Avatars:
+    return services.avatars
+
+
+AvatarsDep = Annotated[Avatars, Depends(get_avatars)]
 
 _bearer = HTTPBearer(auto_error=False, description="MANAGEMENT_API_KEY, when the operator set one")
 

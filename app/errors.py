@@ -67,3 +67,8 @@ class InvalidAudio(InvalidInput):
     """Audio that cannot be heard: not audio at all, unreadable, or out of bounds."""
 
     code = "invalid_audio"
+
+
+class TooLarge(TutorError):
+    code = "too_large"
+    http_status = 413

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app.errors import TutorError
 from app.speech.asr import ASR, Transcript
@@ -20,6 +20,8 @@ from app.speech.audio import PCM
 from app.speech.sentences import SentenceSplitter, speakable
 from app.speech.tts import FALLBACK_NOTICE, TTS, Speech, Voice
 from app.speech.vad import VAD, speech_seconds
+from avatars.lipsync.base import AvatarFrames, LipSync
+from avatars.video import encode_mp4
 from tutors.llm import ChatMessage, GenerationOptions, LLMEngine, Notice
 
 
@@ -58,6 +60,7 @@ class TurnStarted(Frame):
     """Who answers: read once per turn, for the stages after the model."""
 
     voice: Voice
+    avatar: AvatarFrames | None = None  # the tutor's avatar, when it has a ready one
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,18 @@ class AudioOut(Frame):
     seq: int
     final: bool
     synth_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class VideoOut(Frame):
+    """One sentence of the answer, lip-synced: an MP4 segment (H.264 + AAC), same `seq`."""
+
+    mp4: bytes
+    seq: int
+    final: bool
+    frames: int
+    fps: int
+    render_ms: float = 0.0
 
 
 Stage = Callable[[AsyncIterator[Frame]], AsyncIterator[Frame]]
@@ -210,68 +225,142 @@ def sentence_stage(max_chars: int = 160) -> Stage:
 _DONE = object()
 
 
-def tts_stage(tts: TTS) -> Stage:
-    """Sentences → speech, while the text keeps streaming: the upstream is read in its own task
-    so the model never waits for the voice. A voice that fails mid-answer costs the rest of
-    that answer's audio, never its text."""
+class Worker(Protocol):
+    """The slow part of a stage: sees every frame that flows past, handles its own kind."""
 
-    async def run(upstream: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
-        out: asyncio.Queue[Any] = asyncio.Queue()
-        sentences: asyncio.Queue[Any] = asyncio.Queue()
-        voice: list[Voice] = []
+    def observe(self, frame: Frame) -> None: ...
 
-        async def read() -> None:
-            try:
-                async for frame in upstream:
-                    if isinstance(frame, Sentence):
-                        sentences.put_nowait(frame)
-                        continue
-                    if isinstance(frame, TurnStarted):
-                        voice[:] = [frame.voice]
-                    out.put_nowait(frame)
-            except Exception as exc:  # handed to the consumer, who raises it in order
-                out.put_nowait(exc)
-            finally:
-                sentences.put_nowait(_DONE)
+    def handle(self, frame: Frame) -> AsyncIterator[Frame]: ...
 
-        async def speak() -> None:
-            seq, noticed, failed, rate = 0, False, False, 16_000
-            while (sentence := await sentences.get()) is not _DONE:
-                text = speakable(sentence.text)
-                if failed or not voice or not (text or sentence.final):
-                    continue
-                if not text:  # the answer ended on something unspeakable: close the stream
-                    if seq:
-                        out.put_nowait(AudioOut(Speech(PCM.silence(0, rate), "", tts.name), seq, True))
-                    continue
-                started = time.perf_counter()
+
+def background_stage(accepts: type[Frame], make: Callable[[], Worker], *, passthrough: bool = False) -> Stage:
+    """Frames of type `accepts` go to a worker running in a task of its own, in order; every
+    other frame (and with `passthrough`, the accepted ones too) flows on at once, so the text
+    never waits for the voice and the voice never waits for the video. Cancelling the stage
+    cancels the worker and the upstream."""
+
+    def run(upstream: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+        worker = make()
+
+        async def stage() -> AsyncIterator[Frame]:
+            out: asyncio.Queue[Any] = asyncio.Queue()
+            todo: asyncio.Queue[Any] = asyncio.Queue()
+
+            async def read() -> None:
                 try:
-                    speech = await tts.synthesize(text, voice[0])
-                except TutorError as exc:
-                    failed = True
-                    out.put_nowait(NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}"))
-                    continue
-                if speech.fallback and not noticed:
-                    noticed = True
-                    out.put_nowait(NoticeFrame("tts_fallback", FALLBACK_NOTICE))
-                synth_ms = (time.perf_counter() - started) * 1000
-                rate = speech.pcm.sample_rate
-                out.put_nowait(AudioOut(speech, seq, sentence.final, synth_ms))
-                seq += 1
-            out.put_nowait(_DONE)
+                    async for frame in upstream:
+                        worker.observe(frame)
+                        if isinstance(frame, accepts):
+                            todo.put_nowait(frame)
+                            if not passthrough:
+                                continue
+                        out.put_nowait(frame)
+                except Exception as exc:  # handed to the consumer, who raises it in order
+                    out.put_nowait(exc)
+                finally:
+                    todo.put_nowait(_DONE)
 
-        tasks = [asyncio.create_task(read()), asyncio.create_task(speak())]
-        try:
-            while (item := await out.get()) is not _DONE:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            async def work() -> None:
+                try:
+                    while (frame := await todo.get()) is not _DONE:
+                        async for result in worker.handle(frame):
+                            out.put_nowait(result)
+                except Exception as exc:
+                    out.put_nowait(exc)
+                finally:
+                    out.put_nowait(_DONE)
+
+            tasks = [asyncio.create_task(read()), asyncio.create_task(work())]
+            try:
+                while (item := await out.get()) is not _DONE:
+                    if isinstance(item, Exception):
+                        raise item
+                    yield item
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        return stage()
 
     return run
+
+
+class _Speaker:
+    """A voice that fails mid-answer costs the rest of that answer's audio, never its text."""
+
+    def __init__(self, tts: TTS) -> None:
+        self.tts = tts
+        self.voice: Voice | None = None
+        self.seq, self.noticed, self.failed, self.rate = 0, False, False, 16_000
+
+    def observe(self, frame: Frame) -> None:
+        if isinstance(frame, TurnStarted):
+            self.voice = frame.voice
+
+    async def handle(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, Sentence)
+        text = speakable(frame.text)
+        if self.failed or self.voice is None or not (text or frame.final):
+            return
+        if not text:  # the answer ended on something unspeakable: close the stream
+            if self.seq:
+                yield AudioOut(Speech(PCM.silence(0, self.rate), "", self.tts.name), self.seq, True)
+            return
+        started = time.perf_counter()
+        try:
+            speech = await self.tts.synthesize(text, self.voice)
+        except TutorError as exc:
+            self.failed = True
+            yield NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}")
+            return
+        if speech.fallback and not self.noticed:
+            self.noticed = True
+            yield NoticeFrame("tts_fallback", FALLBACK_NOTICE)
+        self.rate = speech.pcm.sample_rate
+        yield AudioOut(speech, self.seq, frame.final, (time.perf_counter() - started) * 1000)
+        self.seq += 1
+
+
+def tts_stage(tts: TTS) -> Stage:
+    """Sentences → speech, while the text keeps streaming."""
+    return background_stage(Sentence, lambda: _Speaker(tts))
+
+
+class _Animator:
+    """Each spoken sentence, lip-synced on the tutor's avatar, as an MP4 segment."""
+
+    def __init__(self, engine: LipSync) -> None:
+        self.engine = engine
+        self.avatar: AvatarFrames | None = None
+        self.position = 0  # where in the avatar's idle loop the next sentence starts
+
+    def observe(self, frame: Frame) -> None:
+        if isinstance(frame, TurnStarted):
+            self.avatar = frame.avatar
+
+    def _segment(self, speech: Speech) -> tuple[bytes, int]:
+        assert self.avatar is not None
+        if not len(speech.pcm.samples):  # the answer's closing marker: one quiet frame
+            frames = list(self.avatar.idle(self.position, 1, speech.pcm.sample_rate))
+        else:
+            frames = list(self.engine.render(self.avatar, speech, self.position))
+        self.position += len(frames)
+        return encode_mp4(frames, self.avatar.fps), len(frames)
+
+    async def handle(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, AudioOut)
+        if self.avatar is None:
+            return
+        started = time.perf_counter()
+        mp4, count = await asyncio.to_thread(self._segment, frame.speech)
+        ms = (time.perf_counter() - started) * 1000
+        yield VideoOut(mp4, frame.seq, frame.final, count, self.avatar.fps, ms)
+
+
+def lipsync_stage(engine: LipSync) -> Stage:
+    """Speech → lip-synced video of the tutor's avatar; the audio flows on untouched."""
+    return background_stage(AudioOut, lambda: _Animator(engine), passthrough=True)
 
 
 async def _source(frames: Sequence[Frame]) -> AsyncIterator[Frame]:

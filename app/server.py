@@ -23,6 +23,9 @@ from app.sessions import SessionManager
 from app.settings import Settings
 from app.speech import registry as speech
 from app.ws import LiveConnections
+from avatars import lipsync
+from avatars.prepare import Limits
+from avatars.service import Avatars
 from kb.embeddings import SentenceEmbedder
 from kb.service import KnowledgeBases, chroma_client
 from tutors import llm
@@ -43,6 +46,7 @@ class Services:
     sessions: SessionManager
     hub: EngineHub
     kbs: KnowledgeBases
+    avatars: Avatars
     conversation: ConversationService
     live: LiveConnections
 
@@ -72,10 +76,21 @@ def build_services(settings: Settings) -> Services:
         min_similarity=settings.kb_min_similarity,
         min_coverage=settings.kb_min_coverage,
     )
+    limits = Limits(
+        size=settings.avatar_size,
+        loop_seconds=settings.avatar_loop_seconds,
+        max_video_seconds=settings.avatar_max_video_seconds,
+    )
+    settings.avatar_imports.mkdir(parents=True, exist_ok=True)
+    avatars = Avatars(db, settings.avatar_folder, settings.avatar_imports, limits)
+    if settings.enable_avatar:
+        hub.add("lipsync", lipsync.create(settings))
     live = LiveConnections()
     sessions.on_end(live.session_ended)
-    conversation = ConversationService(db, tutors, hub, kbs, settings)
-    return Services(settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, kbs, conversation, live)
+    conversation = ConversationService(db, tutors, hub, kbs, avatars, settings)
+    return Services(
+        settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, kbs, avatars, conversation, live
+    )
 
 
 def _bootstrap_admin(settings: Settings, teachers: TeacherStore) -> None:
@@ -104,6 +119,8 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
         services.live.bind_loop(asyncio.get_running_loop())
         for doc_id in await asyncio.to_thread(services.kbs.unfinished):
             services.kbs.schedule(doc_id)  # a restart interrupted these
+        for avatar_id in await asyncio.to_thread(services.avatars.unfinished):
+            services.avatars.schedule(avatar_id)
         tasks = [
             asyncio.create_task(services.hub.warm_all(), name="warm-engines"),
             asyncio.create_task(_sweep_idle(services), name="sweep-idle-sessions"),
@@ -115,6 +132,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.kbs.close()
+            await services.avatars.close()
             services.db.close()
 
     app = FastAPI(

@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     espeak_path: str = "espeak-ng"
     tts_max_sentence_chars: int = Field(160, ge=20)
 
+    # Avatars: prepared under AVATARS_DIR (default DATA_DIR/avatars); `POST /v1/avatars` takes
+    # videos only from AVATAR_IMPORT_DIR (default DATA_DIR/avatar_imports).
+    enable_avatar: bool = True
+    avatars_dir: Path | None = None
+    avatar_import_dir: Path | None = None
+    avatar_size: int = Field(512, ge=128, le=1024)
+    avatar_loop_seconds: float = Field(8, gt=1, le=60)
+    avatar_max_video_seconds: float = Field(600, gt=1)
+    avatar_max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    lipsync_engine: str = "warp"
+
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     ws_max_pending_turns: int = Field(4, ge=1)
     max_text_chars: int = Field(4000, ge=1)
@@ -106,6 +117,8 @@ class Settings(BaseSettings):
         "chroma_host",
         "embedding_model",
         "piper_model",
+        "avatars_dir",
+        "avatar_import_dir",
         "edge_tts_proxy",
         mode="before",
     )
@@ -143,6 +156,14 @@ class Settings(BaseSettings):
     def llm_model_for(self, tutor_id: int, tutor_model: str | None) -> str:
         """The operator's per-tutor override, else the teacher's choice, else the default."""
         return self.tutor_llm_models.get(tutor_id) or tutor_model or self.default_llm_model
+
+    @property
+    def avatar_folder(self) -> Path:
+        return self.avatars_dir or self.data_dir / "avatars"
+
+    @property
+    def avatar_imports(self) -> Path:
+        return self.avatar_import_dir or self.data_dir / "avatar_imports"
 
     @property
     def database(self) -> str:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.conversation import ConversationService
 from app.errors import EngineUnavailable, InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
-from app.pipeline import AnswerText, AudioOut, Frame, NoticeFrame, SpeechIn, TextDelta, Transcription
+from app.pipeline import AnswerText, AudioOut, Frame, NoticeFrame, SpeechIn, TextDelta, Transcription, VideoOut
 from app.sessions import SessionInfo, SessionManager
 from app.settings import Settings
 from app.speech import audio
@@ -307,6 +307,20 @@ class Connection:
                     "final": frame.final,
                     "text": speech.text,
                     "engine": speech.engine,
+                    "role": "assistant",
+                    **tags,
+                }
+            )
+        elif isinstance(frame, VideoOut):
+            await self.send(
+                {
+                    "type": "video",
+                    "content": base64.b64encode(frame.mp4).decode(),
+                    "format": "mp4",
+                    "seq": frame.seq,
+                    "final": frame.final,
+                    "frames": frame.frames,
+                    "fps": frame.fps,
                     "role": "assistant",
                     **tags,
                 }

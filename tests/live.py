@@ -81,9 +81,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "management_api_port": free_port(),
         "llm_engine": "scripted",
         "session_sweep_seconds": 0.2,
-        # Speech engines load only where a test speaks (tests/test_voice.py turns them on).
+        # Speech and lip-sync engines load only where a test uses them (test_voice, test_avatars).
         "enable_asr": False,
         "enable_tts": False,
+        "enable_avatar": False,
     }
     values.update(overrides)
     # _env_file=None: the developer's own .env must not leak into tests.

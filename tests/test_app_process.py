@@ -84,6 +84,7 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
             "vad": "silero",
             "asr": "whisper-tiny.en",
             "tts": "piper+espeak-ng",
+            "lipsync": "warp",
         }
         llm, tts = health["stages"]["llm"], health["stages"]["tts"]
         assert "SmolLM2" in llm["description"]

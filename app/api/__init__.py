@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.api import health, kbs, sessions, teachers, tutors
+from app.api import avatars, health, kbs, sessions, teachers, tutors
 from app.deps import ApiKey
 
 router = APIRouter()
@@ -11,3 +11,4 @@ router.include_router(sessions.router, dependencies=[ApiKey])
 router.include_router(tutors.router, dependencies=[ApiKey])
 router.include_router(teachers.router, dependencies=[ApiKey])
 router.include_router(kbs.router, dependencies=[ApiKey])
+router.include_router(avatars.router, dependencies=[ApiKey])

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Request, Response, UploadFile
 from pydantic import BaseModel, Field, StringConstraints
 
+from app.api.uploads import read_upload
 from app.deps import KbsDep, ServicesDep
-from app.errors import InvalidInput, TutorError
 from kb.service import Document, KnowledgeBase
 
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
@@ -25,11 +25,6 @@ class KbCreate(BaseModel):
 class SearchQuery(BaseModel):
     query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     k: int = Field(5, ge=1, le=50)
-
-
-class TooLarge(TutorError):
-    code = "too_large"
-    http_status = 413
 
 
 @router.post("", status_code=201)
@@ -58,15 +53,7 @@ async def upload_document(
     kb_id: str, kbs: KbsDep, services: ServicesDep, request: Request, file: Annotated[UploadFile, File()]
 ) -> Document:
     """Store the file and start ingesting it; poll the document for `status` and `progress`."""
-    limit = services.settings.kb_max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise TooLarge(f"the upload is larger than {limit // (1024 * 1024)} MB")
-    data = await file.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"the upload is larger than {limit // (1024 * 1024)} MB")
-    if not file.filename:
-        raise InvalidInput("the upload has no file name")
+    data = await read_upload(request, file, services.settings.kb_max_upload_bytes)
     document = await asyncio.to_thread(kbs.add_document, kb_id, file.filename, data)
     kbs.schedule(document.id)
     return document

@@ -1,0 +1,2 @@
+"""Avatars: a teacher's video prepared into a talking head, and the lip-sync engines that
+animate it from the tutor's speech."""
