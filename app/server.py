@@ -157,5 +157,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
 
         from app.ui import build_ui
 
-        gr.mount_gradio_app(app, build_ui(services), path=services.settings.ui_path)
+        settings = services.settings
+        # The avatars' idle loops are shown to students by path; nothing else on disk is served.
+        gr.mount_gradio_app(app, build_ui(services), path=settings.ui_path, allowed_paths=[str(settings.avatar_folder)])
     return app

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,10 @@ import gradio as gr
 import numpy as np
 
 from app.errors import InvalidAudio, TutorError, Unauthorized
-from app.pipeline import AnswerText, AudioOut, NoticeFrame, SpeechIn, TextDelta, Transcription
+from app.pipeline import AnswerText, AudioOut, NoticeFrame, SpeechIn, TextDelta, Transcription, TurnStarted, VideoOut
 from app.server import Services
 from app.speech.audio import ASR_RATE, PCM, resample, wav_bytes
+from avatars.service import VIDEO_SUFFIXES
 from kb.service import describe_source
 from tutors.accounts import LoginThrottle
 from tutors.store import Tutor
@@ -55,8 +58,27 @@ def from_microphone(rate: int, samples: np.ndarray, max_seconds: float) -> PCM:
     return resample(pcm, ASR_RATE)
 
 
+class MediaFiles:
+    """Answer videos handed to Gradio by path (its streaming reads files); kept a few minutes."""
+
+    def __init__(self, folder: Path, keep_seconds: float = 600) -> None:
+        self.folder = folder
+        self.keep_seconds = keep_seconds
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def keep(self, mp4: bytes) -> str:
+        cutoff = time.time() - self.keep_seconds
+        for old in self.folder.glob("*.mp4"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        path = self.folder / f"{uuid.uuid4().hex}.mp4"
+        path.write_bytes(mp4)
+        return str(path)
+
+
 def build_ui(services: Services) -> gr.Blocks:
     tutors, sessions, transcripts = services.tutors, services.sessions, services.transcripts
+    media = MediaFiles(services.settings.data_dir / "ui_media")
 
     # -- shared ---------------------------------------------------------------------------
     def tutor_choices(owner_id: int | None = None) -> list[tuple[str, int]]:
@@ -85,8 +107,14 @@ def build_ui(services: Services) -> gr.Blocks:
         return "\n\n**Sources:** " + " · ".join(f"[{s['n']}] {describe_source(s)}" for s in sources)
 
     # -- student --------------------------------------------------------------------------
-    def restore(saved: dict[str, Any], query: dict[str, str]) -> tuple[Any, Chat, dict[str, Any], str]:
-        """Tutor picker, chat, saved session and header for a page (re)load."""
+    def idle_loop(tutor: Tutor | None) -> Any:
+        """The tutor's avatar, silent, looping: shown while it listens."""
+        if tutor is None or not services.settings.enable_avatar or services.avatars.frames(tutor.avatar_id) is None:
+            return gr.update(value=None, visible=False)
+        return gr.update(value=str(services.settings.avatar_folder / str(tutor.avatar_id) / "idle.mp4"), visible=True)
+
+    def restore(saved: dict[str, Any], query: dict[str, str]) -> tuple[Any, Chat, dict[str, Any], str, Any]:
+        """Tutor picker, chat, saved session, header and avatar for a page (re)load."""
         arrived = {"session_id": query.get("session"), "token": query.get("token")}
         for candidate, locked in ((arrived, True), (saved or {}, False)):
             if not (candidate.get("session_id") and candidate.get("token")):
@@ -98,29 +126,29 @@ def build_ui(services: Services) -> gr.Blocks:
             tutor = tutors.get(info.tutor_id)
             state = {"session_id": info.id, "token": candidate["token"], "tutor_id": tutor.id}
             picker = gr.update(choices=tutor_choices(), value=tutor.id, interactive=not locked)
-            return picker, conversation_of(tutor, info.id), state, f"### {tutor.name}\n{tutor.subject}"
+            header = f"### {tutor.name}\n{tutor.subject}"
+            return picker, conversation_of(tutor, info.id), state, header, idle_loop(tutor)
         choices = tutor_choices()
         if not choices:
-            return gr.update(choices=[], value=None), [], {}, "No tutor yet: a teacher creates one in the Teacher tab."
+            nobody = "No tutor yet: a teacher creates one in the Teacher tab."
+            return gr.update(choices=[], value=None), [], {}, nobody, idle_loop(None)
         tutor = tutors.get(choices[0][1])
-        return gr.update(choices=choices, value=tutor.id), greeting_of(tutor), {}, f"### {tutor.name}\n{tutor.subject}"
+        header = f"### {tutor.name}\n{tutor.subject}"
+        return gr.update(choices=choices, value=tutor.id), greeting_of(tutor), {}, header, idle_loop(tutor)
 
-    async def on_load(saved: dict[str, Any], request: gr.Request) -> tuple[Any, Chat, dict[str, Any], str, str]:
+    async def on_load(saved: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
         query = dict(request.query_params) if request else {}
-        picker, chat, state, header = await asyncio.to_thread(restore, saved, query)
-        return picker, chat, state, header, engine_status()
+        return (*await asyncio.to_thread(restore, saved, query), engine_status())
 
-    async def pick_tutor(tutor_id: int | None, saved: dict[str, Any]) -> tuple[Chat, dict[str, Any], str]:
+    async def pick_tutor(tutor_id: int | None, saved: dict[str, Any]) -> tuple[Chat, dict[str, Any], str, Any]:
         if not tutor_id:
-            return [], saved, ""
+            return [], saved, "", idle_loop(None)
         tutor = await asyncio.to_thread(tutors.get, int(tutor_id))
+        header = f"### {tutor.name}\n{tutor.subject}"
+        idle = await asyncio.to_thread(idle_loop, tutor)
         if saved and saved.get("tutor_id") == tutor.id:
-            return (
-                await asyncio.to_thread(conversation_of, tutor, saved["session_id"]),
-                saved,
-                f"### {tutor.name}\n{tutor.subject}",
-            )
-        return greeting_of(tutor), {}, f"### {tutor.name}\n{tutor.subject}"
+            return await asyncio.to_thread(conversation_of, tutor, saved["session_id"]), saved, header, idle
+        return greeting_of(tutor), {}, header, idle
 
     async def live_session(tutor_id: int, saved: dict[str, Any]) -> dict[str, Any]:
         if saved and saved.get("tutor_id") == tutor_id:
@@ -134,8 +162,9 @@ def build_ui(services: Services) -> gr.Blocks:
 
     async def converse(
         question: str | SpeechIn, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
-    ) -> AsyncIterator[tuple[Chat, dict[str, Any], bytes | None]]:
-        """One turn, typed or spoken: (chat, session, next sentence of speech as WAV or None)."""
+    ) -> AsyncIterator[tuple[Chat, dict[str, Any], bytes | None, str | None]]:
+        """One turn, typed or spoken: (chat, session, the next sentence as WAV, or as a
+        lip-synced MP4 file when the tutor has an avatar: its sound is in the video)."""
         if not tutor_id:
             raise gr.Error("Pick a tutor first.")
         try:
@@ -145,9 +174,13 @@ def build_ui(services: Services) -> gr.Blocks:
             if isinstance(question, str):
                 history.append({"role": "user", "content": question})
             history.append({"role": "assistant", "content": "" if isinstance(question, str) else "…"})
-            yield history, state, None
+            yield history, state, None, None
+            animated = False
             async for frame in services.conversation.answer(session, UI_CHAT_ID, question, speak=speak):
-                voice = None
+                voice, video = None, None
+                if isinstance(frame, TurnStarted):
+                    animated = frame.avatar is not None
+                    continue
                 if isinstance(frame, Transcription):
                     heard = frame.text or "(nothing was heard)"
                     history[-1:] = [{"role": "user", "content": f"🎤 {heard}"}, {"role": "assistant", "content": ""}]
@@ -157,35 +190,37 @@ def build_ui(services: Services) -> gr.Blocks:
                     history[-1]["content"] += frame.text
                 elif isinstance(frame, AnswerText):
                     history[-1]["content"] = frame.text + cited(frame.sources)
-                elif isinstance(frame, AudioOut) and len(frame.speech.pcm.samples):
+                elif isinstance(frame, AudioOut) and len(frame.speech.pcm.samples) and not animated:
                     voice = wav_bytes(frame.speech.pcm)
+                elif isinstance(frame, VideoOut):
+                    video = await asyncio.to_thread(media.keep, frame.mp4)
                 else:
                     continue
-                yield history, state, voice
+                yield history, state, voice, video
             if history and history[-1] == {"role": "assistant", "content": ""}:
                 history.pop()  # nothing was heard: no empty bubble
-                yield history, state, None
+                yield history, state, None, None
             await asyncio.to_thread(sessions.touch, session.id)
         except TutorError as exc:
             raise gr.Error(exc.message) from None
 
     async def ask(
         text: str, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
-    ) -> AsyncIterator[tuple[str, Chat, dict[str, Any], bytes | None]]:
+    ) -> AsyncIterator[tuple[Any, ...]]:
         if not text or not text.strip():
             return
-        async for chat_now, state, voice in converse(text, tutor_id, saved, history, speak):
-            yield "", chat_now, state, voice
+        async for chat_now, state, voice, video in converse(text, tutor_id, saved, history, speak):
+            yield "", chat_now, state, voice, video
 
     async def ask_aloud(
         recording: Recording | None, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
-    ) -> AsyncIterator[tuple[None, Chat, dict[str, Any], bytes | None]]:
+    ) -> AsyncIterator[tuple[Any, ...]]:
         if recording is None:
             return
         rate, samples = recording
         pcm = await asyncio.to_thread(from_microphone, rate, samples, services.settings.asr_max_seconds)
-        async for chat_now, state, voice in converse(SpeechIn(pcm), tutor_id, saved, history, speak):
-            yield None, chat_now, state, voice
+        async for chat_now, state, voice, video in converse(SpeechIn(pcm), tutor_id, saved, history, speak):
+            yield None, chat_now, state, voice, video
 
     # -- teacher --------------------------------------------------------------------------
     def signed_in(teacher: dict[str, Any] | None) -> dict[str, Any]:
@@ -229,11 +264,13 @@ def build_ui(services: Services) -> gr.Blocks:
             "",  # the password box is cleared
             gr.update(visible=True),
             gr.update(choices=await asyncio.to_thread(kb_choices), value=None),
+            gr.update(visible=True),
+            await asyncio.to_thread(avatar_rows),
         )
 
     def logout() -> tuple[Any, ...]:
         hidden = gr.update(visible=False)
-        return None, gr.update(visible=True), hidden, "", gr.update(choices=[], value=None), hidden
+        return None, gr.update(visible=True), hidden, "", gr.update(choices=[], value=None), hidden, hidden
 
     def editor_values(tutor: Tutor | None) -> list[Any]:
         if tutor is None:
@@ -412,6 +449,47 @@ def build_ui(services: Services) -> gr.Blocks:
             return "Nothing relevant: a tutor would say the material does not cover this."
         return "\n\n".join(f"**{h.score:.2f}** — {describe_source(h.source)}\n> {h.text[:300]}" for h in hits)
 
+    # -- avatars (teacher) ------------------------------------------------------------------
+    def avatar_rows() -> list[list[Any]]:
+        return [
+            [a.avatar_id, a.status, f"{a.progress:.0%}", a.stage, a.error or "", a.source]
+            for a in services.avatars.list()
+        ]
+
+    async def prepare_avatar(
+        teacher: dict[str, Any] | None,
+        avatar_id: str,
+        path: str | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects its tracker through this default)
+    ) -> tuple[str, list[list[Any]]]:
+        signed_in(teacher)
+        avatar_id = (avatar_id or "").strip()
+        if not avatar_id or not path:
+            raise gr.Error("Give the avatar an id and choose a video.")
+        file = Path(path)
+        if file.stat().st_size > services.settings.avatar_max_upload_bytes:
+            raise gr.Error(f"The video is larger than {services.settings.avatar_max_upload_bytes // 2**20} MB.")
+        try:
+            await asyncio.to_thread(services.avatars.create_from_upload, avatar_id, file.name, file.read_bytes())
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        services.avatars.schedule(avatar_id)
+        while (avatar := await asyncio.to_thread(services.avatars.get, avatar_id)).status == "preparing":
+            progress(avatar.progress, desc=f"Preparing {avatar_id}: {avatar.stage}")
+            await asyncio.sleep(0.25)
+        rows = await asyncio.to_thread(avatar_rows)
+        if avatar.status == "failed":
+            return f"**{avatar_id}** could not be prepared: {avatar.error}", rows
+        return f"Avatar **{avatar_id}** is ready: put its id in a tutor's *Avatar id* to use it.", rows
+
+    async def delete_avatar(teacher: dict[str, Any] | None, avatar_id: str) -> tuple[str, list[list[Any]]]:
+        signed_in(teacher)
+        try:
+            await asyncio.to_thread(services.avatars.delete, (avatar_id or "").strip())
+        except TutorError as exc:
+            raise gr.Error(exc.message) from None
+        return "Deleted.", await asyncio.to_thread(avatar_rows)
+
     # -- layout ---------------------------------------------------------------------------
     # System fonts: the default theme fetches Google Fonts, which stalls pages on offline boxes.
     theme = gr.themes.Default(
@@ -427,7 +505,18 @@ def build_ui(services: Services) -> gr.Blocks:
                 tutor_pick = gr.Dropdown(label="Tutor", choices=[], elem_id="tutor-pick")
                 status = gr.Markdown(elem_id="engine-status")
             header = gr.Markdown(elem_id="tutor-header")
-            chat = gr.Chatbot(type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False)
+            with gr.Row():
+                with gr.Column(scale=2, min_width=240, visible=services.settings.enable_avatar):
+                    # The avatar listening (its idle loop), and speaking (lip-synced, streamed).
+                    idle_view = gr.Video(
+                        label="Tutor", autoplay=True, loop=True, interactive=False, visible=False, elem_id="avatar-idle"
+                    )
+                    talk_view = gr.Video(
+                        label="Speaking", streaming=True, autoplay=True, interactive=False, elem_id="avatar-talk"
+                    )
+                chat = gr.Chatbot(
+                    type="messages", label="Conversation", elem_id="chat", height=420, allow_tags=False, scale=3
+                )
             with gr.Row():
                 question = gr.Textbox(placeholder="Ask your tutor…", show_label=False, scale=5, elem_id="question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
@@ -451,9 +540,16 @@ def build_ui(services: Services) -> gr.Blocks:
             # wait for each other's answers (the engines pace themselves).
             busy = {"concurrency_limit": settings.max_sessions}
             for trigger in (send.click, question.submit):
-                trigger(ask, [question, tutor_pick, saved, chat, speak], [question, chat, saved, voice_out], **busy)
-            mic.stop_recording(ask_aloud, [mic, tutor_pick, saved, chat, speak], [mic, chat, saved, voice_out], **busy)
-            tutor_pick.input(pick_tutor, [tutor_pick, saved], [chat, saved, header])
+                trigger(
+                    ask,
+                    [question, tutor_pick, saved, chat, speak],
+                    [question, chat, saved, voice_out, talk_view],
+                    **busy,
+                )
+            mic.stop_recording(
+                ask_aloud, [mic, tutor_pick, saved, chat, speak], [mic, chat, saved, voice_out, talk_view], **busy
+            )
+            tutor_pick.input(pick_tutor, [tutor_pick, saved], [chat, saved, header, idle_view])
 
         with gr.Tab("Teacher", elem_id="teacher-tab"):
             teacher = gr.State(None)
@@ -531,15 +627,48 @@ def build_ui(services: Services) -> gr.Blocks:
                 kb_query = gr.Textbox(label="Test a question", elem_id="kb-query")
                 kb_results = gr.Markdown(elem_id="kb-results")
 
-            signed_in_outputs = [teacher, login_box, panel, who, my_tutors, password, kb_panel, kb_pick]
+            with gr.Column(visible=False) as avatar_panel, gr.Accordion("Avatars", open=True):
+                with gr.Row():
+                    avatar_new = gr.Textbox(label="New avatar id", elem_id="avatar-id", scale=2)
+                    avatar_file = gr.File(
+                        label="A video of one person facing the camera (a few seconds is enough)",
+                        file_types=sorted(VIDEO_SUFFIXES),
+                        elem_id="avatar-file",
+                        scale=3,
+                    )
+                    avatar_make = gr.Button("Prepare avatar", variant="primary", elem_id="avatar-make", scale=1)
+                avatar_notice = gr.Markdown(elem_id="avatar-notice")
+                avatar_list = gr.Dataframe(
+                    headers=["avatar id", "status", "progress", "stage", "error", "source"],
+                    interactive=False,
+                    elem_id="avatar-list",
+                )
+                with gr.Row():
+                    avatar_gone = gr.Textbox(label="Avatar id to delete", scale=3)
+                    avatar_delete = gr.Button("Delete avatar", variant="stop", scale=1)
+            avatar_make.click(prepare_avatar, [teacher, avatar_new, avatar_file], [avatar_notice, avatar_list])
+            avatar_delete.click(delete_avatar, [teacher, avatar_gone], [avatar_notice, avatar_list])
+
+            signed_in_outputs = [
+                teacher,
+                login_box,
+                panel,
+                who,
+                my_tutors,
+                password,
+                kb_panel,
+                kb_pick,
+                avatar_panel,
+                avatar_list,
+            ]
             login_button.click(login, [username, password], signed_in_outputs)
             password.submit(login, [username, password], signed_in_outputs)
-            logout_button.click(logout, None, [teacher, login_box, panel, who, my_tutors, kb_panel])
+            logout_button.click(logout, None, [teacher, login_box, panel, who, my_tutors, kb_panel, avatar_panel])
             kb_create.click(create_kb, [teacher, kb_name], [kb_notice, kb_pick])
             kb_pick.change(show_kb, [teacher, kb_pick], [kb_docs])
             kb_upload.click(upload, [teacher, kb_pick, kb_file], [kb_notice, kb_docs])
             doc_delete.click(delete_document, [teacher, kb_pick, doc_id], [kb_notice, kb_docs])
             kb_query.submit(try_question, [teacher, kb_pick, kb_query], [kb_results])
 
-        blocks.load(on_load, [saved], [tutor_pick, chat, saved, header, status])
+        blocks.load(on_load, [saved], [tutor_pick, chat, saved, header, idle_view, status])
     return blocks

@@ -247,3 +247,27 @@ def test_student_asks_aloud_and_hears_the_answer(tmp_path, start_server, launch)
         "() => { const a = document.querySelector('#voice audio'); return a && a.currentTime > 0.5; }",
         timeout=30_000,
     )
+
+
+def test_teacher_prepares_an_avatar_and_students_see_it_speak(browser: Browser, start_server, tmp_path) -> None:
+    from tests.media import portrait_video
+
+    server = start_server(with_ui=True, enable_avatar=True, enable_tts=True, tts_engine="piper")
+    server.services.teachers.create("wang", "teacher password")
+    video = portrait_video(tmp_path / "me.mp4", seconds=2.0, size=(480, 360))
+    page = _open(browser.new_page(), server)
+    _login(page, "wang", "teacher password")
+    page.locator("#avatar-id textarea").fill("wang-face")
+    page.locator("#avatar-file input[type=file]").set_input_files(str(video))
+    page.locator("#avatar-make").click()
+    expect(page.locator("#avatar-notice")).to_contain_text("Avatar wang-face is ready", timeout=60_000)
+    expect(page.locator("#avatar-list")).to_contain_text("ready")
+    with server.client() as api:
+        new_tutor(api, "Ada", avatar_id="wang-face")
+
+    student = _open(browser.new_page(), server)
+    playing = "(id) => { const v = document.querySelector(id + ' video'); return v && v.currentTime > 0.5; }"
+    student.wait_for_function(playing, arg="#avatar-idle", timeout=20_000)  # the idle loop, listening
+    _ask(student, "Say hello to the class, please.")
+    expect(student.locator("#chat")).to_contain_text("[Ada|0] Say hello", timeout=30_000)
+    student.wait_for_function(playing, arg="#avatar-talk", timeout=30_000)  # and speaking
