@@ -58,6 +58,12 @@ def from_microphone(rate: int, samples: np.ndarray, max_seconds: float) -> PCM:
     return resample(pcm, ASR_RATE)
 
 
+def read_limited(file: Path, limit: int) -> bytes:
+    if file.stat().st_size > limit:
+        raise gr.Error(f"The file is larger than {limit // 2**20} MB.")
+    return file.read_bytes()
+
+
 class MediaFiles:
     """Answer videos handed to Gradio by path (its streaming reads files); kept a few minutes."""
 
@@ -412,10 +418,9 @@ def build_ui(services: Services) -> gr.Blocks:
         if not kb_id or not path:
             raise gr.Error("Pick a knowledge base and a file first.")
         file = Path(path)
-        if file.stat().st_size > services.settings.kb_max_upload_bytes:
-            raise gr.Error(f"The file is larger than {services.settings.kb_max_upload_bytes // 2**20} MB.")
+        data = await asyncio.to_thread(read_limited, file, services.settings.kb_max_upload_bytes)
         try:
-            document = await asyncio.to_thread(services.kbs.add_document, kb_id, file.name, file.read_bytes())
+            document = await asyncio.to_thread(services.kbs.add_document, kb_id, file.name, data)
         except TutorError as exc:
             raise gr.Error(exc.message) from None
         task = asyncio.create_task(services.kbs.ingest(document.id))
@@ -467,10 +472,9 @@ def build_ui(services: Services) -> gr.Blocks:
         if not avatar_id or not path:
             raise gr.Error("Give the avatar an id and choose a video.")
         file = Path(path)
-        if file.stat().st_size > services.settings.avatar_max_upload_bytes:
-            raise gr.Error(f"The video is larger than {services.settings.avatar_max_upload_bytes // 2**20} MB.")
+        data = await asyncio.to_thread(read_limited, file, services.settings.avatar_max_upload_bytes)
         try:
-            await asyncio.to_thread(services.avatars.create_from_upload, avatar_id, file.name, file.read_bytes())
+            await asyncio.to_thread(services.avatars.create_from_upload, avatar_id, file.name, data)
         except TutorError as exc:
             raise gr.Error(exc.message) from None
         services.avatars.schedule(avatar_id)

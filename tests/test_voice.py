@@ -79,13 +79,18 @@ async def test_a_spoken_question_is_transcribed_answered_and_spoken(voice_server
         assert first["role"] == "user" and first["content"] == messages[0]["content"]
 
 
-async def test_the_answer_is_spoken_sentence_by_sentence_while_it_streams(start_server, scripted_engine) -> None:
-    scripted_engine.delay = 0.3
+async def _slow_tutor(start_server: Any, scripted_engine: Any, delay: float, pieces: int) -> tuple[Any, dict]:
+    """A voice server whose scripted answers stream in `pieces`, `delay` seconds apart."""
+    scripted_engine.delay = delay
     server = start_server(**VOICE)
     await _ready(server)
-    server.engine.pieces = 6
+    server.engine.pieces = pieces
     with server.client() as api:
-        session = new_session(api, new_tutor(api)["id"])
+        return server, new_session(api, new_tutor(api)["id"])
+
+
+async def test_the_answer_is_spoken_sentence_by_sentence_while_it_streams(start_server, scripted_engine) -> None:
+    _, session = await _slow_tutor(start_server, scripted_engine, 0.3, 6)
     async with websockets.connect(ws_url(session)) as ws:
         text = "Water boils at one hundred degrees. It freezes at zero! Is that clear? Good."
         await ws.send(json.dumps({"type": "text", "content": text}))
@@ -136,12 +141,8 @@ def _chunks(pcm: PCM, ms: int = 40) -> list[str]:
 async def test_a_streamed_microphone_is_cut_into_turns_and_barge_in_stops_the_tutor(
     start_server, scripted_engine
 ) -> None:
-    scripted_engine.delay = 0.25  # a slow answer, so the student can talk over it
-    server = start_server(**VOICE)
-    await _ready(server)
-    server.engine.pieces = 40
-    with server.client() as api:
-        session = new_session(api, new_tutor(api)["id"])
+    # A slow answer, so the student can talk over it.
+    server, session = await _slow_tutor(start_server, scripted_engine, 0.25, 40)
     async with websockets.connect(ws_url(session)) as ws:
 
         async def stream(pcm: PCM) -> None:
