@@ -100,7 +100,13 @@ class Settings(BaseSettings):
     avatar_loop_seconds: float = Field(8, gt=1, le=60)
     avatar_max_video_seconds: float = Field(600, gt=1)
     avatar_max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1024)
-    lipsync_engine: str = "warp"
+    # auto: MuseTalk when its weights (MUSETALK_MODELS_DIR, else MUSETALK_BASE/models) and CUDA
+    # are there, else the weight-free warp engine, visibly; or musetalk | warp.
+    lipsync_engine: str = "auto"
+    musetalk_base: Path | None = None
+    musetalk_models_dir: Path | None = None
+    musetalk_device: str = "cuda"
+    musetalk_batch_size: int = Field(16, ge=1, le=256)
 
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     ws_max_pending_turns: int = Field(4, ge=1)
@@ -118,6 +124,8 @@ class Settings(BaseSettings):
         "embedding_model",
         "piper_model",
         "avatars_dir",
+        "musetalk_base",
+        "musetalk_models_dir",
         "avatar_import_dir",
         "edge_tts_proxy",
         mode="before",
@@ -156,6 +164,12 @@ class Settings(BaseSettings):
     def llm_model_for(self, tutor_id: int, tutor_model: str | None) -> str:
         """The operator's per-tutor override, else the teacher's choice, else the default."""
         return self.tutor_llm_models.get(tutor_id) or tutor_model or self.default_llm_model
+
+    @property
+    def musetalk_models(self) -> Path | None:
+        if self.musetalk_models_dir:
+            return self.musetalk_models_dir
+        return self.musetalk_base / "models" if self.musetalk_base else None
 
     @property
     def avatar_folder(self) -> Path:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     ours = ("MANAGEMENT_", "LLM_", "ALLOW_", "OLLAMA_", "TUTOR_", "ENABLE_", "DEFAULT_LLM", "DATABASE_URL")
-    ours += ("ASR_", "TTS_", "EDGE_", "VAD_", "PIPER_")
+    ours += ("ASR_", "TTS_", "EDGE_", "VAD_", "PIPER_", "MUSETALK_", "LIPSYNC_", "AVATAR")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         DATA_DIR=str(tmp_path / "data"),
@@ -90,6 +90,8 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
         assert "SmolLM2" in llm["description"]
         assert llm["fallback"] is True and "is unreachable" in llm["detail"]
         assert tts["fallback"] is True and "Edge TTS is unreachable" in tts["detail"]
+        lipsync = health["stages"]["lipsync"]  # no MuseTalk weights, no GPU: the CPU engine, visibly
+        assert lipsync["fallback"] is True and "MuseTalk needs these files" in lipsync["detail"]
         # And a spoken question gets a spoken answer, all offline.
         async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
             await ws.send(json.dumps({"type": "audio", "content": b64_wav(say("What is the capital of France?"))}))

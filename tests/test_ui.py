@@ -60,6 +60,9 @@ def _open(page: Page, server: LiveServer, query: str = "") -> Page:
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.goto(f"{server.url}{server.settings.ui_path}/{query}", wait_until="load")
     expect(page.locator("#student-tab")).to_be_visible(timeout=15_000)
+    # The page's load event fills the tutor picker and the engine status last: wait for it, as
+    # a student would, before acting.
+    expect(page.locator("#engine-status")).to_contain_text("Engines", timeout=15_000)
     # Gradio's page template itself asks a CDN for iframeResizer (async; harmless when it fails).
     outside = [u for u in failed if not u.startswith(server.url) and "iframeResizer" not in u]
     assert not outside, f"page reached outside the server: {outside}"

@@ -1,15 +1,65 @@
-"""Lip-sync engines by name (`LIPSYNC_ENGINE`)."""
+"""Lip-sync engines by name (`LIPSYNC_ENGINE`): `auto` uses MuseTalk when its weights and a
+GPU are there and otherwise, visibly in `/health`, the weight-free `warp` engine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 
-from app.errors import InvalidInput
+from app.errors import EngineUnavailable, InvalidInput
 from app.settings import Settings
-from avatars.lipsync.base import LipSync
+from app.speech.tts import Speech
+from avatars.lipsync.base import AvatarFrames, LipSync, VideoFrame
+from avatars.lipsync.musetalk import MuseTalkLipSync
 from avatars.lipsync.warp import WarpLipSync
 
-_ENGINES: dict[str, Callable[[Settings], LipSync]] = {"warp": lambda _settings: WarpLipSync()}
+log = logging.getLogger(__name__)
+
+
+class LipSyncFallback:
+    """The primary engine if it loads; else the fallback, saying why."""
+
+    def __init__(self, primary: LipSync, fallback: LipSync) -> None:
+        self.primary, self.fallback = primary, fallback
+        self.fallback_active = False
+        self.status_detail = ""
+
+    @property
+    def _current(self) -> LipSync:
+        return self.fallback if self.fallback_active else self.primary
+
+    @property
+    def name(self) -> str:
+        return self._current.name
+
+    @property
+    def description(self) -> str:
+        return self._current.description
+
+    def warmup(self) -> None:
+        try:
+            self.primary.warmup()
+        except EngineUnavailable as exc:
+            log.warning("lip-sync: %s; using %s", exc.message, self.fallback.name)
+            self.fallback_active = True
+            self.status_detail = f"{exc.message}; animating with {self.fallback.name} instead"
+            self.fallback.warmup()
+
+    def render(self, avatar: AvatarFrames, speech: Speech, start: int) -> Iterator[VideoFrame]:
+        return self._current.render(avatar, speech, start)
+
+
+def _musetalk(settings: Settings) -> MuseTalkLipSync:
+    return MuseTalkLipSync(
+        settings.musetalk_models, device=settings.musetalk_device, batch_size=settings.musetalk_batch_size
+    )
+
+
+_ENGINES: dict[str, Callable[[Settings], LipSync]] = {
+    "auto": lambda s: LipSyncFallback(_musetalk(s), WarpLipSync()),
+    "musetalk": _musetalk,
+    "warp": lambda _settings: WarpLipSync(),
+}
 
 
 def create(settings: Settings) -> LipSync:

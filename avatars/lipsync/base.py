@@ -40,6 +40,8 @@ class AvatarFrames:
         self.size: int = info["size"]
         self.count: int = info["frames"]
         self.mouths = np.array(info["mouths"], dtype=np.float32)
+        self.faces = np.array(info["faces"], dtype=np.float32)  # x, y, w, h in the crop
+        self.folder = folder
         self._jpegs = [(folder / "frames" / f"{i:05d}.jpg").read_bytes() for i in range(self.count)]
         self._decode = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
 
