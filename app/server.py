@@ -82,9 +82,10 @@ def build_services(settings: Settings) -> Services:
         max_video_seconds=settings.avatar_max_video_seconds,
     )
     settings.avatar_imports.mkdir(parents=True, exist_ok=True)
-    avatars = Avatars(db, settings.avatar_folder, settings.avatar_imports, limits)
-    if settings.enable_avatar:
-        hub.add("lipsync", lipsync.create(settings))
+    engine = lipsync.create(settings) if settings.enable_avatar else None
+    if engine is not None:
+        hub.add("lipsync", engine)
+    avatars = Avatars(db, settings.avatar_folder, settings.avatar_imports, limits, engine)
     live = LiveConnections()
     sessions.on_end(live.session_ended)
     conversation = ConversationService(db, tutors, hub, kbs, avatars, settings)

@@ -51,7 +51,8 @@ def _avatar(row: AvatarRow) -> Avatar:
 
 
 class Avatars:
-    def __init__(self, db: Database, root: Path, import_dir: Path | None, limits: Limits) -> None:
+    def __init__(self, db: Database, root: Path, import_dir: Path | None, limits: Limits, lipsync: Any = None) -> None:
+        self._lipsync = lipsync  # an engine with `prepare_avatar` adds its own data (MuseTalk's latents)
         self._db = db
         self.root = root
         self.import_dir = import_dir
@@ -185,6 +186,17 @@ class Avatars:
             db.commit()
             return True
 
+    def _engine_data(self, avatar_id: str) -> dict[str, str]:
+        prepare_avatar = getattr(self._lipsync, "prepare_avatar", None)
+        if prepare_avatar is None:
+            return {}
+        self._update(avatar_id, stage="lip-sync engine data", progress=0.99)
+        try:
+            return prepare_avatar(AvatarFrames(avatar_id, self.root / avatar_id))
+        except Exception as exc:  # the avatar still works with the CPU engine
+            log.exception("avatar %s: lip-sync engine data failed", avatar_id)
+            return {"musetalk": f"failed: {exc}"}
+
     def prepare_now(self, avatar_id: str) -> Avatar:
         sources = list(self._sources.glob(f"{avatar_id}.*"))
         last = [0.0]
@@ -206,7 +218,7 @@ class Avatars:
             self._update(avatar_id, status="failed", stage="failed", error=f"preparation failed: {exc}")
         else:
             summary = {key: info[key] for key in ("fps", "frames", "size", "loop_frames", "source_crop")}
-            summary["engines"] = {"warp": "ready"}
+            summary["engines"] = {"warp": "ready", **self._engine_data(avatar_id)}
             if not self._update(avatar_id, status="ready", stage="ready", progress=1.0, info=summary, error=None):
                 shutil.rmtree(self.root / avatar_id, ignore_errors=True)  # deleted while finishing
         return self.get(avatar_id)

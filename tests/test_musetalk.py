@@ -67,6 +67,7 @@ def test_musetalk_draws_the_lower_face_and_leaves_the_rest(tmp_path: Path) -> No
     speech = piper._speak("Hello there.")
     engine = _tiny_engine()
     engine.warmup()  # already loaded: no files needed
+    assert engine.prepare_avatar(avatar) == {"musetalk": "ready"}
     frames = list(engine.render(avatar, speech, 3))
     assert len(frames) == int(np.ceil(speech.pcm.seconds * 25))
     assert [f.index for f in frames] == list(range(3, 3 + len(frames)))
@@ -91,3 +92,4 @@ def test_missing_weights_are_named_and_auto_falls_back_visibly(tmp_path: Path) -
     chosen.warmup()
     assert chosen.fallback_active and chosen.name == "warp"
     assert "MuseTalk needs these files" in chosen.status_detail and "unet.pth" not in chosen.status_detail
+    assert chosen.prepare_avatar(None)["musetalk"].startswith("not prepared: MuseTalk needs")  # type: ignore[arg-type]

@@ -48,6 +48,12 @@ class LipSyncFallback:
     def render(self, avatar: AvatarFrames, speech: Speech, start: int) -> Iterator[VideoFrame]:
         return self._current.render(avatar, speech, start)
 
+    def prepare_avatar(self, avatar: AvatarFrames) -> dict[str, str]:
+        if self.fallback_active:
+            return {self.primary.name: f"not prepared: {self.status_detail}"}
+        prepare = getattr(self.primary, "prepare_avatar", None)
+        return prepare(avatar) if prepare else {}
+
 
 def _musetalk(settings: Settings) -> MuseTalkLipSync:
     return MuseTalkLipSync(

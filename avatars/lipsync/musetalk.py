@@ -128,6 +128,14 @@ class MuseTalkLipSync:
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
         return batch.to(self.device, dtype=next(vae.parameters()).dtype)
 
+    def prepare_avatar(self, avatar: AvatarFrames) -> dict[str, str]:
+        """At avatar preparation: MuseTalk's own data (the frames' latents), if it is loaded."""
+        if self._modules is None:
+            return {"musetalk": "not prepared: MuseTalk is not loaded"}
+        with self._lock:
+            self._avatar_latents(avatar)
+        return {"musetalk": "ready"}
+
     def _avatar_latents(self, avatar: AvatarFrames) -> Any:
         import cv2
         import torch
