@@ -26,6 +26,27 @@ class Warmable(Protocol):
     def warmup(self) -> None: ...
 
 
+class Composite:
+    """A stage engine made of a primary and a fallback: it shows the one serving now, so
+    `/health` names the fallback the moment it takes over."""
+
+    primary: Any
+    fallback: Any
+    fallback_active: bool
+
+    @property
+    def _current(self) -> Any:
+        return self.fallback if self.fallback_active else self.primary
+
+    @property
+    def name(self) -> str:
+        return self._current.name
+
+    @property
+    def description(self) -> str:
+        return self._current.description
+
+
 @dataclass
 class StageState:
     state: str = WARMING

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
+from app.engines import Composite
 from app.errors import EngineUnavailable, InvalidInput
 from app.settings import Settings
 from app.speech.tts import Speech
@@ -16,25 +17,13 @@ from avatars.lipsync.warp import WarpLipSync
 log = logging.getLogger(__name__)
 
 
-class LipSyncFallback:
+class LipSyncFallback(Composite):
     """The primary engine if it loads; else the fallback, saying why."""
 
     def __init__(self, primary: LipSync, fallback: LipSync) -> None:
         self.primary, self.fallback = primary, fallback
         self.fallback_active = False
         self.status_detail = ""
-
-    @property
-    def _current(self) -> LipSync:
-        return self.fallback if self.fallback_active else self.primary
-
-    @property
-    def name(self) -> str:
-        return self._current.name
-
-    @property
-    def description(self) -> str:
-        return self._current.description
 
     def warmup(self) -> None:
         try:

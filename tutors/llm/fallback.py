@@ -13,13 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from app.engines import Composite
 from app.errors import EngineUnavailable
 from tutors.llm.base import BackendDown, ChatMessage, GenerationOptions, LLMEngine, Notice
 
 FALLBACK_NOTICE = "The tutor's main model is unreachable; this answer comes from the offline model."
 
 
-class FallbackLLM:
+class FallbackLLM(Composite):
     def __init__(self, primary: LLMEngine, fallback: LLMEngine, *, probe_seconds: float) -> None:
         self.primary = primary
         self.fallback = fallback
@@ -29,20 +30,8 @@ class FallbackLLM:
         self.status_detail = ""
 
     @property
-    def fallback_active(self) -> bool:
+    def fallback_active(self) -> bool:  # type: ignore[override]
         return self._down_since is not None
-
-    @property
-    def _current(self) -> LLMEngine:
-        return self.fallback if self.fallback_active else self.primary
-
-    @property
-    def name(self) -> str:
-        return self._current.name
-
-    @property
-    def description(self) -> str:
-        return self._current.description
 
     @property
     def context_window(self) -> int:
