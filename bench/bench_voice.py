@@ -159,6 +159,8 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> list[dict[str,
         said = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
         asr_ms = [m["meta"]["asr_ms"] for m in said if m["role"] == "user" and m["meta"].get("asr_ms")]
         llm_ms = [m["meta"]["first_token_ms"] for m in said if m["role"] == "assistant" and m["meta"]]
+        for turn in turns:
+            print(f"  {mode[:8]}: " + ", ".join(f"{k[:-3]} {v / 1000:.2f}" for k, v in turn.items()))
         row: dict[str, Any] = {"mode": mode, "turns": len(turns)}
         for key in ("transcript_ms", "first_token_ms", "first_sentence_ms", "first_audio_ms"):
             s = _summary(turns, key)
