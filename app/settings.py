@@ -108,6 +108,19 @@ class Settings(BaseSettings):
     musetalk_device: str = "cuda"
     musetalk_batch_size: int = Field(16, ge=1, le=256)
 
+    # WebRTC, relay-only through coturn. TURN_SECRET is shared with coturn (use-auth-secret);
+    # browsers get WEBRTC_TURN_SERVER, the server's own peer WEBRTC_TURN_SERVER_LOCAL.
+    turn_secret: SecretStr | None = None
+    turn_ttl_seconds: int = Field(600, ge=60, le=86_400)
+    turn_port: int = Field(3478, ge=1, le=65535)
+    turn_max_allocate_lifetime: int = Field(120, ge=30)
+    webrtc_turn_server: str | None = None
+    webrtc_turn_server_local: str | None = None
+    webrtc_stun_server: str | None = None
+    webrtc_public_ip: str | None = None
+    webrtc_port_min: int = Field(49160, ge=1024, le=65535)
+    webrtc_port_max: int = Field(49200, ge=1024, le=65535)
+
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     ws_max_pending_turns: int = Field(4, ge=1)
     max_text_chars: int = Field(4000, ge=1)
@@ -125,6 +138,11 @@ class Settings(BaseSettings):
         "piper_model",
         "avatars_dir",
         "musetalk_base",
+        "turn_secret",
+        "webrtc_turn_server",
+        "webrtc_turn_server_local",
+        "webrtc_stun_server",
+        "webrtc_public_ip",
         "musetalk_models_dir",
         "avatar_import_dir",
         "edge_tts_proxy",

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.api import avatars, health, kbs, sessions, teachers, tutors
+from app.api import avatars, health, kbs, sessions, teachers, tutors, webrtc
 from app.deps import ApiKey
 
 router = APIRouter()
@@ -12,3 +12,4 @@ router.include_router(tutors.router, dependencies=[ApiKey])
 router.include_router(teachers.router, dependencies=[ApiKey])
 router.include_router(kbs.router, dependencies=[ApiKey])
 router.include_router(avatars.router, dependencies=[ApiKey])
+router.include_router(webrtc.router, dependencies=[ApiKey])

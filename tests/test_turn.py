@@ -1,0 +1,182 @@
+"""TURN: credentials checked by a real coturn on loopback, its configuration, and the
+`/v1/webrtc/config` route."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.live import free_port
+from turn import credentials
+from turn.coturn import Coturn, CoturnConfig
+
+SECRET = "a-shared-turn-secret"
+
+
+def _free_udp_range(size: int) -> int:
+    """A run of `size` free UDP ports (coturn's relay range)."""
+    for base in range(50_000, 60_000, size):
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free UDP range")
+
+
+@pytest.fixture(scope="module")
+def coturn() -> Iterator[CoturnConfig]:
+    low = _free_udp_range(5)
+    config = CoturnConfig(
+        secret=SECRET,
+        listening_port=free_port(),
+        listening_ip="127.0.0.1",
+        relay_ip="127.0.0.1",
+        min_port=low,
+        max_port=low + 4,
+        max_allocate_lifetime=60,
+        loopback_for_tests=True,
+    )
+    with Coturn(config):
+        yield config
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set_result(None)
+
+
+async def _allocate(config: CoturnConfig, username: str, password: str) -> tuple[str, int]:
+    from aioice.turn import create_turn_endpoint
+
+    transport, client = await asyncio.wait_for(
+        create_turn_endpoint(_Client, ("127.0.0.1", config.listening_port), username, password, lifetime=60), 10
+    )
+    try:
+        return transport.get_extra_info("sockname")
+    finally:
+        transport.close()  # deallocates (a Refresh with lifetime 0), then reports connection_lost
+        await asyncio.wait_for(client.closed, 10)
+
+
+async def test_fresh_credentials_get_a_relay_port(coturn: CoturnConfig) -> None:
+    issued = credentials.issue(SECRET, 300, "student-1")
+    host, port = await _allocate(coturn, issued.username, issued.credential)
+    assert host == "127.0.0.1" and coturn.min_port <= port <= coturn.max_port
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: credentials.issue(SECRET, 300, "late", now=time.time() - 3600),  # expired an hour ago
+        lambda: credentials.issue("not-the-secret", 300, "forger"),  # signed with another secret
+    ],
+)
+async def test_expired_or_forged_credentials_are_refused(coturn: CoturnConfig, make) -> None:
+    issued = make()
+    with pytest.raises(Exception) as caught:  # aioice raises its TransactionFailed (401)
+        await _allocate(coturn, issued.username, issued.credential)
+    assert "401" in str(caught.value) or "Unauthorized" in str(caught.value), caught.value
+
+
+async def test_released_allocations_free_their_ports_for_the_next_sessions(coturn: CoturnConfig) -> None:
+    from aioice.turn import create_turn_endpoint
+
+    server = ("127.0.0.1", coturn.listening_port)
+    await asyncio.sleep(1.0)  # ports the other tests just released come back first
+    held = []
+    for n in range(5):  # the whole 5-port range, held open
+        issued = credentials.issue(SECRET, 300, f"holder{n}")
+        held.append((await create_turn_endpoint(_Client, server, issued.username, issued.credential))[0])
+    issued = credentials.issue(SECRET, 300, "one-too-many")
+    with pytest.raises(Exception, match="508"):  # the range is really that small
+        await _allocate(coturn, issued.username, issued.credential)
+    for transport in held:
+        transport.close()
+    await asyncio.sleep(1.0)  # coturn frees a released port within about a second
+    # Released allocations come back: three times round the range, one session after another
+    # (a real session lasts longer than the 0.3 s between these).
+    for n in range(15):
+        issued = credentials.issue(SECRET, 300, f"s{n}")
+        await _allocate(coturn, issued.username, issued.credential)
+        await asyncio.sleep(0.3)
+
+
+def test_production_config_keeps_relays_off_private_networks() -> None:
+    production = CoturnConfig(secret=SECRET, external_ip="203.0.113.7").render()
+    assert "use-auth-secret" in production and "max-allocate-lifetime=120" in production
+    assert "allow-loopback-peers" not in production and "denied-peer-ip=127.0.0.0-127.255.255.255" in production
+    assert "external-ip=203.0.113.7" in production and "no-cli" in production
+    assert "allow-loopback-peers" in CoturnConfig(secret=SECRET, loopback_for_tests=True).render()
+
+
+def test_the_cli_writes_a_private_config(tmp_path: Path) -> None:
+    target = tmp_path / "turnserver.conf"
+    root = str(Path(__file__).resolve().parents[1])  # run from tmp_path: no developer's .env
+    env = {
+        **os.environ,
+        "PYTHONPATH": root,
+        "TURN_SECRET": SECRET,
+        "WEBRTC_PORT_MIN": "40000",
+        "WEBRTC_PORT_MAX": "40009",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "turn.coturn", "write", str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    text = target.read_text()
+    assert f"static-auth-secret={SECRET}" in text and "min-port=40000" in text and "max-port=40009" in text
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    missing = subprocess.run(
+        [sys.executable, "-m", "turn.coturn", "write", str(target)],
+        env={k: v for k, v in env.items() if k != "TURN_SECRET"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 2 and "TURN_SECRET" in missing.stderr
+
+
+async def test_webrtc_config_hands_out_working_short_lived_credentials(start_server, coturn: CoturnConfig) -> None:
+    unconfigured = start_server()
+    with unconfigured.client() as api:
+        refused = api.get("/v1/webrtc/config")
+    assert refused.status_code == 503 and "TURN_SECRET" in refused.json()["detail"]
+    server = start_server(
+        turn_secret=SECRET,
+        turn_ttl_seconds=300,
+        webrtc_turn_server=f"turn:127.0.0.1:{coturn.listening_port}",
+        management_api_key="k" * 24,
+    )
+    with server.client() as anonymous:
+        assert anonymous.get("/v1/webrtc/config").status_code == 401
+    with server.client("k" * 24) as api:
+        body = api.get("/api/webrtc/config").json()
+    assert body["iceTransportPolicy"] == "relay" and abs(body["expires_at"] - time.time() - 300) < 5
+    (turn,) = body["iceServers"]
+    assert turn["urls"] == [f"turn:127.0.0.1:{coturn.listening_port}"]
+    await _allocate(coturn, turn["username"], turn["credential"])
+    assert SECRET not in str(body)
