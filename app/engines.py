@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,36 @@ class Warmable(Protocol):
     description: str
 
     def warmup(self) -> None: ...
+
+
+class Outage:
+    """A primary engine's outage: since when, why, and whether it is time to try it again.
+    While it lasts, turns go straight to the fallback; every `probe_seconds` one tries the
+    primary first."""
+
+    def __init__(self, probe_seconds: float) -> None:
+        self.probe_seconds = probe_seconds
+        self.since: float | None = None
+        self.reason = ""
+        self._last_try = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def down(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self._last_try = now
+        self.reason = str(exc)
+
+    def up(self) -> None:
+        self.since = None
+        self.reason = ""
+
+    def retry_due(self) -> bool:
+        return time.monotonic() - self._last_try >= self.probe_seconds
 
 
 class Composite:

@@ -16,13 +16,13 @@ import logging
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from app.engines import Outage
 from app.errors import EngineUnavailable
 from app.speech.audio import PCM
 
@@ -226,15 +226,12 @@ class SpeechRouter:
     ) -> None:
         self.online = online
         self.offline = [engine for engine in (piper, espeak) if engine is not None]
-        self.probe_seconds = probe_seconds
-        self._down_since: float | None = None
-        self._last_probe = 0.0
-        self._down_reason = ""
+        self.outage = Outage(probe_seconds)
         self._warm_errors: dict[str, str] = {}
 
     @property
     def fallback_active(self) -> bool:
-        return self.online is not None and self._down_since is not None
+        return self.online is not None and self.outage.active
 
     @property
     def name(self) -> str:
@@ -252,7 +249,7 @@ class SpeechRouter:
     def status_detail(self) -> str:
         parts = []
         if self.fallback_active:
-            parts.append(f"{self._down_reason}; speaking with {self.name}")
+            parts.append(f"{self.outage.reason}; speaking with {self.name}")
         parts += [f"{name} unavailable: {error}" for name, error in self._warm_errors.items()]
         return "; ".join(parts)
 
@@ -271,11 +268,9 @@ class SpeechRouter:
                 self._mark_down(exc)
 
     def _mark_down(self, exc: Exception) -> None:
-        if self._down_since is None:
+        if not self.outage.active:
             log.warning("online TTS is down, using offline voices: %s", exc)
-            self._down_since = time.monotonic()
-        self._last_probe = time.monotonic()
-        self._down_reason = str(exc)
+        self.outage.down(exc)
 
     def _offline_for(self, language: str) -> TTS:
         for engine in self.offline:
@@ -285,15 +280,13 @@ class SpeechRouter:
 
     async def synthesize(self, text: str, voice: Voice) -> Speech:
         online = self.online
-        if online is not None and (
-            not self.fallback_active or time.monotonic() - self._last_probe >= self.probe_seconds
-        ):
+        if online is not None and (not self.outage.active or self.outage.retry_due()):
             try:
                 speech = await online.synthesize(text, voice)
             except EngineUnavailable as exc:
                 self._mark_down(exc)
             else:
-                self._down_since = None
+                self.outage.up()
                 return speech
         speech = await self._offline_for(voice.language).synthesize(text, voice)
         if online is None:

@@ -9,11 +9,10 @@ mid-answer ends that turn with an error; the next turn falls back at once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from app.engines import Composite
+from app.engines import Composite, Outage
 from app.errors import EngineUnavailable
 from tutors.llm.base import BackendDown, ChatMessage, GenerationOptions, LLMEngine, Notice
 
@@ -24,14 +23,17 @@ class FallbackLLM(Composite):
     def __init__(self, primary: LLMEngine, fallback: LLMEngine, *, probe_seconds: float) -> None:
         self.primary = primary
         self.fallback = fallback
-        self.probe_seconds = probe_seconds
-        self._down_since: float | None = None
-        self._last_probe = 0.0
-        self.status_detail = ""
+        self.outage = Outage(probe_seconds)
 
     @property
     def fallback_active(self) -> bool:  # type: ignore[override]
-        return self._down_since is not None
+        return self.outage.active
+
+    @property
+    def status_detail(self) -> str:
+        if not self.outage.active:
+            return ""
+        return f"{self.outage.reason}; answering with {self.fallback.name} ({self.fallback.description})"
 
     @property
     def context_window(self) -> int:
@@ -46,29 +48,19 @@ class FallbackLLM(Composite):
         try:
             self.primary.warmup()
         except BackendDown as exc:
-            self._mark_down(exc)
+            self.outage.down(exc)
         else:
-            self._mark_up()
-
-    def _mark_down(self, exc: Exception) -> None:
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        self._last_probe = time.monotonic()
-        self.status_detail = f"{exc}; answering with {self.fallback.name} ({self.fallback.description})"
-
-    def _mark_up(self) -> None:
-        self._down_since = None
-        self.status_detail = ""
+            self.outage.up()
 
     async def _primary_back(self) -> bool:
-        if time.monotonic() - self._last_probe < self.probe_seconds:
+        if not self.outage.retry_due():
             return False
         try:
             await self.primary.ping()  # type: ignore[attr-defined]
         except BackendDown as exc:
-            self._mark_down(exc)
+            self.outage.down(exc)
             return False
-        self._mark_up()
+        self.outage.up()
         return True
 
     async def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str | Notice]:
@@ -81,7 +73,7 @@ class FallbackLLM(Composite):
                         yield piece
                 return
             except BackendDown as exc:
-                self._mark_down(exc)
+                self.outage.down(exc)
                 if started:
                     raise EngineUnavailable(
                         "the tutor's model stopped mid-answer; ask again and the offline model will answer"
