@@ -108,15 +108,16 @@ class PiperTTS:
     def _speak(self, text: str) -> Speech:
         if self._voice is None:
             raise EngineUnavailable("the offline voice is still loading; try again in a moment")
-        pieces, phonemes, offset = [], [], 0
+        pieces, phonemes, start = [], [], 0
         rate = self._voice.config.sample_rate
         for chunk in self._voice.synthesize(text, include_alignments=True):
+            at = start  # a chunk's timings start where its audio does (they may not cover all of it)
             for aligned in chunk.phoneme_alignments or ():
                 n = int(aligned.num_samples)
-                phonemes.append(Phoneme(aligned.phoneme, offset / rate, n / rate))
-                offset += n
+                phonemes.append(Phoneme(aligned.phoneme, at / rate, n / rate))
+                at += n
             pieces.append(chunk.audio_float_array.astype(np.float32))
-            offset = sum(len(p) for p in pieces)  # alignments may not cover a chunk exactly
+            start += len(pieces[-1])
         samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
         return Speech(PCM(samples, rate), text, self.name, tuple(phonemes) or None)
 
