@@ -37,6 +37,7 @@ class SpeechIn(Frame):
 
     pcm: PCM
     early: asyncio.Future[Transcript] | None = None
+    heard: float | None = None  # seconds of speech in it, when the transport has measured them
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,9 @@ def asr_stage(asr: ASR, vad: VAD, language: str | None, *, threshold: float, min
             if frame.early is not None:  # the VAD already heard speech here
                 transcript = await frame.early
             else:
-                heard = await asyncio.to_thread(speech_seconds, vad, frame.pcm, threshold)
+                heard = frame.heard
+                if heard is None:
+                    heard = await asyncio.to_thread(speech_seconds, vad, frame.pcm, threshold)
                 if heard < min_speech:
                     yield Transcription("", audio_seconds=frame.pcm.seconds)
                     yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")

@@ -199,12 +199,14 @@ class Connection:
             sample_rate=message.sample_rate,
             max_seconds=self.settings.asr_max_seconds,
         )
-        # A new spoken question while the tutor talks is a barge-in, if it holds speech at all.
+        # A new spoken question while the tutor talks is a barge-in, if it holds speech at all
+        # (measured once: the recogniser's stage reuses the figure).
+        heard = None
         if (worker.current and not worker.current.done()) or time.monotonic() < worker.speaking_until:
             heard = await asyncio.to_thread(speech_seconds, vad, pcm, self.settings.vad_threshold)
             if heard * 1000 >= self.settings.vad_min_speech_ms:
                 await self.barge_in(worker, chat_id)
-        self.enqueue(worker, Turn(chat_id, SpeechIn(pcm)))
+        self.enqueue(worker, Turn(chat_id, SpeechIn(pcm, heard=heard)))
 
     async def hear_stream(self, worker: Worker, chat_id: str, message: ClientMessage, vad: VAD) -> None:
         if worker.detector is None:
