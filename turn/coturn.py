@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import EngineUnavailable
+from app.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,10 @@ class Coturn:
             self._folder.cleanup()
             self._folder = None
 
+    def wait(self) -> None:
+        if self._proc is not None:
+            self._proc.wait()
+
     def __enter__(self) -> Coturn:
         return self.start()
 
@@ -134,10 +139,7 @@ class Coturn:
         self.stop()
 
 
-def from_settings(settings: object) -> CoturnConfig:
-    from app.settings import Settings
-
-    assert isinstance(settings, Settings)
+def from_settings(settings: Settings) -> CoturnConfig:
     if settings.turn_secret is None:
         raise EngineUnavailable("TURN_SECRET is not set: coturn and the server must share it")
     return CoturnConfig(
@@ -151,8 +153,6 @@ def from_settings(settings: object) -> CoturnConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.settings import Settings
-
     parser = argparse.ArgumentParser(prog="python -m turn.coturn", description="coturn for Virtual Tutor")
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write", help="write turnserver.conf from the settings")
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     with Coturn(config) as running:
         print(f"coturn listening on {config.listening_port}; Ctrl-C stops it")
         try:
-            assert running._proc is not None
-            running._proc.wait()
+            running.wait()
         except KeyboardInterrupt:
             pass
     return 0
