@@ -71,27 +71,23 @@ async def test_transcripts_and_usage(api: httpx.Client) -> None:
 
 def test_first_admin_from_the_cli(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run(
-        [sys.executable, "-m", "tutors.accounts", "create-admin", "root_teacher", "--password-stdin"],
-        input="a long admin password\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+
+    def create_admin(name: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tutors.accounts", "create-admin", name, "--password-stdin"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+
+    run = create_admin("root_teacher", "a long admin password")
     assert run.returncode == 0, run.stderr
     teachers = TeacherStore(Database(f"sqlite:///{tmp_path / 'tutor.db'}"))
     assert teachers.verify("root_teacher", "a long admin password").is_admin
-    weak = subprocess.run(
-        [sys.executable, "-m", "tutors.accounts", "create-admin", "other", "--password-stdin"],
-        input="short\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    weak = create_admin("other", "short")
     assert weak.returncode == 1 and "at least 10" in weak.stderr
 
 
