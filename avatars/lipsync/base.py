@@ -45,9 +45,13 @@ class AvatarFrames:
         self._jpegs = [(folder / "frames" / f"{i:05d}.jpg").read_bytes() for i in range(self.count)]
         self._decode = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
 
+    def index(self, k: int) -> int:
+        """Which stored frame shows at loop position k."""
+        return loop_index(k, self.count)
+
     def frame(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The idle picture at loop position k, and its mouth box (cx, cy, w, h)."""
-        i = loop_index(k, self.count)
+        i = self.index(k)
         return np.ascontiguousarray(self._decode(self._jpegs[i])), self.mouths[i]
 
     def idle(self, start: int, count: int, sample_rate: int) -> Iterator[VideoFrame]:

@@ -205,7 +205,7 @@ class MuseTalkLipSync:
         with self._lock:
             latents = self._avatar_latents(avatar)
             tokens = self._audio_tokens(speech, len(slices), avatar.fps)
-        loop = [avatar_index(avatar, start + n) for n in range(len(slices))]
+        loop = [avatar.index(start + n) for n in range(len(slices))]
         timestep = torch.zeros(1, device=self.device, dtype=torch.long)
         blend = _lower_face_mask()
         for first in range(0, len(slices), self.batch_size):
@@ -224,12 +224,6 @@ class MuseTalkLipSync:
                 region = image[top : top + side, left : left + side].astype(np.float32)
                 image[top : top + side, left : left + side] = (region * (1 - alpha) + drawn * alpha).astype(np.uint8)
                 yield VideoFrame(image, slices[n], start + n)
-
-
-def avatar_index(avatar: AvatarFrames, k: int) -> int:
-    from avatars.prepare import loop_index
-
-    return loop_index(k, avatar.count)
 
 
 def _lower_face_mask() -> np.ndarray:
