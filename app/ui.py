@@ -23,10 +23,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app.errors import InvalidAudio, TutorError, Unauthorized
+from app.errors import TutorError, Unauthorized
 from app.pipeline import AnswerText, AudioOut, NoticeFrame, SpeechIn, TextDelta, Transcription, TurnStarted, VideoOut
 from app.server import Services
-from app.speech.audio import ASR_RATE, PCM, resample, wav_bytes
+from app.speech.audio import PCM, for_recognition, wav_bytes
 from avatars.service import VIDEO_SUFFIXES
 from kb.service import describe_source
 from tutors.accounts import LoginThrottle
@@ -52,10 +52,10 @@ def from_microphone(rate: int, samples: np.ndarray, max_seconds: float) -> PCM:
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     scale = 32768.0 if samples.dtype.kind == "i" else 1.0
-    pcm = PCM(samples.astype(np.float32) / scale, rate)
-    if pcm.seconds > max_seconds:
-        raise gr.Error(InvalidAudio(f"the recording is longer than {max_seconds:.0f} s").message)
-    return resample(pcm, ASR_RATE)
+    try:
+        return for_recognition(PCM(samples.astype(np.float32) / scale, rate), max_seconds)
+    except TutorError as exc:
+        raise gr.Error(exc.message) from None
 
 
 def read_limited(file: Path, limit: int) -> bytes:

@@ -90,6 +90,11 @@ def decode(data: bytes, *, sample_rate: int | None = None, max_seconds: float) -
         sample_rate = None  # the rate is the data's own
     if sample_rate is not None and sample_rate != pcm.sample_rate:
         raise InvalidAudio(f"`sample_rate` {sample_rate} does not match the audio's own rate {pcm.sample_rate}")
+    return for_recognition(pcm, max_seconds)
+
+
+def for_recognition(pcm: PCM, max_seconds: float) -> PCM:
+    """Decoded audio, from any source, checked and brought to 16 kHz."""
     if pcm.seconds > max_seconds:
         raise InvalidAudio(f"the recording is {pcm.seconds:.0f} s long; the limit is {max_seconds:.0f} s per question")
     if not np.isfinite(pcm.samples).all():
