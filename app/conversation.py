@@ -204,10 +204,17 @@ class ConversationService:
         return self._settings.asr_language_for(tutor.language)
 
     async def answer(
-        self, session: SessionInfo, chat_id: str, question: str | SpeechIn, *, speak: bool = False
+        self,
+        session: SessionInfo,
+        chat_id: str,
+        question: str | SpeechIn,
+        *,
+        speak: bool = False,
+        animate: bool = True,
     ) -> AsyncIterator[Frame]:
         """One turn. A spoken question (16 kHz) is transcribed first; with `speak` the answer
-        is voiced sentence by sentence as it streams."""
+        is voiced sentence by sentence as it streams, and with `animate` also lip-synced as
+        MP4 segments (a WebRTC call animates the avatar itself, frame by frame)."""
         if isinstance(question, SpeechIn):
             first: Frame = question
             settings = self._settings
@@ -224,7 +231,7 @@ class ConversationService:
         stages += [self._turn_stage(session, chat_id), llm_stage(self._hub.get("llm"))]
         if speak and self._settings.enable_tts:
             stages += [sentence_stage(self._settings.tts_max_sentence_chars), tts_stage(self._hub.get("tts"))]
-            if self._settings.enable_avatar:
+            if animate and self._settings.enable_avatar:
                 stages.append(lipsync_stage(self._hub.get("lipsync")))
         answered = False
         partial: list[str] = []

@@ -72,3 +72,9 @@ class InvalidAudio(InvalidInput):
 class TooLarge(TutorError):
     code = "too_large"
     http_status = 413
+
+
+class RelayUnavailable(EngineUnavailable):
+    """The TURN server that carries every live call is down or refuses our credentials."""
+
+    code = "turn_unavailable"

@@ -87,6 +87,19 @@ class NoticeFrame(Frame):
 
 
 @dataclass(frozen=True)
+class Interrupted(Frame):
+    """The student spoke over the tutor: the answer stopped and its queued speech is gone."""
+
+
+@dataclass(frozen=True)
+class Failure(Frame):
+    """A turn or a call failed; `code` is the error's, the text is for the student."""
+
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
 class AnswerText(Frame):
     """The whole answer, once: what is stored, shown and cited."""
 

@@ -19,6 +19,7 @@ from app.conversation import ConversationService
 from app.db import Database
 from app.engines import EngineHub
 from app.errors import TutorError
+from app.rtc.peers import Peers
 from app.sessions import SessionManager
 from app.settings import Settings
 from app.speech import registry as speech
@@ -49,6 +50,7 @@ class Services:
     avatars: Avatars
     conversation: ConversationService
     live: LiveConnections
+    calls: Peers
 
 
 def build_services(settings: Settings) -> Services:
@@ -89,8 +91,10 @@ def build_services(settings: Settings) -> Services:
     live = LiveConnections()
     sessions.on_end(live.session_ended)
     conversation = ConversationService(db, tutors, hub, kbs, avatars, settings)
+    calls = Peers(settings, conversation, tutors, avatars)
+    sessions.on_end(calls.session_ended)
     return Services(
-        settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, kbs, avatars, conversation, live
+        settings, db, teachers, tutors, TranscriptStore(db), sessions, hub, kbs, avatars, conversation, live, calls
     )
 
 
@@ -118,6 +122,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.live.bind_loop(asyncio.get_running_loop())
+        services.calls.bind_loop(asyncio.get_running_loop())
         for doc_id in await asyncio.to_thread(services.kbs.unfinished):
             services.kbs.schedule(doc_id)  # a restart interrupted these
         for avatar_id in await asyncio.to_thread(services.avatars.unfinished):
@@ -132,6 +137,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.calls.close_all()
             await services.kbs.close()
             await services.avatars.close()
             services.db.close()

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     webrtc_public_ip: str | None = None
     webrtc_port_min: int = Field(49160, ge=1024, le=65535)
     webrtc_port_max: int = Field(49200, ge=1024, le=65535)
+    # A call that has not connected by then, or stays disconnected, is closed (its relay freed).
+    webrtc_connect_timeout_seconds: float = Field(30, gt=0)
+    webrtc_disconnect_grace_seconds: float = Field(10, ge=0)
 
     ws_max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     ws_max_pending_turns: int = Field(4, ge=1)

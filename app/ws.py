@@ -24,18 +24,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.conversation import ConversationService
 from app.errors import EngineUnavailable, InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
-from app.pipeline import AnswerText, AudioOut, Frame, NoticeFrame, SpeechIn, TextDelta, Transcription, VideoOut
+from app.listening import LiveMicrophone
+from app.pipeline import (
+    AnswerText,
+    AudioOut,
+    Failure,
+    Frame,
+    Interrupted,
+    NoticeFrame,
+    SpeechIn,
+    TextDelta,
+    Transcription,
+    VideoOut,
+)
+from app.rtc.peers import Peer, Peers
 from app.sessions import SessionInfo, SessionManager
 from app.settings import Settings
 from app.speech import audio
-from app.speech.asr import Transcript
-from app.speech.registry import turn_config
-from app.speech.vad import VAD, Paused, SpeechStarted, TurnDetector, speech_seconds
+from app.speech.vad import VAD, SpeechStarted, speech_seconds
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -58,13 +70,9 @@ class ClientMessage(BaseModel):
     avatar_id: str | None = None
     kb_id: str | None = None
     sample_rate: int | None = None
+    peer_id: str | None = None  # webrtc_ice_candidate: which call (default: the session's latest)
     stream: bool = False  # audio: a chunk of a live microphone stream, not a whole recording
     end: bool = False  # stream: the microphone was closed; end the turn in progress
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def _now() -> str:
@@ -83,8 +91,7 @@ class Worker:
     queue: asyncio.Queue[Turn]
     task: asyncio.Task[None] | None = None
     current: asyncio.Task[None] | None = None  # the turn being answered
-    detector: TurnDetector | None = None  # for a streamed microphone
-    early: tuple[float, asyncio.Future[Transcript]] | None = None  # recognition begun in a pause
+    microphone: LiveMicrophone | None = None  # for a streamed microphone
     speaking_until: float = 0.0  # monotonic time when the client finishes playing our audio
 
     def interrupt(self) -> bool:
@@ -114,7 +121,9 @@ class Connection:
     sessions: SessionManager
     conversation: ConversationService
     settings: Settings
+    calls: Peers
     workers: dict[str, Worker] = field(default_factory=dict)
+    opened_calls: list[str] = field(default_factory=list)  # closed with the socket
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
 
@@ -158,10 +167,14 @@ class Connection:
         worker = self.worker(session)
         if message.type == "audio":
             await self.hear(worker, chat_id, message)
-        elif message.type in ("text", "text_webrtc"):
-            self.enqueue(worker, Turn(chat_id, self.conversation.check_text(message.content)))
+        elif message.type == "webrtc_offer":
+            await self.call(worker, chat_id, message)
+        elif message.type == "webrtc_ice_candidate":
+            await self.calls.add_candidate(self.current_call(session, message), message.content)
+        elif message.type == "text_webrtc" and (calls := self.calls.of_session(session.id)):
+            calls[-1].ask(self.conversation.check_text(message.content))  # answered aloud on the call
         else:
-            raise InvalidInput(f"`{message.type}` messages are not supported by this server yet; send `text`")
+            self.enqueue(worker, Turn(chat_id, self.conversation.check_text(message.content)))
         await self.touch(session.id)
 
     def worker(self, session: SessionInfo) -> Worker:
@@ -181,6 +194,30 @@ class Connection:
                 "wait for the answers before sending more"
             ) from None
 
+    # -- WebRTC --------------------------------------------------------------------------
+    async def call(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
+        """Open a live call for the session: the answer comes back as `webrtc_answer`; the
+        call's transcripts and text come on this socket, its voice and video on the call."""
+        offer = message.content
+        if isinstance(offer, str):
+            offer = {"sdp": offer, "type": "offer"}
+        tags = self.tags(worker.session, chat_id)
+
+        async def sink(frame: Frame) -> None:
+            if not isinstance(frame, AudioOut | VideoOut):
+                await self.send_frame(frame, tags, worker)
+
+        peer, answer = await self.calls.open(worker.session, offer, sink, chat_id=chat_id)
+        self.opened_calls.append(peer.id)
+        await self.send({"type": "webrtc_answer", "content": answer, "peer_id": peer.id, **tags})
+
+    def current_call(self, session: SessionInfo, message: ClientMessage) -> Peer:
+        wanted = message.peer_id
+        for peer in reversed(self.calls.of_session(session.id)):
+            if wanted is None or peer.id == wanted:
+                return peer
+        raise InvalidInput("no live call for this session: send `webrtc_offer` first")
+
     # -- speech in -----------------------------------------------------------------------
     @property
     def vad(self) -> VAD:
@@ -191,7 +228,7 @@ class Connection:
     async def hear(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
         vad = self.vad
         if message.stream:
-            await self.hear_stream(worker, chat_id, message, vad)
+            await self.hear_stream(worker, chat_id, message)
             return
         pcm = await asyncio.to_thread(
             audio.decode,
@@ -208,11 +245,10 @@ class Connection:
                 await self.barge_in(worker, chat_id)
         self.enqueue(worker, Turn(chat_id, SpeechIn(pcm, heard=heard)))
 
-    async def hear_stream(self, worker: Worker, chat_id: str, message: ClientMessage, vad: VAD) -> None:
-        if worker.detector is None:
-            worker.detector = TurnDetector(vad, turn_config(self.settings))
-        detector = worker.detector
-        events = []
+    async def hear_stream(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
+        if worker.microphone is None:
+            worker.microphone = LiveMicrophone(self.conversation, worker.session, self.settings)
+        samples = np.zeros(0, dtype=np.float32)
         if message.content:
             data = audio.b64decode(message.content)
             if message.sample_rate is None and data[:4] != b"RIFF":
@@ -220,23 +256,12 @@ class Connection:
             chunk = await asyncio.to_thread(
                 audio.decode, data, sample_rate=message.sample_rate, max_seconds=self.settings.asr_max_seconds
             )
-            events = await asyncio.to_thread(detector.feed, chunk.samples)
-        if message.end and (last := detector.flush()) is not None:
-            events.append(last)
-        for event in events:
-            if isinstance(event, SpeechStarted):
+            samples = chunk.samples
+        for heard in await worker.microphone.hear(samples, end=message.end):
+            if isinstance(heard, SpeechStarted):
                 await self.barge_in(worker, chat_id)
-            elif isinstance(event, Paused):
-                # Recognise now, during the closing pause; if the student goes on, it is discarded.
-                language = await self.conversation.listening_language(worker.session)
-                asr = self.conversation.engine("asr")
-                task = asyncio.ensure_future(asyncio.to_thread(asr.transcribe, event.audio, language))
-                task.add_done_callback(_consume)  # a discarded guess's error is nobody's business
-                worker.early = (event.ended_at, task)
             else:
-                early = worker.early[1] if worker.early and worker.early[0] == event.ended_at else None
-                worker.early = None
-                self.enqueue(worker, Turn(chat_id, SpeechIn(event.audio, early)))
+                self.enqueue(worker, Turn(chat_id, heard))
 
     async def barge_in(self, worker: Worker, chat_id: str) -> None:
         if worker.interrupt():
@@ -327,6 +352,10 @@ class Connection:
                     **tags,
                 }
             )
+        elif isinstance(frame, Interrupted):
+            await self.send({"type": "interrupted", **tags})
+        elif isinstance(frame, Failure):
+            await self.send({"type": "error", "code": frame.code, "content": frame.text, **tags})
         elif isinstance(frame, TextDelta):
             await self.send({"type": "text_delta", "content": frame.text, "role": "assistant", **tags})
         elif isinstance(frame, NoticeFrame):
@@ -366,6 +395,9 @@ class Connection:
         tasks = [task for worker in self.workers.values() for task in worker.stop()]
         await asyncio.gather(*tasks, return_exceptions=True)
         self.workers.clear()
+        for peer_id in self.opened_calls:
+            if (peer := self.calls.get(peer_id)) is not None:
+                await self.calls.close(peer, "its WebSocket closed")
 
 
 class LiveConnections:
@@ -432,7 +464,9 @@ async def conversation_socket(websocket: WebSocket, connection_id: str, token: s
         await websocket.close(code=POLICY_VIOLATION)
         return
     await websocket.accept()
-    conn = Connection(websocket, user_id, session, services.sessions, services.conversation, services.settings)
+    conn = Connection(
+        websocket, user_id, session, services.sessions, services.conversation, services.settings, services.calls
+    )
     services.live.add(conn, session.id if session else None)
     try:
         while True:

@@ -154,7 +154,7 @@ async def test_user_socket_needs_a_token_of_that_user(api: httpx.Client) -> None
         ('{"type": "text", "content": "hi", "tutor_id": 999}', "does not match"),
         ('{"type": "text", "content": "hi", "engine_session_id": "other"}', "does not match"),
         ('{"type": "audio", "content": "AAAA"}', "speech input is turned off"),
-        ('{"type": "webrtc_offer", "content": "v=0"}', "not supported"),
+        ('{"type": "webrtc_offer", "content": "v=0"}', "live calls need"),
         ('{"type": "text", "content": "' + "x" * 5000 + '"}', "longer than"),
     ],
 )

@@ -20,4 +20,5 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         **services.hub.summary(),
         "sessions": {"active": active, "max": services.settings.max_sessions},
         "websockets": services.live.count(),
+        "webrtc": services.calls.summary(),
     }

@@ -1,0 +1,265 @@
+"""The tutor's side of a live call: what it says and shows, 25 frames a second, and the
+student's microphone.
+
+`Playout` holds the answer's speech, lip-synced lazily (a frame is drawn in a worker thread
+just before it plays), and falls back to the avatar's idle loop while the tutor listens. Every
+video frame carries its own 40 ms of audio, and the audio track is the clock: the picture
+changes when the audio of its frame starts playing, so voice and lips cannot drift apart.
+A barge-in flushes whatever is queued, and the next 20 ms are already silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fractions
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from app.speech import audio
+from app.speech.audio import ASR_RATE, PCM
+from app.speech.tts import Speech
+from avatars.lipsync.base import AvatarFrames, LipSync, VideoFrame, audio_slices
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE = 48_000  # Opus's clock: what WebRTC carries anyway
+AUDIO_PTIME = 0.020
+AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)
+VIDEO_CLOCK = 90_000
+BLANK_SIZE = 256
+READY_FRAMES = 2  # drawn ahead of the clock: 80 ms of slack for the renderer
+
+
+@dataclasses.dataclass(frozen=True)
+class _Drawn:
+    frame: VideoFrame
+    speech: bool
+    generation: int  # a flush makes frames of older generations stale
+
+
+class Playout:
+    def __init__(self, lipsync: LipSync | None, avatar: AvatarFrames | None, fps: int = 25) -> None:
+        self.lipsync = lipsync
+        self.avatar = avatar
+        self.fps = avatar.fps if avatar else fps
+        self.image = self._still(0)
+        self.frames_shown = 0
+        self.speech_frames_shown = 0
+        self._lock = threading.Lock()  # the queue of speech is shared with the drawing thread
+        self._speeches: deque[Speech] = deque()
+        self._drawing: Iterator[VideoFrame] | None = None
+        self._position = 0  # the next loop position of the avatar
+        self._generation = 0
+        self._ready: asyncio.Queue[_Drawn] = asyncio.Queue(READY_FRAMES)
+        self._audio = np.zeros(0, dtype=np.int16)  # the current frame's audio still to play
+        self._audio_is_speech = False
+        self._task: asyncio.Task[None] | None = None
+        self.on_speech_started: Callable[[], None] | None = None  # first sound of an answer
+
+    # -- what to play --------------------------------------------------------------------
+    def say(self, speech: Speech) -> None:
+        """Queue a sentence: it plays after what is already queued."""
+        if not len(speech.pcm.samples):
+            return
+        with self._lock:
+            self._speeches.append(speech)
+        # Idle frames drawn ahead would delay the answer: the next tick is the answer's.
+        self._drop_ready(lambda drawn: not drawn.speech)
+
+    def use_avatar(self, avatar: AvatarFrames | None) -> None:
+        with self._lock:
+            if avatar is not self.avatar:
+                self.avatar = avatar
+                self.fps = avatar.fps if avatar else self.fps
+
+    def flush(self) -> None:
+        """Barge-in: drop every sentence queued, being drawn or drawn ahead."""
+        with self._lock:
+            self._speeches.clear()
+            self._drawing = None
+            self._generation += 1
+        self._drop_ready(lambda drawn: True)
+        self._audio = np.zeros(0, dtype=np.int16)
+        self._audio_is_speech = False
+
+    @property
+    def speaking(self) -> bool:
+        with self._lock:
+            queued = bool(self._speeches) or self._drawing is not None
+        return queued or self._audio_is_speech or any(d.speech for d in list(self._ready._queue))  # type: ignore[attr-defined]
+
+    def _drop_ready(self, which: Callable[[_Drawn], bool]) -> None:
+        keep = [d for d in list(self._ready._queue) if not which(d)]  # type: ignore[attr-defined]
+        while not self._ready.empty():
+            self._ready.get_nowait()
+        for drawn in keep:
+            self._ready.put_nowait(drawn)
+
+    # -- drawing (worker thread) ---------------------------------------------------------
+    def _still(self, k: int) -> np.ndarray:
+        if self.avatar is not None:
+            return self.avatar.frame(k)[0]
+        return np.full((BLANK_SIZE, BLANK_SIZE, 3), 24, dtype=np.uint8)
+
+    def _render(self, speech: Speech, start: int) -> Iterator[VideoFrame]:
+        speech = dataclasses.replace(speech, pcm=audio.resample(speech.pcm, AUDIO_RATE))
+        if self.avatar is not None and self.lipsync is not None:
+            yield from self.lipsync.render(self.avatar, speech, start)
+            return
+        still = self._still(start)
+        for n, piece in enumerate(audio_slices(speech.pcm, self.fps)):
+            yield VideoFrame(still, piece, start + n)
+
+    def _draw(self) -> _Drawn:
+        with self._lock:
+            generation = self._generation
+            if self._drawing is None and self._speeches:
+                self._drawing = self._render(self._speeches.popleft(), self._position)
+            drawing = self._drawing
+        if drawing is not None:
+            frame = next(drawing, None)
+            if frame is not None:
+                self._position = frame.index + 1
+                return _Drawn(frame, True, generation)
+            with self._lock:
+                if self._drawing is drawing:
+                    self._drawing = None
+            return self._draw()
+        k = self._position
+        self._position += 1
+        quiet = PCM.silence(1 / self.fps, AUDIO_RATE)
+        return _Drawn(VideoFrame(self._still(k), quiet, k), False, generation)
+
+    async def _run(self) -> None:
+        while True:
+            drawn = await asyncio.to_thread(self._draw)
+            if drawn.generation == self._generation:
+                await self._ready.put(drawn)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="playout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- the clock (the audio track) -----------------------------------------------------
+    def next_audio(self) -> np.ndarray:
+        """The next 20 ms, int16 at 48 kHz; taking a new frame's audio shows its picture."""
+        if len(self._audio) < AUDIO_SAMPLES:
+            try:
+                drawn = self._ready.get_nowait()
+            except asyncio.QueueEmpty:
+                drawn = None  # the renderer is behind: a moment of silence, the picture holds
+            if drawn is not None:
+                if drawn.speech and not self._audio_is_speech and self.on_speech_started:
+                    self.on_speech_started()
+                self.image = drawn.frame.image
+                self.frames_shown += 1
+                self.speech_frames_shown += drawn.speech
+                self._audio = np.concatenate([self._audio, drawn.frame.audio.to_int16()])
+                self._audio_is_speech = drawn.speech
+        piece, self._audio = self._audio[:AUDIO_SAMPLES], self._audio[AUDIO_SAMPLES:]
+        if len(piece) < AUDIO_SAMPLES:
+            piece = np.concatenate([piece, np.zeros(AUDIO_SAMPLES - len(piece), dtype=np.int16)])
+        if not len(self._audio):
+            self._audio_is_speech = self._audio_is_speech and not self._ready.empty()
+        return piece
+
+
+class _Paced:
+    """Frames on a wall clock, as a real-time source sends them."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.count = 0
+        self._start: float | None = None
+
+    async def tick(self) -> int:
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self.count += 1
+            wait = self._start + self.count * self.period - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return self.count
+
+
+def tutor_tracks(playout: Playout) -> tuple[object, object]:
+    """The tutor's voice and face as aiortc tracks (imported here: aiortc is heavy)."""
+    import av
+    from aiortc import MediaStreamTrack
+
+    class Voice(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._clock = _Paced(AUDIO_PTIME)
+
+        async def recv(self) -> av.AudioFrame:
+            n = await self._clock.tick()
+            samples = playout.next_audio()
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = AUDIO_RATE
+            frame.pts = n * AUDIO_SAMPLES
+            frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+            return frame
+
+    class Face(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._clock = _Paced(1 / playout.fps)
+
+        async def recv(self) -> av.VideoFrame:
+            n = await self._clock.tick()
+            frame = av.VideoFrame.from_ndarray(playout.image, format="rgb24")
+            frame.pts = int(n * VIDEO_CLOCK / playout.fps)
+            frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+            return frame
+
+    return Voice(), Face()
+
+
+class MicrophoneIn:
+    """Received audio frames (48 kHz Opus, usually stereo s16) as 16 kHz mono float32 for the
+    VAD and the recogniser. The low-pass filter keeps its state from frame to frame: filtering
+    each 20 ms alone would click at every boundary."""
+
+    def __init__(self) -> None:
+        from scipy.signal import firwin
+
+        self._taps = firwin(63, 7_600, fs=AUDIO_RATE).astype(np.float32)
+        self._state = np.zeros(len(self._taps) - 1, dtype=np.float32)
+        self._phase = 0
+
+    def __call__(self, frame: object) -> np.ndarray:
+        from scipy.signal import lfilter
+
+        samples = frame.to_ndarray()  # type: ignore[attr-defined]
+        channels = len(frame.layout.channels)  # type: ignore[attr-defined]
+        data = samples.reshape(-1, channels) if samples.shape[0] == 1 else samples.T
+        mono = data.astype(np.float32).mean(axis=1)
+        if np.issubdtype(samples.dtype, np.integer):
+            mono /= 32768.0
+        rate = frame.sample_rate  # type: ignore[attr-defined]
+        if rate != AUDIO_RATE:  # not what browsers send; correct, if less smooth
+            return audio.resample(PCM(mono, rate), ASR_RATE).samples
+        filtered, self._state = lfilter(self._taps, 1.0, mono, zi=self._state)
+        step = AUDIO_RATE // ASR_RATE
+        out = filtered[self._phase :: step]
+        self._phase = (self._phase - len(mono)) % step
+        return out.astype(np.float32)

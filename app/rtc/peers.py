@@ -1,0 +1,404 @@
+"""Live calls: one WebRTC peer per session, relay-only through TURN.
+
+The server's own peer gathers only a TURN relay candidate (`WEBRTC_TURN_SERVER_LOCAL`, with
+credentials of its own), and browsers are told the same policy, so every packet goes through
+the relay's few UDP ports. A peer hears the student's microphone (VAD turn-taking, barge-in),
+runs each turn through the conversation pipeline, and plays the answer on its tracks; the
+text of each turn goes to whoever opened the call (the WebSocket, or the Student tab).
+
+A call ends when its session ends, when the student hangs up, when it never connects within
+`WEBRTC_CONNECT_TIMEOUT_SECONDS`, or when its connection stays lost for
+`WEBRTC_DISCONNECT_GRACE_SECONDS`. Closing it releases its TURN allocation at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from app.conversation import ConversationService
+from app.errors import EngineUnavailable, InvalidInput, RelayUnavailable, TooBusy, TutorError
+from app.listening import LiveMicrophone
+from app.pipeline import AudioOut, Failure, Frame, Interrupted, SpeechIn, TurnStarted
+from app.rtc.media import MicrophoneIn, Playout, tutor_tracks
+from app.sessions import SessionInfo
+from app.settings import Settings
+from app.speech.vad import SpeechStarted
+from avatars.service import Avatars
+from turn import credentials
+from tutors.store import TutorStore
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Frame], Awaitable[None]]
+SERVER_CREDENTIAL_TTL = 86_400  # the server's own never leave it; a call outlives a browser's
+
+
+def turn_address(url: str) -> tuple[str, int]:
+    """`turn:host:port?transport=udp` → (host, port)."""
+    rest = url.split(":", 1)[1] if ":" in url else url
+    parsed = urlparse("//" + rest.split("?", 1)[0])
+    if not parsed.hostname:
+        raise EngineUnavailable(f"TURN server URL {url!r} names no host")
+    return parsed.hostname, parsed.port or 3478
+
+
+def browser_configuration(settings: Settings, who: str) -> dict[str, Any]:
+    """What a browser passes to `new RTCPeerConnection`: relay-only, short-lived credentials."""
+    if settings.turn_secret is None or not settings.webrtc_turn_server:
+        raise EngineUnavailable("WebRTC is not configured on this server (TURN_SECRET and WEBRTC_TURN_SERVER)")
+    issued = credentials.issue(settings.turn_secret.get_secret_value(), settings.turn_ttl_seconds, who[:64])
+    servers: list[dict[str, Any]] = [
+        {"urls": [settings.webrtc_turn_server], "username": issued.username, "credential": issued.credential}
+    ]
+    return {"iceServers": servers, "iceTransportPolicy": "relay", "expires_at": issued.expires_at}
+
+
+@dataclass(eq=False)
+class Peer:
+    id: str
+    session: SessionInfo
+    chat_id: str
+    pc: Any  # aiortc RTCPeerConnection
+    playout: Playout
+    sink: Sink
+    turns: asyncio.Queue[str | SpeechIn]
+    created: float = field(default_factory=time.monotonic)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    current: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    end_reason: str = ""
+    speech_heard: int = 0
+
+    def selected_pairs(self) -> list[tuple[str, str]]:
+        """(local, remote) candidate types of each nominated ICE pair: relay-only means
+        ("relay", "relay") and nothing else."""
+        pairs = []
+        seen = set()
+        for transceiver in self.pc.getTransceivers():
+            ice = transceiver.receiver.transport.transport
+            if id(ice) in seen:
+                continue
+            seen.add(id(ice))
+            for pair in ice._connection._nominated.values():
+                pairs.append((pair.local_candidate.type, pair.remote_candidate.type))
+        return pairs
+
+    def ask(self, question: str | SpeechIn) -> None:
+        try:
+            self.turns.put_nowait(question)
+        except asyncio.QueueFull:
+            raise TooBusy("questions are already waiting; wait for the answers before asking more") from None
+
+    async def barge_in(self) -> None:
+        """The student spoke: stop the answer, drop waiting questions and queued speech."""
+        while not self.turns.empty():
+            self.turns.get_nowait()
+        answering = self.current is not None and not self.current.done()
+        if answering:
+            self.current.cancel()  # type: ignore[union-attr]
+        if answering or self.playout.speaking:
+            self.playout.flush()
+            await self.sink(Interrupted())
+
+
+class Peers:
+    def __init__(
+        self,
+        settings: Settings,
+        conversation: ConversationService,
+        tutors: TutorStore,
+        avatars: Avatars,
+    ) -> None:
+        self._settings = settings
+        self._conversation = conversation
+        self._tutors = tutors
+        self._avatars = avatars
+        self._peers: dict[str, Peer] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def configured(self) -> bool:
+        s = self._settings
+        return s.turn_secret is not None and bool(s.webrtc_turn_server_local or s.webrtc_turn_server)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "configured": self.configured,
+            "ice_transport_policy": "relay",
+            "peers": len(self._peers),
+            "connected": sum(p.connected.is_set() for p in self._peers.values()),
+        }
+
+    def get(self, peer_id: str) -> Peer | None:
+        return self._peers.get(peer_id)
+
+    def of_session(self, session_id: str) -> list[Peer]:
+        return [p for p in self._peers.values() if p.session.id == session_id and not p.closed.is_set()]
+
+    def _local_turn(self) -> tuple[str, str, str]:
+        s = self._settings
+        if not self.configured:
+            raise EngineUnavailable(
+                "live calls need TURN: set TURN_SECRET and WEBRTC_TURN_SERVER (and WEBRTC_TURN_SERVER_LOCAL "
+                "if this server reaches it at another address)"
+            )
+        url = s.webrtc_turn_server_local or s.webrtc_turn_server
+        assert url is not None and s.turn_secret is not None
+        issued = credentials.issue(s.turn_secret.get_secret_value(), SERVER_CREDENTIAL_TTL, "server")
+        return url, issued.username, issued.credential
+
+    def _relay_problem(self, url: str) -> RelayUnavailable:
+        return RelayUnavailable(
+            f"the media relay (TURN server {url}) cannot be reached or refused this server's credentials; "
+            "live voice and video are unavailable, text and recorded questions still work"
+        )
+
+    async def probe_turn(self, timeout: float = 3.0) -> None:
+        """Allocate and release one relay: raises `RelayUnavailable` with the reason if the
+        TURN server is down or refuses TURN_SECRET's credentials."""
+        from aioice.turn import create_turn_endpoint
+
+        url, username, password = self._local_turn()
+        host, port = turn_address(url)
+        try:
+            transport, _ = await asyncio.wait_for(
+                create_turn_endpoint(asyncio.DatagramProtocol, (host, port), username, password, lifetime=60),
+                timeout,
+            )
+        except Exception as exc:
+            log.warning("TURN probe of %s failed: %s", url, type(exc).__name__)
+            raise self._relay_problem(url) from None
+        transport.close()
+
+    # -- opening a call ------------------------------------------------------------------
+    async def open(
+        self,
+        session: SessionInfo,
+        offer: object,
+        sink: Sink,
+        *,
+        chat_id: str = "",
+        peer_id: str | None = None,
+    ) -> tuple[Peer, dict[str, str]]:
+        """Answer a browser's offer; the answer's SDP carries the server's relay candidate."""
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+        from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+        if not isinstance(offer, dict) or not isinstance(offer.get("sdp"), str) or offer.get("type") != "offer":
+            raise InvalidInput('an offer is {"sdp": "<session description>", "type": "offer"}')
+        if not self._settings.enable_asr or not self._settings.enable_tts:
+            raise EngineUnavailable("live calls need speech in and out (ENABLE_ASR and ENABLE_TTS)")
+        url, username, password = self._local_turn()
+        for old in self.of_session(session.id):
+            await self.close(old, "replaced by a new call")
+        if len(self._peers) >= self._settings.max_sessions:
+            raise TooBusy(f"{self._settings.max_sessions} live calls are already open; try again later")
+
+        configuration = RTCConfiguration(
+            iceServers=[RTCIceServer(urls=[url], username=username, credential=password)],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+        )
+        pc = RTCPeerConnection(configuration=configuration)
+        tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
+        avatar = None
+        lipsync = None
+        if self._settings.enable_avatar:
+            avatar = await asyncio.to_thread(self._avatars.frames, tutor.avatar_id)
+            lipsync = self._conversation.engine("lipsync")
+        playout = Playout(lipsync, avatar)
+        peer = Peer(
+            peer_id or uuid.uuid4().hex,
+            session,
+            chat_id,
+            pc,
+            playout,
+            sink,
+            asyncio.Queue(self._settings.ws_max_pending_turns),
+        )
+        if peer.id in self._peers:
+            await pc.close()
+            raise InvalidInput(f"a call with id {peer.id!r} already exists")
+        self._peers[peer.id] = peer
+        try:
+            answer = await self._negotiate(peer, RTCSessionDescription(sdp=offer["sdp"], type="offer"), url)
+        except BaseException:
+            await self.close(peer, "negotiation failed")
+            raise
+        peer.tasks += [
+            asyncio.create_task(self._answer_turns(peer), name=f"rtc-turns-{peer.id}"),
+            asyncio.create_task(self._watch(peer), name=f"rtc-watch-{peer.id}"),
+        ]
+        playout.start()
+        log.info("call %s opened for session %s", peer.id, session.id)
+        return peer, answer
+
+    async def _negotiate(self, peer: Peer, offer: Any, url: str) -> dict[str, str]:
+        pc = peer.pc
+        voice, face = tutor_tracks(peer.playout)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            if track.kind == "audio":
+                peer.tasks.append(asyncio.create_task(self._listen(peer, track), name=f"rtc-mic-{peer.id}"))
+            else:  # a camera we did not ask for: read and drop, or aiortc queues it forever
+                peer.tasks.append(asyncio.create_task(_drain(track)))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState == "connected":
+                peer.connected.set()
+            elif pc.connectionState in ("failed", "closed"):
+                await self.close(peer, f"connection {pc.connectionState}")
+
+        @pc.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            pass  # the Student tab's component opens one; nothing travels on it
+
+        try:
+            await pc.setRemoteDescription(offer)
+        except Exception as exc:
+            raise InvalidInput(f"the offer is not a usable session description: {exc}") from None
+        kinds = {t.kind: t for t in pc.getTransceivers()}
+        if "audio" not in kinds:
+            raise InvalidInput("the offer has no audio: a call needs the microphone")
+        pc.addTrack(voice)
+        if "video" in kinds:
+            pc.addTrack(face)
+            # The student's camera is not needed: the answer asks the browser not to send it.
+            kinds["video"].direction = "sendonly"
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)  # gathers the relay candidate (≤ 5 s)
+        if " typ relay" not in pc.localDescription.sdp:
+            raise self._relay_problem(url)
+        return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
+
+    async def add_candidate(self, peer: Peer, candidate: object) -> None:
+        """A trickled ICE candidate from the browser (`RTCIceCandidate.toJSON()`)."""
+        from aiortc.sdp import candidate_from_sdp
+
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate", ""), str):
+            raise InvalidInput('a candidate is {"candidate": "candidate:…", "sdpMid": …, "sdpMLineIndex": …}')
+        line = candidate.get("candidate", "")
+        if not line:
+            return  # end of candidates
+        try:
+            parsed = candidate_from_sdp(line.removeprefix("candidate:"))
+        except (ValueError, IndexError) as exc:
+            raise InvalidInput(f"not an ICE candidate: {exc}") from None
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await peer.pc.addIceCandidate(parsed)
+
+    # -- a live call ---------------------------------------------------------------------
+    async def _listen(self, peer: Peer, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        convert = MicrophoneIn()
+        microphone = LiveMicrophone(self._conversation, peer.session, self._settings)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            try:
+                heard = await microphone.hear(convert(frame))
+                for item in heard:
+                    if isinstance(item, SpeechStarted):
+                        await peer.barge_in()
+                    else:
+                        peer.speech_heard += 1
+                        peer.ask(item)
+            except TutorError as exc:
+                await peer.sink(Failure(exc.code, exc.message))
+
+    async def _answer_turns(self, peer: Peer) -> None:
+        while True:
+            question = await peer.turns.get()
+            peer.current = asyncio.create_task(self._turn(peer, question))
+            await asyncio.wait({peer.current})  # a barge-in cancels the turn, not this loop
+
+    async def _turn(self, peer: Peer, question: str | SpeechIn) -> None:
+        try:
+            turn = self._conversation.answer(peer.session, peer.chat_id, question, speak=True, animate=False)
+            async for frame in turn:
+                if isinstance(frame, TurnStarted):
+                    peer.playout.use_avatar(frame.avatar)
+                elif isinstance(frame, AudioOut):
+                    peer.playout.say(frame.speech)
+                await peer.sink(frame)
+        except TutorError as exc:
+            await peer.sink(Failure(exc.code, exc.message))
+        except Exception:
+            log.exception("turn failed in call %s", peer.id)
+            await peer.sink(Failure("internal", "the answer failed; please ask again"))
+
+    async def _watch(self, peer: Peer) -> None:
+        """Stale calls end: one that never connects, or stays disconnected."""
+        s = self._settings
+        try:
+            await asyncio.wait_for(peer.connected.wait(), s.webrtc_connect_timeout_seconds)
+        except TimeoutError:
+            await self.close(peer, f"never connected within {s.webrtc_connect_timeout_seconds} s")
+            return
+        lost_since: float | None = None
+        while not peer.closed.is_set():
+            await asyncio.sleep(1)
+            if peer.pc.connectionState == "connected":
+                lost_since = None
+            elif lost_since is None:
+                lost_since = time.monotonic()
+            elif time.monotonic() - lost_since > s.webrtc_disconnect_grace_seconds:
+                await self.close(peer, "connection lost")
+                return
+
+    # -- ending --------------------------------------------------------------------------
+    async def close(self, peer: Peer, reason: str) -> None:
+        if peer.closed.is_set():
+            return
+        peer.closed.set()
+        peer.end_reason = reason
+        self._peers.pop(peer.id, None)
+        current = asyncio.current_task()
+        tasks = [t for t in (*peer.tasks, peer.current) if t is not None and t is not current]
+        for task in tasks:
+            task.cancel()
+        await peer.playout.stop()
+        with contextlib.suppress(Exception):
+            await peer.pc.close()  # also releases its TURN allocation (a zero-lifetime refresh)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("call %s closed: %s", peer.id, reason)
+
+    async def close_session(self, session_id: str, reason: str) -> None:
+        for peer in [p for p in self._peers.values() if p.session.id == session_id]:
+            await self.close(peer, reason)
+
+    def session_ended(self, info: SessionInfo) -> None:
+        """SessionManager listener; may be called from a worker thread."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        reason = f"session ended ({info.end_reason})"
+        asyncio.run_coroutine_threadsafe(self.close_session(info.id, reason), self._loop)
+
+    async def close_all(self) -> None:
+        for peer in list(self._peers.values()):
+            await self.close(peer, "server stopping")
+
+
+async def _drain(track: Any) -> None:
+    from aiortc.mediastreams import MediaStreamError
+
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()

@@ -1,0 +1,181 @@
+"""Live calls over WebRTC, relay-only through a real coturn on loopback: aiortc student peers
+negotiate over the contract WebSocket, speak Piper questions into their microphone track, and
+receive the tutor's voice and video back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import websockets
+
+from tests.calls import Call, loopback_coturn, piper_question
+from tests.conftest import new_session, new_tutor, ws_url
+from tests.live import LiveServer
+from tests.speech import say
+from turn.coturn import CoturnConfig
+
+SECRET = "calls-test-secret"
+
+
+@pytest.fixture(scope="module")
+def coturn() -> Iterator[CoturnConfig]:
+    with loopback_coturn(SECRET) as turn:
+        yield turn.config
+
+
+def turn_url(coturn: CoturnConfig) -> str:
+    return f"turn:127.0.0.1:{coturn.listening_port}"
+
+
+@pytest.fixture
+def calling(start_server: Any, coturn: CoturnConfig, scripted_engine: Any) -> Any:
+    def start(**overrides: Any) -> LiveServer:
+        values = {
+            "enable_asr": True,
+            "enable_tts": True,
+            "tts_engine": "piper",
+            "turn_secret": SECRET,
+            "webrtc_turn_server": turn_url(coturn),
+            "asr_language": "en",
+            **overrides,
+        }
+        return start_server(**values)
+
+    return start
+
+
+async def next_of(ws: Any, kind: str, timeout: float = 30) -> dict[str, Any]:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        if message["type"] == kind:
+            return message
+        assert message["type"] != "error", message
+
+
+async def offer_over(ws: Any, offer: dict[str, str]) -> dict[str, str]:
+    await ws.send(json.dumps({"type": "webrtc_offer", "content": offer}))
+    return (await next_of(ws, "webrtc_answer"))["content"]
+
+
+def config_of(server: LiveServer) -> dict[str, Any]:
+    with server.client() as api:
+        return api.get("/v1/webrtc/config").json()
+
+
+async def test_a_spoken_question_is_answered_aloud_and_on_video_over_relays_only(calling: Any) -> None:
+    server = calling()
+    with server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+    call = Call(config_of(server))
+    async with websockets.connect(ws_url(session)) as ws:
+        setup = await call.open(lambda offer: offer_over(ws, offer))
+        try:
+            assert setup < 10
+            call.say(say("What is the capital of France?", 48_000))
+            heard = await next_of(ws, "transcription")
+            assert "capital" in heard["content"].lower() and "france" in heard["content"].lower()
+            text = await next_of(ws, "text")
+            assert text["content"] == f"[Ada|0] {heard['content']}"  # the scripted tutor repeats it
+            deadline = time.monotonic() + 20
+            while call.loud_after(call.speech_ended) is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            first_voice = call.loud_after(call.speech_ended)
+            assert first_voice is not None, "no voice came back on the call"
+            await asyncio.sleep(1.0)
+            assert call.video_after(first_voice) is not None
+            assert len(call.video) > 25  # 25 fps, idle loop or speaking, from the start
+            # Every nominated ICE pair, on both sides, is relay to relay.
+            (peer,) = server.services.calls.of_session(session["session_id"])
+            assert set(call.pairs()) == {("relay", "relay")}
+            assert set(peer.selected_pairs()) == {("relay", "relay")}
+            # The WebSocket carried the text; the voice went on the call, not as `audio` messages.
+        finally:
+            await call.close()
+
+
+async def test_ending_the_session_closes_its_call(calling: Any) -> None:
+    server = calling()
+    with server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+        call = Call(config_of(server))
+        async with websockets.connect(ws_url(session)) as ws:
+            await call.open(lambda offer: offer_over(ws, offer))
+            (peer,) = server.services.calls.of_session(session["session_id"])
+            assert api.delete(f"/v1/sessions/{session['session_id']}").status_code in (200, 204)
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert "session ended" in peer.end_reason
+            deadline = time.monotonic() + 10
+            while call.pc.connectionState not in ("closed", "failed") and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        await call.close()
+    assert server.services.calls.summary()["peers"] == 0
+
+
+async def test_bad_offers_and_candidates_get_clear_errors(calling: Any) -> None:
+    server = calling()
+    with server.client() as api:
+        session = new_session(api, new_tutor(api)["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        for content, expected in [
+            ("v=0 nonsense", "session description"),
+            ({"type": "answer", "sdp": "x"}, '"type": "offer"'),
+            (42, '"type": "offer"'),
+        ]:
+            await ws.send(json.dumps({"type": "webrtc_offer", "content": content}))
+            error = await next_of_error(ws)
+            assert expected in error["content"], error
+        await ws.send(json.dumps({"type": "webrtc_ice_candidate", "content": {"candidate": "candidate:1 1 udp"}}))
+        error = await next_of_error(ws)
+        assert "webrtc_offer" in error["content"]
+        await ws.send(json.dumps({"type": "text", "content": "still there?"}))
+        assert (await next_of(ws, "text"))["content"] == "[Ada|0] still there?"
+    assert server.services.calls.summary()["peers"] == 0
+
+
+async def next_of_error(ws: Any) -> dict[str, Any]:
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+        if message["type"] == "error":
+            return message
+
+
+async def test_a_turn_server_that_is_down_or_refuses_gives_a_clear_message(calling: Any, coturn: CoturnConfig) -> None:
+    from tests.live import free_port
+
+    for overrides in (
+        {"webrtc_turn_server_local": f"turn:127.0.0.1:{free_port()}"},  # nothing listens there
+        {"turn_secret": "not-the-turn-secret"},  # coturn answers 401
+    ):
+        server = calling(**overrides)
+        with server.client() as api:
+            session = new_session(api, new_tutor(api)["id"])
+        call = Call(config_of(server) if "turn_secret" not in overrides else _good_config(coturn))
+        async with websockets.connect(ws_url(session)) as ws:
+            started = time.monotonic()
+            with pytest.raises(AssertionError) as refused:
+                await call.open(lambda offer: offer_over(ws, offer))
+            assert time.monotonic() - started < 10
+            assert "turn_unavailable" in str(refused.value) and "media relay" in str(refused.value)
+        await call.close()
+        with pytest.raises(Exception, match="media relay"):
+            await server.services.calls.probe_turn()
+        assert server.services.calls.summary()["peers"] == 0
+
+
+def _good_config(coturn: CoturnConfig) -> dict[str, Any]:
+    from turn import credentials
+
+    issued = credentials.issue(SECRET, 300, "student")
+    server = {"urls": [f"turn:127.0.0.1:{coturn.listening_port}"], "username": issued.username}
+    return {"iceServers": [{**server, "credential": issued.credential}], "iceTransportPolicy": "relay"}
+
+
+def test_loud_threshold_tells_voice_from_silence() -> None:
+    voice = piper_question("Hello there.").samples
+    assert np.sqrt(np.mean(voice**2)) > 0.02
