@@ -24,8 +24,22 @@ import gradio as gr
 import numpy as np
 
 from app.errors import TutorError, Unauthorized
-from app.pipeline import AnswerText, AudioOut, NoticeFrame, SpeechIn, TextDelta, Transcription, TurnStarted, VideoOut
+from app.pipeline import (
+    AnswerText,
+    AudioOut,
+    Failure,
+    Frame,
+    Interrupted,
+    NoticeFrame,
+    SpeechIn,
+    TextDelta,
+    Transcription,
+    TurnStarted,
+    VideoOut,
+)
+from app.rtc.component import CallDesk, live_call
 from app.server import Services
+from app.sessions import SessionInfo
 from app.speech.audio import PCM, for_recognition, wav_bytes
 from avatars.service import VIDEO_SUFFIXES
 from kb.service import describe_source
@@ -34,6 +48,7 @@ from tutors.store import Tutor
 
 LANGUAGE_CHOICES = [("English", "en"), ("中文 (Chinese)", "zh")]
 UI_CHAT_ID = "ui"
+THINKING = {"role": "assistant", "content": "…"}  # a recording sent, its transcript not back yet
 Chat = list[dict[str, str]]
 Recording = tuple[int, np.ndarray]  # what a microphone component gives: (rate, samples)
 
@@ -112,6 +127,28 @@ def build_ui(services: Services) -> gr.Blocks:
             return ""
         return "\n\n**Sources:** " + " · ".join(f"[{s['n']}] {describe_source(s)}" for s in sources)
 
+    def show(frame: Frame, history: Chat) -> bool:
+        """One frame of a turn, typed, recorded or live on a call, shown in the chat; False if
+        it shows nothing."""
+        if isinstance(frame, Transcription):
+            heard = frame.text or "(nothing was heard)"
+            if history and history[-1] == THINKING:
+                history.pop()
+            history += [{"role": "user", "content": f"🎤 {heard}"}, {"role": "assistant", "content": ""}]
+        elif isinstance(frame, NoticeFrame):
+            history.insert(-1, {"role": "assistant", "content": f"ⓘ {frame.text}"})
+        elif isinstance(frame, Failure):
+            history.append({"role": "assistant", "content": f"⚠ {frame.text}"})
+        elif isinstance(frame, Interrupted):
+            history.append({"role": "assistant", "content": "ⓘ (interrupted)"})
+        elif isinstance(frame, TextDelta):
+            history[-1]["content"] += frame.text
+        elif isinstance(frame, AnswerText):
+            history[-1]["content"] = frame.text + cited(frame.sources)
+        else:
+            return False
+        return True
+
     # -- student --------------------------------------------------------------------------
     def idle_loop(tutor: Tutor | None) -> Any:
         """The tutor's avatar, silent, looping: shown while it listens."""
@@ -144,9 +181,14 @@ def build_ui(services: Services) -> gr.Blocks:
 
     async def on_load(saved: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
         query = dict(request.query_params) if request else {}
-        return (*await asyncio.to_thread(restore, saved, query), engine_status())
+        picker, *rest = await asyncio.to_thread(restore, saved, query)
+        desk.grant(request.session_hash, picker.get("value"), rest[1])
+        return (picker, *rest, engine_status())
 
-    async def pick_tutor(tutor_id: int | None, saved: dict[str, Any]) -> tuple[Chat, dict[str, Any], str, Any]:
+    async def pick_tutor(
+        tutor_id: int | None, saved: dict[str, Any], request: gr.Request
+    ) -> tuple[Chat, dict[str, Any], str, Any]:
+        desk.grant(request.session_hash, tutor_id, saved if saved and saved.get("tutor_id") == tutor_id else {})
         if not tutor_id:
             return [], saved, "", idle_loop(None)
         tutor = await asyncio.to_thread(tutors.get, int(tutor_id))
@@ -166,20 +208,48 @@ def build_ui(services: Services) -> gr.Blocks:
         info, token = await asyncio.to_thread(sessions.create, tutor_id, None, None)
         return {"session_id": info.id, "token": token, "tutor_id": tutor_id}
 
+    async def call_session(tutor_id: int, saved: dict[str, Any]) -> tuple[dict[str, Any], SessionInfo]:
+        state = await live_session(tutor_id, saved)
+        return state, await asyncio.to_thread(sessions.require_active, state["session_id"])
+
+    desk = CallDesk(services.calls, services.settings, call_session)
+
+    async def page_closed(request: gr.Request) -> None:
+        await desk.forget(request.session_hash)
+
+    async def follow_call(webrtc_id: str | None, history: Chat) -> AsyncIterator[tuple[Chat, dict[str, Any]]]:
+        """The live call's words in the chat, from its start (connected) to its end."""
+        feed = desk.feeds.get(webrtc_id or "")
+        if feed is None:
+            return
+        history = list(history)
+        yield history, feed.state
+        try:
+            while (frame := await feed.frames.get()) is not None:
+                if show(frame, history):
+                    yield history, feed.state
+        finally:
+            desk.feeds.pop(webrtc_id or "", None)
+
     async def converse(
-        question: str | SpeechIn, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+        question: str | SpeechIn,
+        tutor_id: int | None,
+        saved: dict[str, Any],
+        history: Chat,
+        speak: bool,
+        page: str | None,
     ) -> AsyncIterator[tuple[Chat, dict[str, Any], bytes | None, str | None]]:
         """One turn, typed or spoken: (chat, session, the next sentence as WAV, or as a
         lip-synced MP4 file when the tutor has an avatar: its sound is in the video)."""
         if not tutor_id:
             raise gr.Error("Pick a tutor first.")
         try:
-            state = await live_session(int(tutor_id), saved)
-            session = await asyncio.to_thread(sessions.require_active, state["session_id"])
+            state, session = await call_session(int(tutor_id), saved)
+            desk.grant(page, int(tutor_id), state)
             history = list(history)
             if isinstance(question, str):
                 history.append({"role": "user", "content": question})
-            history.append({"role": "assistant", "content": "" if isinstance(question, str) else "…"})
+            history.append({"role": "assistant", "content": ""} if isinstance(question, str) else dict(THINKING))
             yield history, state, None, None
             animated = False
             async for frame in services.conversation.answer(session, UI_CHAT_ID, question, speak=speak):
@@ -187,20 +257,11 @@ def build_ui(services: Services) -> gr.Blocks:
                 if isinstance(frame, TurnStarted):
                     animated = frame.avatar is not None
                     continue
-                if isinstance(frame, Transcription):
-                    heard = frame.text or "(nothing was heard)"
-                    history[-1:] = [{"role": "user", "content": f"🎤 {heard}"}, {"role": "assistant", "content": ""}]
-                elif isinstance(frame, NoticeFrame):
-                    history.insert(-1, {"role": "assistant", "content": f"ⓘ {frame.text}"})
-                elif isinstance(frame, TextDelta):
-                    history[-1]["content"] += frame.text
-                elif isinstance(frame, AnswerText):
-                    history[-1]["content"] = frame.text + cited(frame.sources)
-                elif isinstance(frame, AudioOut) and len(frame.speech.pcm.samples) and not animated:
+                if isinstance(frame, AudioOut) and len(frame.speech.pcm.samples) and not animated:
                     voice = wav_bytes(frame.speech.pcm)
                 elif isinstance(frame, VideoOut):
                     video = await asyncio.to_thread(media.keep, frame.mp4)
-                else:
+                elif not show(frame, history):
                     continue
                 yield history, state, voice, video
             if history and history[-1] == {"role": "assistant", "content": ""}:
@@ -211,21 +272,28 @@ def build_ui(services: Services) -> gr.Blocks:
             raise gr.Error(exc.message) from None
 
     async def ask(
-        text: str, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+        text: str, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool, request: gr.Request
     ) -> AsyncIterator[tuple[Any, ...]]:
         if not text or not text.strip():
             return
-        async for chat_now, state, voice, video in converse(text, tutor_id, saved, history, speak):
+        page = request.session_hash
+        async for chat_now, state, voice, video in converse(text, tutor_id, saved, history, speak, page):
             yield "", chat_now, state, voice, video
 
     async def ask_aloud(
-        recording: Recording | None, tutor_id: int | None, saved: dict[str, Any], history: Chat, speak: bool
+        recording: Recording | None,
+        tutor_id: int | None,
+        saved: dict[str, Any],
+        history: Chat,
+        speak: bool,
+        request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         if recording is None:
             return
         rate, samples = recording
         pcm = await asyncio.to_thread(from_microphone, rate, samples, services.settings.asr_max_seconds)
-        async for chat_now, state, voice, video in converse(SpeechIn(pcm), tutor_id, saved, history, speak):
+        question, page = SpeechIn(pcm), request.session_hash
+        async for chat_now, state, voice, video in converse(question, tutor_id, saved, history, speak, page):
             yield None, chat_now, state, voice, video
 
     # -- teacher --------------------------------------------------------------------------
@@ -540,6 +608,16 @@ def build_ui(services: Services) -> gr.Blocks:
                     voice_out = gr.Audio(
                         label="Tutor's voice", streaming=True, autoplay=True, interactive=False, elem_id="voice"
                     )
+            calls_on = settings.enable_asr and settings.enable_tts and services.calls.configured
+            with gr.Row(visible=calls_on):
+                # Live: talk, and see and hear the tutor answer (WebRTC, relayed through TURN).
+                call = live_call(
+                    desk,
+                    label="Live call",
+                    elem_id="live-call",
+                    full_screen=False,
+                    button_labels={"start": "Start call", "stop": "Hang up", "waiting": "Connecting…"},
+                )
             # Gradio runs one event of a kind at a time unless told otherwise: students must not
             # wait for each other's answers (the engines pace themselves).
             busy = {"concurrency_limit": settings.max_sessions}
@@ -554,6 +632,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 ask_aloud, [mic, tutor_pick, saved, chat, speak], [mic, chat, saved, voice_out, talk_view], **busy
             )
             tutor_pick.input(pick_tutor, [tutor_pick, saved], [chat, saved, header, idle_view])
+            call.tick(follow_call, [call, chat], [chat, saved], **busy)
 
         with gr.Tab("Teacher", elem_id="teacher-tab"):
             teacher = gr.State(None)
@@ -675,4 +754,5 @@ def build_ui(services: Services) -> gr.Blocks:
             kb_query.submit(try_question, [teacher, kb_pick, kb_query], [kb_results])
 
         blocks.load(on_load, [saved], [tutor_pick, chat, saved, header, idle_view, status])
+        blocks.unload(page_closed)
     return blocks

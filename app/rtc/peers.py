@@ -77,6 +77,8 @@ class Peer:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     end_reason: str = ""
     speech_heard: int = 0
+    early_candidates: list[Any] | None = field(default_factory=list)  # None once the offer is applied
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def selected_pairs(self) -> list[tuple[str, str]]:
         """(local, remote) candidate types of each nominated ICE pair: relay-only means
@@ -123,6 +125,8 @@ class Peers:
         self._tutors = tutors
         self._avatars = avatars
         self._peers: dict[str, Peer] = {}
+        # Browsers trickle candidates while their offer is still on its way or being answered.
+        self._orphans: dict[str, list[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -231,6 +235,7 @@ class Peers:
             await pc.close()
             raise InvalidInput(f"a call with id {peer.id!r} already exists")
         self._peers[peer.id] = peer
+        peer.early_candidates = self._orphans.pop(peer.id, [])
         try:
             answer = await self._negotiate(peer, RTCSessionDescription(sdp=offer["sdp"], type="offer"), url)
         except BaseException:
@@ -270,6 +275,9 @@ class Peers:
             await pc.setRemoteDescription(offer)
         except Exception as exc:
             raise InvalidInput(f"the offer is not a usable session description: {exc}") from None
+        early, peer.early_candidates = peer.early_candidates or [], None
+        for candidate in early:
+            await pc.addIceCandidate(candidate)
         kinds = {t.kind: t for t in pc.getTransceivers()}
         if "audio" not in kinds:
             raise InvalidInput("the offer has no audio: a call needs the microphone")
@@ -284,8 +292,9 @@ class Peers:
             raise self._relay_problem(url)
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type}
 
-    async def add_candidate(self, peer: Peer, candidate: object) -> None:
-        """A trickled ICE candidate from the browser (`RTCIceCandidate.toJSON()`)."""
+    async def add_candidate(self, peer: Peer | str, candidate: object) -> None:
+        """A trickled ICE candidate from the browser (`RTCIceCandidate.toJSON()`), for a call
+        or for the id of a call whose offer has not been answered yet."""
         from aiortc.sdp import candidate_from_sdp
 
         if not isinstance(candidate, dict) or not isinstance(candidate.get("candidate", ""), str):
@@ -299,7 +308,19 @@ class Peers:
             raise InvalidInput(f"not an ICE candidate: {exc}") from None
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
-        await peer.pc.addIceCandidate(parsed)
+        if isinstance(peer, str):
+            if (known := self._peers.get(peer)) is None:
+                waiting = self._orphans.setdefault(peer, [])
+                if len(self._orphans) > self._settings.max_sessions * 4 or len(waiting) >= 16:
+                    self._orphans.pop(peer, None)
+                    raise InvalidInput("too many candidates for a call that was never offered")
+                waiting.append(parsed)
+                return
+            peer = known
+        if peer.early_candidates is not None:
+            peer.early_candidates.append(parsed)
+        else:
+            await peer.pc.addIceCandidate(parsed)
 
     # -- a live call ---------------------------------------------------------------------
     async def _listen(self, peer: Peer, track: Any) -> None:
@@ -370,6 +391,8 @@ class Peers:
         peer.closed.set()
         peer.end_reason = reason
         self._peers.pop(peer.id, None)
+        for callback in peer.on_close:
+            callback()
         current = asyncio.current_task()
         tasks = [t for t in (*peer.tasks, peer.current) if t is not None and t is not current]
         for task in tasks:

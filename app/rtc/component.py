@@ -1,0 +1,180 @@
+"""The Student tab's live call: FastRTC's WebRTC component (start/stop button, microphone,
+the tutor's video and voice) wired to this server's own relay-only peers.
+
+FastRTC's pitfalls are avoided, not patched:
+- the component carries no `rtc_configuration` or `server_rtc_configuration`, so nothing with
+  TURN credentials lands in Gradio's public `/config`; the browser asks `turn()` for fresh,
+  short-lived ones at each start;
+- the server's peer is ours (`app.rtc.peers`), built with an aiortc `RTCConfiguration` whose
+  policy is relay, instead of FastRTC's, which drops a dict's policy;
+- `turn()` and `offer()` arrive through Gradio's unauthenticated `component_server` route, so
+  both answer only a page whose Gradio session was granted a tutor by this app's own events
+  (page load, tutor pick), and every call counts against MAX_SESSIONS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+from fastrtc import WebRTC
+from gradio.components.base import server
+
+from app.errors import TooBusy, TutorError
+from app.pipeline import Frame
+from app.rtc.peers import Peers, browser_configuration
+from app.sessions import SessionInfo
+from app.settings import Settings
+
+PROBE_CACHE_SECONDS = 10.0
+
+
+@dataclass
+class Grant:
+    """What a page may call: its tutor, and its session once it has one."""
+
+    tutor_id: int
+    session: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Feed:
+    """A call's text, for the Student tab's chat."""
+
+    state: dict[str, Any]
+    frames: asyncio.Queue[Frame | None] = field(default_factory=asyncio.Queue)
+
+
+class CallDesk:
+    """Grants by Gradio session, and the calls the Student tab opened."""
+
+    def __init__(
+        self,
+        peers: Peers,
+        settings: Settings,
+        open_session: Callable[[int, dict[str, Any]], Awaitable[tuple[dict[str, Any], SessionInfo]]],
+    ) -> None:
+        self.peers = peers
+        self.settings = settings
+        self._open_session = open_session  # (tutor, the page's saved state) → its live session
+        self.grants: dict[str, Grant] = {}
+        self.feeds: dict[str, Feed] = {}
+        self.calls: dict[str, str] = {}  # Gradio session → its call's id
+        self._probed: tuple[float, TutorError | None] = (0.0, None)
+
+    def grant(self, session_hash: str | None, tutor_id: int | None, state: dict[str, Any] | None) -> None:
+        if not session_hash:
+            return
+        if tutor_id is None:
+            self.grants.pop(session_hash, None)
+            return
+        self.grants[session_hash] = Grant(int(tutor_id), dict(state or {}))
+
+    async def forget(self, session_hash: str | None) -> None:
+        """The page closed: its grant goes, and so does its call."""
+        self.grants.pop(session_hash or "", None)
+        peer = self.peers.get(self.calls.pop(session_hash or "", ""))
+        if peer is not None:
+            await self.peers.close(peer, "the page was closed")
+
+    async def relay_problem(self) -> TutorError | None:
+        checked, problem = self._probed
+        if time.monotonic() - checked > PROBE_CACHE_SECONDS:
+            try:
+                await self.peers.probe_turn()
+                problem = None
+            except TutorError as exc:
+                problem = exc
+            self._probed = (time.monotonic(), problem)
+        return problem
+
+    async def ice_servers(self, session_hash: str) -> dict[str, Any]:
+        if session_hash not in self.grants:
+            return {"error": "Pick a tutor first, then start the call."}
+        try:
+            if (problem := await self.relay_problem()) is not None:
+                return {"error": problem.message}
+            config = browser_configuration(self.settings, f"ui-{session_hash[:12]}")
+        except TutorError as exc:
+            return {"error": exc.message}
+        config.pop("expires_at")
+        return config
+
+    async def offer(self, session_hash: str, body: dict[str, Any]) -> dict[str, Any]:
+        webrtc_id = str(body.get("webrtc_id") or "")
+        grant = self.grants.get(session_hash)
+        if grant is None or not webrtc_id:
+            return _failed("not_allowed", "Pick a tutor first, then start the call.")
+        try:
+            if body.get("type") == "ice-candidate":
+                await self.peers.add_candidate(webrtc_id, body.get("candidate"))
+                return {"status": "success"}
+            state, session = await self._open_session(grant.tutor_id, grant.session)
+            grant.session = state
+            feed = Feed(state)
+
+            async def sink(frame: Frame) -> None:
+                feed.frames.put_nowait(frame)
+
+            peer, answer = await self.peers.open(
+                session, {"sdp": body.get("sdp"), "type": body.get("type")}, sink, chat_id="ui", peer_id=webrtc_id
+            )
+            peer.on_close.append(lambda: feed.frames.put_nowait(None))
+            self.feeds[webrtc_id] = feed
+            self.calls[session_hash] = webrtc_id
+            return answer
+        except TooBusy as exc:
+            return _failed("concurrency_limit_reached", exc.message)
+        except TutorError as exc:
+            return _failed(exc.code, exc.message)
+
+
+def _failed(code: str, message: str) -> dict[str, Any]:
+    return {"status": "failed", "meta": {"error": code, "message": message}}
+
+
+async def _session_hash(request: Any) -> str:
+    """`component_server` hands server functions the raw request; its JSON body (already read
+    and cached by Starlette) names the Gradio session."""
+    try:
+        body = await request.json()
+    except Exception:
+        return ""
+    return str(body.get("session_hash") or "") if isinstance(body, dict) else ""
+
+
+def live_call(desk: CallDesk, **kwargs: Any) -> WebRTC:
+    """FastRTC's component, audio and video both ways, its two server functions answered by
+    `desk`. They are set on the instance: a subclass would make Gradio write a `.pyi` stub next
+    to this module at import, and serve the browser code from here instead of from FastRTC."""
+    component = WebRTC(
+        modality="audio-video",
+        mode="send-receive",
+        rtc_configuration=None,
+        server_rtc_configuration=None,
+        # FastRTC's frontend asks for a camera in this mode; the answer is sendonly, so the
+        # browser never sends it: ask for the least of it.
+        track_constraints={
+            "video": {"width": {"ideal": 160}, "height": {"ideal": 120}, "frameRate": {"ideal": 5}},
+            "audio": {"echoCancellation": True, "noiseSuppression": True, "autoGainControl": True},
+        },
+        **kwargs,
+    )
+
+    @server
+    async def turn(_: Any, request: gr.Request) -> dict[str, Any]:
+        return await desk.ice_servers(await _session_hash(request))
+
+    @server
+    async def offer(body: Any, request: gr.Request) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            return _failed("invalid_input", "an offer is a JSON object")
+        return await desk.offer(await _session_hash(request), body)
+
+    component.turn = turn  # type: ignore[method-assign]
+    component.offer = offer  # type: ignore[method-assign]
+    return component
