@@ -126,11 +126,15 @@ class Call:
     async def open(self, send_offer: Callable[[dict[str, str]], Awaitable[dict[str, str]]]) -> float:
         """Offer, answer, and wait for media: returns the seconds from offer to first frames."""
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-        from aiortc.rtcconfiguration import RTCIceTransportPolicy
+        from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
 
         servers = [RTCIceServer(**s) for s in self.config["iceServers"]]
         policy = RTCIceTransportPolicy.RELAY if self.config.get("iceTransportPolicy") == "relay" else None
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
+        # One transport for audio and video, as browsers do: one relay allocation, not two.
+        config = RTCConfiguration(
+            iceServers=servers, iceTransportPolicy=policy, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        )
+        self.pc = RTCPeerConnection(config)
         self.pc.addTrack(microphone_track(self))
         self.pc.addTransceiver("video", direction="recvonly")
         media = asyncio.get_running_loop().create_future()

@@ -5,9 +5,11 @@ receive the tutor's voice and video back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -179,3 +181,83 @@ def _good_config(coturn: CoturnConfig) -> dict[str, Any]:
 def test_loud_threshold_tells_voice_from_silence() -> None:
     voice = piper_question("Hello there.").samples
     assert np.sqrt(np.mean(voice**2)) > 0.02
+
+
+async def _one_call(server: LiveServer, api: Any, tutor_id: int) -> float:
+    """A session with a call that connects and carries media, then ends (the session deleted)."""
+    session = new_session(api, tutor_id)
+    call = Call(config_of(server))
+    try:
+        async with websockets.connect(ws_url(session)) as ws:
+            setup = await call.open(lambda offer: offer_over(ws, offer))
+            await asyncio.sleep(0.6)  # a (very) short session: the tutor's idle video flows
+            assert len(call.video) >= 5
+            assert api.delete(f"/v1/sessions/{session['session_id']}").status_code in (200, 204)
+    finally:
+        await call.close()
+    return setup
+
+
+async def test_two_hundred_sequential_calls_fit_through_a_five_port_relay(calling: Any, coturn: CoturnConfig) -> None:
+    """Each call holds two relay ports (the student's and the server's); ended calls must give
+    them back, or a 5-port range runs dry after two calls ("no available ports", 508)."""
+    server = calling(max_sessions=2)
+    with server.client() as api:
+        tutor_id = new_tutor(api)["id"]
+        setups = [await _one_call(server, api, tutor_id) for _ in range(200)]
+    assert server.services.calls.summary()["peers"] == 0
+    assert max(setups) < 10
+    # Afterwards the whole range is free again: five allocations at once succeed.
+    await asyncio.sleep(1.5)
+    await _hold_range(coturn, 5)
+
+
+async def _hold_range(coturn: CoturnConfig, count: int) -> None:
+    from aioice.turn import create_turn_endpoint
+
+    from turn import credentials
+
+    held = []
+    try:
+        for n in range(count):
+            issued = credentials.issue(SECRET, 60, f"check{n}")
+            server = ("127.0.0.1", coturn.listening_port)
+            held.append(
+                (await create_turn_endpoint(asyncio.DatagramProtocol, server, issued.username, issued.credential))[0]
+            )
+    finally:
+        for transport in held:
+            transport.close()
+
+
+async def test_concurrent_calls_up_to_the_limit_all_connect(start_server: Any) -> None:
+    with loopback_coturn(SECRET, ports=12) as turn:
+        server = start_server(
+            enable_asr=True,
+            enable_tts=True,
+            tts_engine="piper",
+            turn_secret=SECRET,
+            webrtc_turn_server=turn_url(turn.config),
+            max_sessions=4,
+        )
+        with server.client() as api:
+            tutor_id = new_tutor(api)["id"]
+            sessions = [new_session(api, tutor_id, student_id=n) for n in range(4)]
+        calls = [Call(config_of(server)) for _ in sessions]
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = [await stack.enter_async_context(websockets.connect(ws_url(s))) for s in sessions]
+            try:
+                await asyncio.gather(*(c.open(partial(offer_over, ws)) for c, ws in zip(calls, sockets, strict=True)))
+                assert server.services.calls.summary()["connected"] == 4
+                before = [len(c.video) for c in calls]
+                await asyncio.sleep(1.0)
+                assert all(len(c.video) - n >= 15 for c, n in zip(calls, before, strict=True))  # all flowing
+                # A new offer for a session replaces its call: still four, the old one closed.
+                (old,) = server.services.calls.of_session(sessions[0]["session_id"])
+                again = Call(config_of(server))
+                calls.append(again)
+                await again.open(partial(offer_over, sockets[0]))
+                assert old.closed.is_set() and server.services.calls.summary()["peers"] == 4
+            finally:
+                for call in calls:
+                    await call.close()

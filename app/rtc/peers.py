@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Frame], Awaitable[None]]
 SERVER_CREDENTIAL_TTL = 86_400  # the server's own never leave it; a call outlives a browser's
+RELAY_ATTEMPTS = 3
+RELAY_RETRY_SECONDS = 1.0
 
 
 def turn_address(url: str) -> tuple[str, int]:
@@ -77,7 +79,8 @@ class Peer:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     end_reason: str = ""
     speech_heard: int = 0
-    early_candidates: list[Any] | None = field(default_factory=list)  # None once the offer is applied
+    candidates: list[Any] = field(default_factory=list)  # the browser's, as trickled
+    offer_applied: bool = False
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def selected_pairs(self) -> list[tuple[str, str]]:
@@ -214,38 +217,42 @@ class Peers:
             iceServers=[RTCIceServer(urls=[url], username=username, credential=password)],
             iceTransportPolicy=RTCIceTransportPolicy.RELAY,
         )
-        pc = RTCPeerConnection(configuration=configuration)
         tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
         avatar = None
         lipsync = None
         if self._settings.enable_avatar:
             avatar = await asyncio.to_thread(self._avatars.frames, tutor.avatar_id)
             lipsync = self._conversation.engine("lipsync")
-        playout = Playout(lipsync, avatar)
-        peer = Peer(
-            peer_id or uuid.uuid4().hex,
-            session,
-            chat_id,
-            pc,
-            playout,
-            sink,
-            asyncio.Queue(self._settings.ws_max_pending_turns),
-        )
-        if peer.id in self._peers:
-            await pc.close()
-            raise InvalidInput(f"a call with id {peer.id!r} already exists")
-        self._peers[peer.id] = peer
-        peer.early_candidates = self._orphans.pop(peer.id, [])
-        try:
-            answer = await self._negotiate(peer, RTCSessionDescription(sdp=offer["sdp"], type="offer"), url)
-        except BaseException:
-            await self.close(peer, "negotiation failed")
-            raise
+        peer_id = peer_id or uuid.uuid4().hex
+        if peer_id in self._peers:
+            raise InvalidInput(f"a call with id {peer_id!r} already exists")
+        early = self._orphans.pop(peer_id, [])
+        for attempt in range(RELAY_ATTEMPTS):
+            queue: asyncio.Queue[str | SpeechIn] = asyncio.Queue(self._settings.ws_max_pending_turns)
+            pc = RTCPeerConnection(configuration=configuration)
+            peer = Peer(peer_id, session, chat_id, pc, Playout(lipsync, avatar), sink, queue)
+            peer.candidates = early + self._orphans.pop(peer_id, [])
+            self._peers[peer.id] = peer
+            started = time.monotonic()
+            try:
+                answer = await self._negotiate(peer, RTCSessionDescription(sdp=offer["sdp"], type="offer"), url)
+                break
+            except RelayUnavailable:
+                await self.close(peer, "no relay")
+                early = peer.candidates
+                # A refusal, not a timeout: a small relay range frees a port about a second
+                # after the call before released it.
+                if attempt + 1 == RELAY_ATTEMPTS or time.monotonic() - started > RELAY_RETRY_SECONDS:
+                    raise
+                await asyncio.sleep(RELAY_RETRY_SECONDS)
+            except BaseException:
+                await self.close(peer, "negotiation failed")
+                raise
         peer.tasks += [
             asyncio.create_task(self._answer_turns(peer), name=f"rtc-turns-{peer.id}"),
             asyncio.create_task(self._watch(peer), name=f"rtc-watch-{peer.id}"),
         ]
-        playout.start()
+        peer.playout.start()
         log.info("call %s opened for session %s", peer.id, session.id)
         return peer, answer
 
@@ -275,8 +282,8 @@ class Peers:
             await pc.setRemoteDescription(offer)
         except Exception as exc:
             raise InvalidInput(f"the offer is not a usable session description: {exc}") from None
-        early, peer.early_candidates = peer.early_candidates or [], None
-        for candidate in early:
+        peer.offer_applied = True
+        for candidate in peer.candidates:
             await pc.addIceCandidate(candidate)
         kinds = {t.kind: t for t in pc.getTransceivers()}
         if "audio" not in kinds:
@@ -317,9 +324,8 @@ class Peers:
                 waiting.append(parsed)
                 return
             peer = known
-        if peer.early_candidates is not None:
-            peer.early_candidates.append(parsed)
-        else:
+        peer.candidates.append(parsed)
+        if peer.offer_applied:
             await peer.pc.addIceCandidate(parsed)
 
     # -- a live call ---------------------------------------------------------------------
