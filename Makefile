@@ -48,3 +48,4 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_asr
 	$(BIN)/python -m bench.bench_voice
 	$(BIN)/python -m bench.bench_avatar
+	$(BIN)/python -m bench.bench_webrtc

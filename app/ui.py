@@ -224,12 +224,9 @@ def build_ui(services: Services) -> gr.Blocks:
             return
         history = list(history)
         yield history, feed.state
-        try:
-            while (frame := await feed.frames.get()) is not None:
-                if show(frame, history):
-                    yield history, feed.state
-        finally:
-            desk.feeds.pop(webrtc_id or "", None)
+        while (frame := await feed.frames.get()) is not None:
+            if show(frame, history):
+                yield history, feed.state
 
     async def converse(
         question: str | SpeechIn,

@@ -7,10 +7,13 @@ order and a flood is refused with an error instead of piling up. Bad input gets 
 message; the socket and the session stay usable.
 
 Spoken questions arrive as `audio`: a whole recording, or (**new**, `"stream": true`) a live
-microphone stream cut into turns by the VAD. Speech from the student while the tutor is still
-answering or talking is a barge-in: the answer is cancelled (model, queued sentences, audio),
-waiting questions are dropped, and the client gets `{"type": "interrupted"}` so it can stop
-playing what it has buffered.
+microphone stream cut into turns by the VAD. A session can also open a live call
+(`webrtc_offer`, `webrtc_ice_candidate`, see `app.rtc.peers`): its microphone is heard on the
+call, and while the call lasts the session's answers are spoken on it, their text coming here.
+
+Speech from the student while the tutor is still answering or talking is a barge-in: the
+answer is cancelled (model, queued sentences, audio), waiting questions are dropped, and the
+client gets `{"type": "interrupted"}` so it can stop playing what it has buffered.
 """
 
 from __future__ import annotations
@@ -171,8 +174,9 @@ class Connection:
             await self.call(worker, chat_id, message)
         elif message.type == "webrtc_ice_candidate":
             await self.calls.add_candidate(self.current_call(session, message), message.content)
-        elif message.type == "text_webrtc" and (calls := self.calls.of_session(session.id)):
-            calls[-1].ask(self.conversation.check_text(message.content))  # answered aloud on the call
+        elif calls := self.calls.of_session(session.id):
+            # A session on a call hears its answers there: the call carries voice and video.
+            calls[-1].ask(self.conversation.check_text(message.content))
         else:
             self.enqueue(worker, Turn(chat_id, self.conversation.check_text(message.content)))
         await self.touch(session.id)

@@ -96,9 +96,26 @@ async def test_a_spoken_question_is_answered_aloud_and_on_video_over_relays_only
             (peer,) = server.services.calls.of_session(session["session_id"])
             assert set(call.pairs()) == {("relay", "relay")}
             assert set(peer.selected_pairs()) == {("relay", "relay")}
-            # The WebSocket carried the text; the voice went on the call, not as `audio` messages.
+            # A typed question on a session with a call is answered aloud on the call: its text
+            # comes on the socket, its voice on the call, and no `audio` message.
+            await _until_quiet(call)
+            asked = time.monotonic()
+            await ws.send(json.dumps({"type": "text", "content": "And the capital of Spain?"}))
+            kinds = []
+            while not kinds or kinds[-1] != "text":
+                kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 20))["type"])
+            assert "audio" not in kinds and "video" not in kinds, kinds
+            deadline = time.monotonic() + 20
+            while call.loud_after(asked) is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert call.loud_after(asked) is not None
         finally:
             await call.close()
+
+
+async def _until_quiet(call: Call, quiet: float = 1.0) -> None:
+    while not call.loud or time.monotonic() - call.loud[-1] < quiet:
+        await asyncio.sleep(0.1)
 
 
 async def test_ending_the_session_closes_its_call(calling: Any) -> None:

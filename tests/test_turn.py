@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -15,46 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import free_port
+from tests.calls import loopback_coturn
 from turn import credentials
-from turn.coturn import Coturn, CoturnConfig
+from turn.coturn import CoturnConfig
 
 SECRET = "a-shared-turn-secret"
 
 
-def _free_udp_range(size: int) -> int:
-    """A run of `size` free UDP ports (coturn's relay range)."""
-    for base in range(50_000, 60_000, size):
-        sockets = []
-        try:
-            for port in range(base, base + size):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free UDP range")
-
-
 @pytest.fixture(scope="module")
 def coturn() -> Iterator[CoturnConfig]:
-    low = _free_udp_range(5)
-    config = CoturnConfig(
-        secret=SECRET,
-        listening_port=free_port(),
-        listening_ip="127.0.0.1",
-        relay_ip="127.0.0.1",
-        min_port=low,
-        max_port=low + 4,
-        max_allocate_lifetime=60,
-        loopback_for_tests=True,
-    )
-    with Coturn(config):
-        yield config
+    with loopback_coturn(SECRET) as turn:
+        yield turn.config
 
 
 class _Client(asyncio.DatagramProtocol):

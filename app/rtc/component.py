@@ -31,6 +31,7 @@ from app.sessions import SessionInfo
 from app.settings import Settings
 
 PROBE_CACHE_SECONDS = 10.0
+MAX_GRANTS = 10_000
 
 
 @dataclass
@@ -69,9 +70,11 @@ class CallDesk:
     def grant(self, session_hash: str | None, tutor_id: int | None, state: dict[str, Any] | None) -> None:
         if not session_hash:
             return
+        self.grants.pop(session_hash, None)
         if tutor_id is None:
-            self.grants.pop(session_hash, None)
             return
+        if len(self.grants) >= MAX_GRANTS:  # pages that closed without a word: oldest first
+            del self.grants[next(iter(self.grants))]
         self.grants[session_hash] = Grant(int(tutor_id), dict(state or {}))
 
     async def forget(self, session_hash: str | None) -> None:
@@ -123,14 +126,21 @@ class CallDesk:
             peer, answer = await self.peers.open(
                 session, {"sdp": body.get("sdp"), "type": body.get("type")}, sink, chat_id="ui", peer_id=webrtc_id
             )
-            peer.on_close.append(lambda: feed.frames.put_nowait(None))
             self.feeds[webrtc_id] = feed
             self.calls[session_hash] = webrtc_id
+            peer.on_close.append(lambda: self._ended(session_hash, webrtc_id))
             return answer
         except TooBusy as exc:
             return _failed("concurrency_limit_reached", exc.message)
         except TutorError as exc:
             return _failed(exc.code, exc.message)
+
+    def _ended(self, session_hash: str, webrtc_id: str) -> None:
+        feed = self.feeds.pop(webrtc_id, None)  # its reader, if any, holds it and drains it
+        if feed is not None:
+            feed.frames.put_nowait(None)
+        if self.calls.get(session_hash) == webrtc_id:
+            del self.calls[session_hash]
 
 
 def _failed(code: str, message: str) -> dict[str, Any]:

@@ -52,16 +52,17 @@ class Playout:
         self.image = self._still(0)
         self.frames_shown = 0
         self.speech_frames_shown = 0
+        self.underruns = 0  # 40 ms ticks where speech was due but not drawn in time
         self._lock = threading.Lock()  # the queue of speech is shared with the drawing thread
         self._speeches: deque[Speech] = deque()
         self._drawing: Iterator[VideoFrame] | None = None
         self._position = 0  # the next loop position of the avatar
         self._generation = 0
-        self._ready: asyncio.Queue[_Drawn] = asyncio.Queue(READY_FRAMES)
+        self._ready: deque[_Drawn] = deque()  # drawn ahead of the clock, at most READY_FRAMES
+        self._room = asyncio.Event()  # set when the clock took a frame: draw the next
         self._audio = np.zeros(0, dtype=np.int16)  # the current frame's audio still to play
         self._audio_is_speech = False
         self._task: asyncio.Task[None] | None = None
-        self.on_speech_started: Callable[[], None] | None = None  # first sound of an answer
 
     # -- what to play --------------------------------------------------------------------
     def say(self, speech: Speech) -> None:
@@ -93,14 +94,11 @@ class Playout:
     def speaking(self) -> bool:
         with self._lock:
             queued = bool(self._speeches) or self._drawing is not None
-        return queued or self._audio_is_speech or any(d.speech for d in list(self._ready._queue))  # type: ignore[attr-defined]
+        return queued or self._audio_is_speech or any(d.speech for d in self._ready)
 
     def _drop_ready(self, which: Callable[[_Drawn], bool]) -> None:
-        keep = [d for d in list(self._ready._queue) if not which(d)]  # type: ignore[attr-defined]
-        while not self._ready.empty():
-            self._ready.get_nowait()
-        for drawn in keep:
-            self._ready.put_nowait(drawn)
+        self._ready = deque(d for d in self._ready if not which(d))
+        self._room.set()
 
     # -- drawing (worker thread) ---------------------------------------------------------
     def _still(self, k: int) -> np.ndarray:
@@ -139,9 +137,12 @@ class Playout:
 
     async def _run(self) -> None:
         while True:
+            while len(self._ready) >= READY_FRAMES:
+                self._room.clear()
+                await self._room.wait()
             drawn = await asyncio.to_thread(self._draw)
             if drawn.generation == self._generation:
-                await self._ready.put(drawn)
+                self._ready.append(drawn)
 
     def start(self) -> None:
         if self._task is None:
@@ -157,13 +158,12 @@ class Playout:
     def next_audio(self) -> np.ndarray:
         """The next 20 ms, int16 at 48 kHz; taking a new frame's audio shows its picture."""
         if len(self._audio) < AUDIO_SAMPLES:
-            try:
-                drawn = self._ready.get_nowait()
-            except asyncio.QueueEmpty:
-                drawn = None  # the renderer is behind: a moment of silence, the picture holds
-            if drawn is not None:
-                if drawn.speech and not self._audio_is_speech and self.on_speech_started:
-                    self.on_speech_started()
+            drawn = self._ready.popleft() if self._ready else None
+            self._room.set()
+            if drawn is None:  # the renderer is behind: a moment of silence, the picture holds
+                with self._lock:
+                    self.underruns += bool(self._speeches) or self._drawing is not None
+            else:
                 self.image = drawn.frame.image
                 self.frames_shown += 1
                 self.speech_frames_shown += drawn.speech
@@ -173,7 +173,7 @@ class Playout:
         if len(piece) < AUDIO_SAMPLES:
             piece = np.concatenate([piece, np.zeros(AUDIO_SAMPLES - len(piece), dtype=np.int16)])
         if not len(self._audio):
-            self._audio_is_speech = self._audio_is_speech and not self._ready.empty()
+            self._audio_is_speech = self._audio_is_speech and bool(self._ready)
         return piece
 
 

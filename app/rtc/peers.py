@@ -146,6 +146,9 @@ class Peers:
             "ice_transport_policy": "relay",
             "peers": len(self._peers),
             "connected": sum(p.connected.is_set() for p in self._peers.values()),
+            # Speech frames the renderer drew too late, over the open calls: the CPU is short.
+            "underruns": sum(p.playout.underruns for p in self._peers.values()),
+            "frames": sum(p.playout.frames_shown for p in self._peers.values()),
         }
 
     def get(self, peer_id: str) -> Peer | None:
