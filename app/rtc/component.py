@@ -114,6 +114,8 @@ class CallDesk:
             return _failed("not_allowed", "Pick a tutor first, then start the call.")
         try:
             if body.get("type") == "ice-candidate":
+                if self.calls.get(session_hash) != webrtc_id and self.peers.get(webrtc_id) is not None:
+                    return _failed("not_allowed", "that call belongs to another page")
                 await self.peers.add_candidate(webrtc_id, body.get("candidate"))
                 return {"status": "success"}
             state, session = await self._open_session(grant.tutor_id, grant.session)
@@ -123,11 +125,11 @@ class CallDesk:
             async def sink(frame: Frame) -> None:
                 feed.frames.put_nowait(frame)
 
+            self.calls[session_hash] = webrtc_id  # its candidates may come while it is answered
             peer, answer = await self.peers.open(
                 session, {"sdp": body.get("sdp"), "type": body.get("type")}, sink, chat_id="ui", peer_id=webrtc_id
             )
             self.feeds[webrtc_id] = feed
-            self.calls[session_hash] = webrtc_id
             peer.on_close.append(lambda: self._ended(session_hash, webrtc_id))
             return answer
         except TooBusy as exc:
