@@ -121,8 +121,7 @@ async def _sweep_idle(services: Services) -> None:
 def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        services.live.bind_loop(asyncio.get_running_loop())
-        services.calls.bind_loop(asyncio.get_running_loop())
+        services.sessions.bind_loop(asyncio.get_running_loop())
         for doc_id in await asyncio.to_thread(services.kbs.unfinished):
             services.kbs.schedule(doc_id)  # a restart interrupted these
         for avatar_id in await asyncio.to_thread(services.avatars.unfinished):

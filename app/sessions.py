@@ -2,12 +2,13 @@
 
 The database is the durable record (a session survives a restart); the live ones are also
 indexed in memory, because the server is one process and every request and message asks
-about them. Whoever holds live resources (sockets now, WebRTC peers later) subscribes to
-`on_end` and is told when a session ends, whatever ended it: a DELETE or idle expiry.
+about them. Whoever holds live resources (sockets, WebRTC calls) subscribes to `on_end` and is told, on
+the event loop, when a session ends, whatever ended it: a DELETE or idle expiry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -15,7 +16,7 @@ import hmac
 import secrets
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -66,7 +67,9 @@ def _info(row: object) -> SessionInfo:
     return SessionInfo(**{name: getattr(row, name) for name in _INFO_FIELDS})
 
 
-EndListener = Callable[[SessionInfo], None]
+# Told on the server's event loop, whichever thread ended the session (a sync route runs in
+# a worker thread, the idle sweep in another).
+EndListener = Callable[[SessionInfo], Awaitable[None]]
 
 
 class SessionManager:
@@ -86,6 +89,7 @@ class SessionManager:
         # must be one step or two racing requests both take the last slot.
         self._lock = threading.Lock()
         self._listeners: list[EndListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Activity is written at most this often per session: a chatty student costs no write
         # per message, and a restart loses at most this much of the idle clock.
         self._write_interval = min(dt.timedelta(seconds=5), self.timeout / 10)
@@ -102,6 +106,10 @@ class SessionManager:
 
     def on_end(self, listener: EndListener) -> None:
         self._listeners.append(listener)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Where the listeners run; without a running server there is nobody to tell."""
+        self._loop = loop
 
     # -- create and read -----------------------------------------------------------------
     def create(self, tutor_id: int, student_id: int | None, kb_id: str | None) -> tuple[SessionInfo, str]:
@@ -223,6 +231,7 @@ class SessionManager:
                 .where(_COLUMNS.id == session_id)
                 .values(status=status, end_reason=reason, ended_at=now, last_activity_at=live.last_activity)
             )
-        for listener in self._listeners:
-            listener(info)
+        if self._loop is not None and not self._loop.is_closed():
+            for listener in self._listeners:
+                asyncio.run_coroutine_threadsafe(listener(info), self._loop)
         return info

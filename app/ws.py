@@ -405,15 +405,11 @@ class Connection:
 
 
 class LiveConnections:
-    """Open sockets by session, so ending a session (from any thread) reaches its sockets."""
+    """Open sockets by session, so ending a session reaches its sockets."""
 
     def __init__(self) -> None:
         self._by_session: dict[str, set[Connection]] = {}
         self._by_user: dict[int, set[Connection]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
 
     def add(self, conn: Connection, session_id: str | None) -> None:
         if session_id:
@@ -431,13 +427,8 @@ class LiveConnections:
     def count(self) -> int:
         return len({c for conns in (*self._by_session.values(), *self._by_user.values()) for c in conns})
 
-    def session_ended(self, info: SessionInfo) -> None:
-        """SessionManager listener; may be called from a worker thread."""
-        if self._loop is None or self._loop.is_closed():
-            return
-        asyncio.run_coroutine_threadsafe(self._notify(info), self._loop)
-
-    async def _notify(self, info: SessionInfo) -> None:
+    async def session_ended(self, info: SessionInfo) -> None:
+        """SessionManager listener: tells the session's sockets."""
         targets = set(self._by_session.get(info.id, ()))
         if info.student_id is not None:
             targets |= self._by_user.get(info.student_id, set())

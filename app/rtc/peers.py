@@ -72,13 +72,11 @@ class Peer:
     playout: Playout
     sink: Sink
     turns: asyncio.Queue[str | SpeechIn]
-    created: float = field(default_factory=time.monotonic)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     current: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     end_reason: str = ""
-    speech_heard: int = 0
     candidates: list[Any] = field(default_factory=list)  # the browser's, as trickled
     offer_applied: bool = False
     on_close: list[Callable[[], None]] = field(default_factory=list)
@@ -130,10 +128,6 @@ class Peers:
         self._peers: dict[str, Peer] = {}
         # Browsers trickle candidates while their offer is still on its way or being answered.
         self._orphans: dict[str, list[Any]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
 
     @property
     def configured(self) -> bool:
@@ -348,7 +342,6 @@ class Peers:
                     if isinstance(item, SpeechStarted):
                         await peer.barge_in()
                     else:
-                        peer.speech_heard += 1
                         peer.ask(item)
             except TutorError as exc:
                 await peer.sink(Failure(exc.code, exc.message))
@@ -412,16 +405,10 @@ class Peers:
         await asyncio.gather(*tasks, return_exceptions=True)
         log.info("call %s closed: %s", peer.id, reason)
 
-    async def close_session(self, session_id: str, reason: str) -> None:
-        for peer in [p for p in self._peers.values() if p.session.id == session_id]:
-            await self.close(peer, reason)
-
-    def session_ended(self, info: SessionInfo) -> None:
-        """SessionManager listener; may be called from a worker thread."""
-        if self._loop is None or self._loop.is_closed():
-            return
-        reason = f"session ended ({info.end_reason})"
-        asyncio.run_coroutine_threadsafe(self.close_session(info.id, reason), self._loop)
+    async def session_ended(self, info: SessionInfo) -> None:
+        """SessionManager listener: the session's call ends with it."""
+        for peer in self.of_session(info.id):
+            await self.close(peer, f"session ended ({info.end_reason})")
 
     async def close_all(self) -> None:
         for peer in list(self._peers.values()):
