@@ -4,7 +4,6 @@ its microphone track and records what comes back, with arrival times."""
 from __future__ import annotations
 
 import asyncio
-import fractions
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from app.rtc.media import Paced, audio_frame
 from app.speech.audio import PCM, resample
 from tests.live import free_port
 from turn.coturn import Coturn, CoturnConfig
@@ -60,31 +60,17 @@ def loopback_coturn(secret: str, ports: int = 5) -> Coturn:
 
 def microphone_track(call: Call) -> Any:
     from aiortc import MediaStreamTrack
-    from av import AudioFrame
 
     class Microphone(MediaStreamTrack):
         kind = "audio"
 
         def __init__(self) -> None:
             super().__init__()
-            self.count = 0
-            self.start: float | None = None
+            self.clock = Paced(PTIME)
 
-        async def recv(self) -> AudioFrame:
-            if self.start is None:
-                self.start = time.monotonic()
-            else:
-                self.count += 1
-                wait = self.start + self.count * PTIME - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            piece = call.next_spoken()
-            pcm16 = (piece * 32767).astype(np.int16).reshape(1, -1)
-            frame = AudioFrame.from_ndarray(pcm16, format="s16", layout="mono")
-            frame.sample_rate = RATE
-            frame.pts = self.count * SAMPLES
-            frame.time_base = fractions.Fraction(1, RATE)
-            return frame
+        async def recv(self) -> object:
+            n = await self.clock.tick()
+            return audio_frame(PCM(call.next_spoken(), RATE).to_int16(), n)
 
     return Microphone()
 

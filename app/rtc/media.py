@@ -177,7 +177,7 @@ class Playout:
         return piece
 
 
-class _Paced:
+class Paced:
     """Frames on a wall clock, as a real-time source sends them."""
 
     def __init__(self, period: float) -> None:
@@ -196,6 +196,17 @@ class _Paced:
         return self.count
 
 
+def audio_frame(samples: np.ndarray, n: int) -> object:
+    """The n-th 20 ms of a 48 kHz mono voice (int16) as an aiortc audio frame."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    frame.pts = n * AUDIO_SAMPLES
+    frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+    return frame
+
+
 def tutor_tracks(playout: Playout) -> tuple[object, object]:
     """The tutor's voice and face as aiortc tracks (imported here: aiortc is heavy)."""
     import av
@@ -206,23 +217,17 @@ def tutor_tracks(playout: Playout) -> tuple[object, object]:
 
         def __init__(self) -> None:
             super().__init__()
-            self._clock = _Paced(AUDIO_PTIME)
+            self._clock = Paced(AUDIO_PTIME)
 
-        async def recv(self) -> av.AudioFrame:
-            n = await self._clock.tick()
-            samples = playout.next_audio()
-            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-            frame.sample_rate = AUDIO_RATE
-            frame.pts = n * AUDIO_SAMPLES
-            frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-            return frame
+        async def recv(self) -> object:
+            return audio_frame(playout.next_audio(), await self._clock.tick())
 
     class Face(MediaStreamTrack):
         kind = "video"
 
         def __init__(self) -> None:
             super().__init__()
-            self._clock = _Paced(1 / playout.fps)
+            self._clock = Paced(1 / playout.fps)
 
         async def recv(self) -> av.VideoFrame:
             n = await self._clock.tick()
