@@ -23,10 +23,15 @@ LOUD = 0.02  # RMS above this is the tutor's voice, not silence or Opus noise
 
 
 def free_udp_range(size: int) -> int:
-    """A run of `size` free UDP ports (coturn's relay range)."""
+    """A run of `size` free UDP ports (coturn's relay range), below the kernel's ephemeral
+    range: there, any socket bound to port 0 (an ICE host candidate, a browser) can take one of
+    a 5-port range's ports while the test runs, and the range runs dry."""
     import socket
+    from pathlib import Path
 
-    for base in range(50_000, 60_000, size):
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32_768
+    for base in range(max(1_024, low - 12_000), low - size, size):
         sockets = []
         try:
             for port in range(base, base + size):
