@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -52,6 +54,15 @@ async def test_transcripts_and_usage(api: httpx.Client) -> None:
             for q in questions:
                 await ws.send(json.dumps({"type": "text", "content": q, "session_id": 5}))
                 await collect_answer(ws)
+
+    # An answer is stored just after the student has it: wait for the last write to land.
+    def answers_stored() -> int:
+        said = [api.get(f"/v1/sessions/{s['session_id']}/messages").json() for s in (first, second)]
+        return sum(m["role"] == "assistant" for messages in said for m in messages)
+
+    deadline = time.monotonic() + 10
+    while answers_stored() < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     sessions = api.get(f"/v1/tutors/{tutor['id']}/sessions").json()
     assert {s["session_id"]: s["turns"] for s in sessions} == {first["session_id"]: 2, second["session_id"]: 1}
     transcript = api.get(f"/v1/sessions/{first['session_id']}/messages").json()
