@@ -16,9 +16,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import uvicorn  # noqa: E402
 
-from app import logs  # noqa: E402
-from app.server import build_services, create_app  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.core import logs  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
+from app.server import create_app  # noqa: E402
+from app.services import build_services  # noqa: E402
 
 log = logging.getLogger("virtual_tutor")
 

@@ -1,1 +1,3 @@
-"""Virtual Tutor's web side: API routes, WebSocket, UI, sessions and the real-time pipeline."""
+"""Virtual Tutor's application: `core` is the floor, `speech` and `conversation` are domain
+packages (with `tutors`, `kb`, `avatars` and `turn` beside `app`), and the rest is the web layer:
+REST routes, the WebSocket, live calls, the UI and the composition (see the README's Layout)."""

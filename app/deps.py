@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import Unauthorized
-from app.server import Services
-from app.sessions import SessionManager
+from app.conversation.sessions import SessionManager
+from app.core.errors import Unauthorized
+from app.services import Services
 from avatars.service import Avatars
 from kb.service import KnowledgeBases
 from tutors.accounts import TeacherStore

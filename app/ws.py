@@ -2,9 +2,10 @@
 
 A connection is either one session's (`<session_id>`) or one student's (`user_<id>`), carrying
 any of that student's live sessions, each message naming its `engine_session_id`. Every
-engine session on a socket has its own turn queue and worker, so turns of one chat stay in
-order and a flood is refused with an error instead of piling up. Bad input gets an `error`
-message; the socket and the session stay usable.
+engine session on a socket has its own turn runner, so turns of one chat stay in order and a
+flood is refused with an error instead of piling up. The socket is the runner's final sink:
+`WIRE` turns each frame into the contract's message. Bad input gets an `error` message; the
+socket and the session stay usable.
 
 Spoken questions arrive as `audio`: a whole recording, or (**new**, `"stream": true`) a live
 microphone stream cut into turns by the VAD. A session can also open a live call
@@ -24,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +33,7 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.conversation import ConversationService
-from app.errors import EngineUnavailable, InvalidInput, NotFound, SessionEnded, TooBusy, TutorError, Unauthorized
-from app.listening import LiveMicrophone
-from app.pipeline import (
+from app.conversation.frames import (
     AnswerText,
     AudioOut,
     Failure,
@@ -46,11 +45,15 @@ from app.pipeline import (
     Transcription,
     VideoOut,
 )
+from app.conversation.listening import LiveMicrophone
+from app.conversation.runner import TurnRunner
+from app.conversation.service import Answer, ConversationService
+from app.conversation.sessions import SessionInfo, SessionManager
+from app.core.errors import InvalidInput, NotFound, SessionEnded, TutorError, Unauthorized
+from app.core.settings import Settings
 from app.rtc.peers import Peer, Peers
-from app.sessions import SessionInfo, SessionManager
-from app.settings import Settings
 from app.speech import audio
-from app.speech.vad import VAD, SpeechStarted, speech_seconds
+from app.speech.vad import SpeechStarted, speech_seconds
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -88,32 +91,58 @@ class Turn:
     question: str | SpeechIn
 
 
-@dataclass
-class Worker:
+def _audio(frame: AudioOut) -> dict[str, Any]:
+    speech = frame.speech
+    return {
+        "type": "audio",
+        "content": base64.b64encode(audio.wav_bytes(speech.pcm)).decode(),
+        "format": "wav",
+        "sample_rate": speech.pcm.sample_rate,
+        "seq": frame.seq,
+        "final": frame.final,
+        "text": speech.text,
+        "engine": speech.engine,
+        "role": "assistant",
+    }
+
+
+def _video(frame: VideoOut) -> dict[str, Any]:
+    return {
+        "type": "video",
+        "content": base64.b64encode(frame.mp4).decode(),
+        "format": "mp4",
+        "seq": frame.seq,
+        "final": frame.final,
+        "frames": frame.frames,
+        "fps": frame.fps,
+        "role": "assistant",
+    }
+
+
+# Each frame as the contract's message; the frames a client never sees are not here.
+WIRE: dict[type[Frame], Callable[[Any], dict[str, Any]]] = {
+    Transcription: lambda f: {"type": "transcription", "content": f.text, "role": "user"},
+    TextDelta: lambda f: {"type": "text_delta", "content": f.text, "role": "assistant"},
+    AnswerText: lambda f: {"type": "text", "content": f.text, "role": "assistant", "final": True, "sources": f.sources},
+    AudioOut: _audio,
+    VideoOut: _video,
+    NoticeFrame: lambda f: {"type": "notice", "code": f.code, "content": f.text},
+    Interrupted: lambda f: {"type": "interrupted"},
+    Failure: lambda f: {"type": "error", "code": f.code, "content": f.text},
+}
+
+
+@dataclass(eq=False)
+class Line:
+    """One engine session on a socket: its turns, and its live microphone when it streams one."""
+
     session: SessionInfo
-    queue: asyncio.Queue[Turn]
-    task: asyncio.Task[None] | None = None
-    current: asyncio.Task[None] | None = None  # the turn being answered
-    microphone: LiveMicrophone | None = None  # for a streamed microphone
+    runner: TurnRunner[Turn] = field(init=False)
+    microphone: LiveMicrophone | None = None
     speaking_until: float = 0.0  # monotonic time when the client finishes playing our audio
 
-    def interrupt(self) -> bool:
-        """Barge-in: stop the answer and drop waiting questions. True if the tutor was
-        answering or its audio still playing."""
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        busy = self.current is not None and not self.current.done()
-        if busy:
-            self.current.cancel()
-        talking = busy or time.monotonic() < self.speaking_until
-        self.speaking_until = 0.0
-        return talking
-
-    def stop(self) -> list[asyncio.Task[None]]:
-        tasks = [t for t in (self.task, self.current) if t is not None]
-        for task in tasks:
-            task.cancel()
-        return tasks
+    def still_playing(self) -> bool:
+        return time.monotonic() < self.speaking_until
 
 
 @dataclass(eq=False)  # identity, not value: connections live in sets
@@ -125,7 +154,7 @@ class Connection:
     conversation: ConversationService
     settings: Settings
     calls: Peers
-    workers: dict[str, Worker] = field(default_factory=dict)
+    lines: dict[str, Line] = field(default_factory=dict)
     opened_calls: list[str] = field(default_factory=list)  # closed with the socket
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
@@ -142,6 +171,10 @@ class Connection:
 
     async def send_error(self, error: TutorError, **extra: Any) -> None:
         await self.send({"type": "error", "content": error.message, "code": error.code, **extra})
+
+    async def send_frame(self, frame: Frame, tags: dict[str, Any]) -> None:
+        if (translate := WIRE.get(type(frame))) is not None:
+            await self.send({**translate(frame), **tags})
 
     # -- input ---------------------------------------------------------------------------
     async def handle_raw(self, raw: str) -> None:
@@ -167,51 +200,68 @@ class Connection:
         if message.tutor_id is not None and message.tutor_id != session.tutor_id:
             raise InvalidInput(f"tutor_id {message.tutor_id} does not match this session's tutor {session.tutor_id}")
         chat_id = "" if message.session_id is None else str(message.session_id)
-        worker = self.worker(session)
+        line = self.line(session)
         if message.type == "audio":
-            await self.hear(worker, chat_id, message)
+            await self.hear(line, chat_id, message)
         elif message.type == "webrtc_offer":
-            await self.call(worker, chat_id, message)
+            await self.call(line, chat_id, message)
         elif message.type == "webrtc_ice_candidate":
             await self.calls.add_candidate(self.current_call(session, message), message.content)
         elif calls := self.calls.of_session(session.id):
             # A session on a call hears its answers there: the call carries voice and video.
-            calls[-1].ask(self.conversation.check_text(message.content))
+            calls[-1].runner.ask(self.conversation.check_text(message.content))
         else:
-            self.enqueue(worker, Turn(chat_id, self.conversation.check_text(message.content)))
+            line.runner.ask(Turn(chat_id, self.conversation.check_text(message.content)))
         await self.touch(session.id)
 
-    def worker(self, session: SessionInfo) -> Worker:
-        worker = self.workers.get(session.id)
-        if worker is None:
-            worker = Worker(session, asyncio.Queue(maxsize=self.settings.ws_max_pending_turns))
-            worker.task = asyncio.create_task(self.run_worker(worker))
-            self.workers[session.id] = worker
-        return worker
+    def line(self, session: SessionInfo) -> Line:
+        line = self.lines.get(session.id)
+        if line is None:
+            line = Line(session)
+            speak = self.conversation.engines.tts is not None
 
-    def enqueue(self, worker: Worker, turn: Turn) -> None:
-        try:
-            worker.queue.put_nowait(turn)
-        except asyncio.QueueFull:
-            raise TooBusy(
-                f"{self.settings.ws_max_pending_turns} questions are already waiting; "
-                "wait for the answers before sending more"
-            ) from None
+            def answer(turn: Turn) -> Answer:
+                return self.conversation.answer(session, turn.chat_id, turn.question, speak=speak)
+
+            async def sink(frame: Frame, turn: Turn | None) -> None:
+                await self.deliver(line, frame, turn.chat_id if turn else "")
+
+            line.runner = TurnRunner(
+                answer,
+                sink,
+                max_pending=self.settings.ws_max_pending_turns,
+                speaking=line.still_playing,
+                name=f"ws-{session.id}",
+            )
+            self.lines[session.id] = line
+        return line
+
+    async def deliver(self, line: Line, frame: Frame, chat_id: str) -> None:
+        """The final sink of a session's turns on this socket."""
+        if isinstance(frame, AudioOut):
+            # Playback runs behind what we send: until it ends, student speech is a barge-in.
+            start = max(time.monotonic(), line.speaking_until)
+            line.speaking_until = start + frame.speech.pcm.seconds
+        elif isinstance(frame, Interrupted):
+            line.speaking_until = 0.0
+        await self.send_frame(frame, self.tags(line.session, chat_id))
+        if isinstance(frame, AnswerText | Failure):
+            await self.touch(line.session.id)
 
     # -- WebRTC --------------------------------------------------------------------------
-    async def call(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
+    async def call(self, line: Line, chat_id: str, message: ClientMessage) -> None:
         """Open a live call for the session: the answer comes back as `webrtc_answer`; the
         call's transcripts and text come on this socket, its voice and video on the call."""
         offer = message.content
         if isinstance(offer, str):
             offer = {"sdp": offer, "type": "offer"}
-        tags = self.tags(worker.session, chat_id)
+        tags = self.tags(line.session, chat_id)
 
         async def sink(frame: Frame) -> None:
             if not isinstance(frame, AudioOut | VideoOut):
-                await self.send_frame(frame, tags, worker)
+                await self.send_frame(frame, tags)
 
-        peer, answer = await self.calls.open(worker.session, offer, sink, chat_id=chat_id)
+        peer, answer = await self.calls.open(line.session, offer, sink, chat_id=chat_id)
         self.opened_calls.append(peer.id)
         await self.send({"type": "webrtc_answer", "content": answer, "peer_id": peer.id, **tags})
 
@@ -223,16 +273,10 @@ class Connection:
         raise InvalidInput("no live call for this session: send `webrtc_offer` first")
 
     # -- speech in -----------------------------------------------------------------------
-    @property
-    def vad(self) -> VAD:
-        if not self.settings.enable_asr:
-            raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
-        return self.conversation.engine("vad")
-
-    async def hear(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
-        vad = self.vad
+    async def hear(self, line: Line, chat_id: str, message: ClientMessage) -> None:
+        vad, _ = self.conversation.listening()
         if message.stream:
-            await self.hear_stream(worker, chat_id, message)
+            await self.hear_stream(line, chat_id, message)
             return
         pcm = await asyncio.to_thread(
             audio.decode,
@@ -243,15 +287,15 @@ class Connection:
         # A new spoken question while the tutor talks is a barge-in, if it holds speech at all
         # (measured once: the recogniser's stage reuses the figure).
         heard = None
-        if (worker.current and not worker.current.done()) or time.monotonic() < worker.speaking_until:
+        if line.runner.busy:
             heard = await asyncio.to_thread(speech_seconds, vad, pcm, self.settings.vad_threshold)
             if heard * 1000 >= self.settings.vad_min_speech_ms:
-                await self.barge_in(worker, chat_id)
-        self.enqueue(worker, Turn(chat_id, SpeechIn(pcm, heard=heard)))
+                await line.runner.interrupt()
+        line.runner.ask(Turn(chat_id, SpeechIn(pcm, heard=heard)))
 
-    async def hear_stream(self, worker: Worker, chat_id: str, message: ClientMessage) -> None:
-        if worker.microphone is None:
-            worker.microphone = LiveMicrophone(self.conversation, worker.session, self.settings)
+    async def hear_stream(self, line: Line, chat_id: str, message: ClientMessage) -> None:
+        if line.microphone is None:
+            line.microphone = LiveMicrophone(self.conversation, line.session, self.settings)
         samples = np.zeros(0, dtype=np.float32)
         if message.content:
             data = audio.b64decode(message.content)
@@ -261,15 +305,11 @@ class Connection:
                 audio.decode, data, sample_rate=message.sample_rate, max_seconds=self.settings.asr_max_seconds
             )
             samples = chunk.samples
-        for heard in await worker.microphone.hear(samples, end=message.end):
+        for heard in await line.microphone.hear(samples, end=message.end):
             if isinstance(heard, SpeechStarted):
-                await self.barge_in(worker, chat_id)
+                await line.runner.interrupt()
             else:
-                self.enqueue(worker, Turn(chat_id, heard))
-
-    async def barge_in(self, worker: Worker, chat_id: str) -> None:
-        if worker.interrupt():
-            await self.send({"type": "interrupted", **self.tags(worker.session, chat_id)})
+                line.runner.ask(Turn(chat_id, heard))
 
     async def target_session(self, message: ClientMessage) -> SessionInfo:
         if self.own_session is not None:
@@ -287,29 +327,6 @@ class Connection:
             raise InvalidInput("that engine session belongs to another user")
         return session
 
-    # -- output --------------------------------------------------------------------------
-    async def run_worker(self, worker: Worker) -> None:
-        while True:
-            turn = await worker.queue.get()
-            worker.current = asyncio.create_task(self.run_turn(worker, turn))
-            # wait(), not await: a barge-in cancels the turn, and must not stop the worker.
-            await asyncio.wait({worker.current})
-
-    async def run_turn(self, worker: Worker, turn: Turn) -> None:
-        tags = self.tags(worker.session, turn.chat_id)
-        try:
-            speak = self.settings.enable_tts
-            async for frame in self.conversation.answer(worker.session, turn.chat_id, turn.question, speak=speak):
-                await self.send_frame(frame, tags, worker)
-        except TutorError as exc:
-            await self.send_error(exc, **tags)
-        except Exception:
-            log.exception("turn failed in session %s", worker.session.id)
-            await self.send(
-                {"type": "error", "code": "internal", "content": "the answer failed; please ask again", **tags}
-            )
-        await self.touch(worker.session.id)
-
     async def touch(self, session_id: str) -> None:
         if self.sessions.touch_due(session_id):
             await asyncio.to_thread(self.sessions.touch, session_id)
@@ -320,67 +337,11 @@ class Connection:
             tags["session_id"] = chat_id
         return tags
 
-    async def send_frame(self, frame: Frame, tags: dict[str, Any], worker: Worker) -> None:
-        if isinstance(frame, Transcription):
-            await self.send({"type": "transcription", "content": frame.text, "role": "user", **tags})
-        elif isinstance(frame, AudioOut):
-            speech = frame.speech
-            # Playback runs behind what we send: until it ends, student speech is a barge-in.
-            start = max(time.monotonic(), worker.speaking_until)
-            worker.speaking_until = start + speech.pcm.seconds
-            await self.send(
-                {
-                    "type": "audio",
-                    "content": base64.b64encode(audio.wav_bytes(speech.pcm)).decode(),
-                    "format": "wav",
-                    "sample_rate": speech.pcm.sample_rate,
-                    "seq": frame.seq,
-                    "final": frame.final,
-                    "text": speech.text,
-                    "engine": speech.engine,
-                    "role": "assistant",
-                    **tags,
-                }
-            )
-        elif isinstance(frame, VideoOut):
-            await self.send(
-                {
-                    "type": "video",
-                    "content": base64.b64encode(frame.mp4).decode(),
-                    "format": "mp4",
-                    "seq": frame.seq,
-                    "final": frame.final,
-                    "frames": frame.frames,
-                    "fps": frame.fps,
-                    "role": "assistant",
-                    **tags,
-                }
-            )
-        elif isinstance(frame, Interrupted):
-            await self.send({"type": "interrupted", **tags})
-        elif isinstance(frame, Failure):
-            await self.send({"type": "error", "code": frame.code, "content": frame.text, **tags})
-        elif isinstance(frame, TextDelta):
-            await self.send({"type": "text_delta", "content": frame.text, "role": "assistant", **tags})
-        elif isinstance(frame, NoticeFrame):
-            await self.send({"type": "notice", "code": frame.code, "content": frame.text, **tags})
-        elif isinstance(frame, AnswerText):
-            await self.send(
-                {
-                    "type": "text",
-                    "content": frame.text,
-                    "role": "assistant",
-                    "final": True,
-                    "sources": frame.sources,
-                    **tags,
-                }
-            )
-
     # -- lifecycle -----------------------------------------------------------------------
     async def session_ended(self, info: SessionInfo) -> None:
-        worker = self.workers.pop(info.id, None)
-        if worker:
-            worker.stop()
+        line = self.lines.pop(info.id, None)
+        if line:
+            await line.runner.close()
         await self.send_error(
             SessionEnded(f"session {info.id} has ended ({info.end_reason})"), engine_session_id=info.id
         )
@@ -396,9 +357,8 @@ class Connection:
                 pass
 
     async def shutdown(self) -> None:
-        tasks = [task for worker in self.workers.values() for task in worker.stop()]
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.workers.clear()
+        await asyncio.gather(*(line.runner.close() for line in self.lines.values()), return_exceptions=True)
+        self.lines.clear()
         for peer_id in self.opened_calls:
             if (peer := self.calls.get(peer_id)) is not None:
                 await self.calls.close(peer, "its WebSocket closed")

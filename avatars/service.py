@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.db import AvatarRow, Database
-from app.errors import Conflict, InvalidInput, NotFound
-from avatars.lipsync.base import AvatarFrames
+from app.core.db import AvatarRow, Database
+from app.core.errors import Conflict, InvalidInput, NotFound
+from avatars.frames import AvatarFrames
 from avatars.prepare import Limits, PreparationFailed, prepare
 
 log = logging.getLogger(__name__)

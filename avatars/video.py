@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from avatars.lipsync.base import VideoFrame
+from app.core.media import VideoFrame
 
 
 def encode_mp4(frames: list[VideoFrame], fps: int) -> bytes:

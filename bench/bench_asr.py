@@ -17,7 +17,7 @@ from app.speech import audio
 from app.speech.asr import WhisperASR
 from app.speech.audio import wav_bytes
 from bench.common import latency_summary, report
-from tests.speech import recording, say, wer
+from tests.kit.speech import recording, say, wer
 
 # Varied on purpose: questions and statements, school subjects, names, long and short.
 SENTENCES = [

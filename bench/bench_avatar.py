@@ -23,12 +23,12 @@ import av
 import numpy as np
 
 from app.speech.tts import PiperTTS
-from avatars.lipsync.base import AvatarFrames
+from avatars.frames import AvatarFrames
 from avatars.lipsync.warp import WarpLipSync
 from avatars.prepare import Limits, prepare
 from avatars.video import encode_mp4
 from bench.common import report
-from tests.media import portrait_video
+from tests.kit.media import av_lag, portrait_video
 
 TEXT = (
     "Photosynthesis happens in the leaves. Light, water and carbon dioxide become sugar and oxygen. "
@@ -81,22 +81,6 @@ def _signals(mp4: bytes, avatar: AvatarFrames) -> tuple[np.ndarray, np.ndarray]:
     return np.array(mouth), np.array(envelope)
 
 
-def _lag(video: np.ndarray, audio: np.ndarray, span: int = 10) -> tuple[int, float]:
-    """The shift (frames) at which the two signals agree best; positive: video late."""
-    v, a = (video - video.mean()) / (video.std() + 1e-9), (audio - audio.mean()) / (audio.std() + 1e-9)
-    best = max(range(-span, span + 1), key=lambda s: _corr(v, a, s))
-    return best, _corr(v, a, best)
-
-
-def _corr(v: np.ndarray, a: np.ndarray, shift: int) -> float:
-    if shift >= 0:
-        x, y = v[shift:], a[: len(a) - shift]
-    else:
-        x, y = v[:shift], a[-shift:]
-    n = min(len(x), len(y))
-    return float(np.mean(x[:n] * y[:n]))
-
-
 def main() -> None:
     piper = PiperTTS()
     piper.warmup()
@@ -111,8 +95,8 @@ def main() -> None:
         avatar = avatars[512]
         mp4 = encode_mp4(list(engine.render(avatar, speech, 0)), avatar.fps)
         mouth, envelope = _signals(mp4, avatar)
-        lag, corr = _lag(mouth, envelope)
-        control_lag, control_corr = _lag(mouth, envelope[::-1])
+        lag, corr = av_lag(mouth, envelope)
+        control_lag, control_corr = av_lag(mouth, envelope[::-1])
     sync = {
         "crop": "sync (512, delivered MP4)",
         "frames": len(mouth),

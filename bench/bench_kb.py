@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.db import Database
+from app.core.db import Database
 from bench.common import latency_summary, report
 from kb.embeddings import SentenceEmbedder
 from kb.service import KnowledgeBases, chroma_client

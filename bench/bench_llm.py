@@ -17,11 +17,10 @@ import asyncio
 import statistics
 import time
 
-from app.conversation import StoredMessage, fit_prompt, system_prompt
+from app.conversation.prompt import StoredMessage, fit_prompt, system_prompt
+from app.core.engines import GenerationOptions, Notice
 from bench.common import free_port, report
-from tests.live import BlackHole
-from tutors.llm import GenerationOptions
-from tutors.llm.base import Notice
+from tests.kit.live import BlackHole
 from tutors.llm.fallback import FallbackLLM
 from tutors.llm.local import LocalLLM
 from tutors.llm.ollama_engine import OllamaLLM

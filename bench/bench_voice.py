@@ -30,10 +30,10 @@ import httpx
 import numpy as np
 import websockets
 
-from app.speech.audio import PCM
+from app.core.media import PCM
 from app.speech.sentences import SentenceSplitter
 from bench.common import ServerProcess, latency_summary, report
-from tests.speech import b64_wav, say, with_silence
+from tests.kit.speech import b64_wav, say, with_silence
 
 QUESTIONS = [
     "What is photosynthesis?",

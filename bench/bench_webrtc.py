@@ -34,9 +34,9 @@ import websockets
 
 from bench.bench_voice import QUESTIONS
 from bench.common import ServerProcess, latency_summary, report
-from tests.calls import Call, loopback_coturn
-from tests.media import portrait_video
-from tests.speech import say
+from tests.kit.calls import Call, loopback_coturn
+from tests.kit.media import portrait_video
+from tests.kit.speech import say
 
 SECRET = "bench-webrtc-secret"
 PERSONA = "You are a science tutor for children. Answer in one or two short sentences."

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.live import free_port
+from tests.kit.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uvicorn
 
-from app import logs
-from app.server import build_services, create_app
-from app.settings import Settings
-from tests.scripted import ScriptedLLM
-from tutors import llm
+from app.core import logs
+from app.core.settings import Settings
+from app.server import create_app
+from app.services import build_services
+from tests.kit.scripted import ScriptedLLM
+from tutors.llm import LLM_ENGINES
 
 if __name__ == "__main__":
-    llm.register("scripted", lambda _settings: ScriptedLLM())
+    LLM_ENGINES.register("scripted", lambda _settings: ScriptedLLM())
     settings = Settings(llm_engine="scripted")
     logs.configure(settings.log_level)
     app = create_app(build_services(settings), with_ui=False)

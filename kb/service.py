@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from app.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow
-from app.errors import Conflict, InvalidInput, NotFound, TutorError
+from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow
+from app.core.engines import Embedder
+from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
 from kb.chunking import chunk_sections
-from kb.embeddings import Embedder
 from kb.parsing import parse, sniff
 from kb.retrieval import BM25, Candidate, coverage, keywords, mostly_cjk
 

@@ -10,17 +10,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import json  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
-from app.settings import Settings  # noqa: E402
-from tests.live import LiveServer, free_port, make_settings  # noqa: E402,F401
-from tests.scripted import ScriptedLLM  # noqa: E402
+from app.core.settings import Settings  # noqa: E402
+from tests.kit.browser import chromium  # noqa: E402
+from tests.kit.live import LiveServer, make_settings  # noqa: E402
+from tests.kit.scripted import ScriptedLLM  # noqa: E402
 from tutors import llm  # noqa: E402
 
 
@@ -39,9 +39,9 @@ class ScriptedFactory:
 @pytest.fixture
 def scripted_engine() -> Iterator[ScriptedFactory]:
     factory = ScriptedFactory()
-    llm.register("scripted", factory)
+    llm.LLM_ENGINES.register("scripted", factory)
     yield factory
-    llm.unregister("scripted")
+    llm.LLM_ENGINES.unregister("scripted")
 
 
 @pytest.fixture
@@ -69,29 +69,13 @@ def api(server: LiveServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def new_tutor(client: httpx.Client, name: str = "Ada", **fields: Any) -> dict[str, Any]:
-    response = client.post("/v1/tutors", json={"name": name, **fields})
-    assert response.status_code == 201, response.text
-    return response.json()
+@pytest.fixture(scope="module")
+def launch() -> Iterator[Callable[..., Any]]:
+    """Starts headless Chromium (with extra flags, if given); one Playwright per module."""
+    with chromium() as start:
+        yield start
 
 
-def new_session(client: httpx.Client, tutor_id: int, student_id: int | None = 1) -> dict[str, Any]:
-    response = client.post("/v1/sessions", json={"tutor_id": tutor_id, "student_id": student_id})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def ws_url(session: dict[str, Any], token: str | None = None) -> str:
-    return f"{session['engine_url']}?token={token if token is not None else session['engine_token']}"
-
-
-async def collect_answer(ws: Any, timeout: float = 30) -> list[dict[str, Any]]:
-    """Messages up to and including the final `text` (or an error)."""
-    import asyncio
-
-    received: list[dict[str, Any]] = []
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        received.append(message)
-        if message["type"] == "error" or (message["type"] == "text" and message.get("final")):
-            return received
+@pytest.fixture(scope="module")
+def browser(launch: Callable[..., Any]) -> Any:
+    return launch()

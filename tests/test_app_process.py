@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import websockets
 
-from tests.conftest import collect_answer, free_port
-from tests.speech import b64_wav, say
+from tests.kit.live import collect_answer, free_port
+from tests.kit.speech import b64_wav, say
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import websockets
 
-from avatars.lipsync.base import AvatarFrames
-from tests.conftest import new_session, new_tutor, ws_url
-from tests.media import portrait_video
+from avatars.frames import AvatarFrames
+from tests.kit.live import new_session, new_tutor, ws_url
+from tests.kit.media import av_lag, portrait_video
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -192,7 +192,6 @@ def test_the_mouth_follows_the_speech_in_sync(tmp_path: Path, clip: Path) -> Non
     from app.speech.tts import PiperTTS
     from avatars.lipsync.warp import WarpLipSync, mouth_track
     from avatars.prepare import Limits, prepare
-    from bench.bench_avatar import _lag
 
     prepare(clip, tmp_path / "face", Limits(), lambda *_: None)
     avatar = AvatarFrames("face", tmp_path / "face")
@@ -212,7 +211,7 @@ def test_the_mouth_follows_the_speech_in_sync(tmp_path: Path, clip: Path) -> Non
         box = (slice(int(cy - mh), int(cy + 2 * mh)), slice(int(cx - mw / 2), int(cx + mw / 2)))
         mouth.append(np.abs(frame.image[box].astype(np.float32) - still[box].astype(np.float32)).mean())
     envelope = np.array([np.sqrt(np.mean(f.audio.samples**2)) for f in frames])
-    lag, corr = _lag(np.array(mouth), envelope)
+    lag, corr = av_lag(np.array(mouth), envelope)
     assert abs(lag) <= 1 and corr > 0.5, (lag, corr)
-    control_lag, control_corr = _lag(np.array(mouth), envelope[::-1])
+    control_lag, control_corr = av_lag(np.array(mouth), envelope[::-1])
     assert not (abs(control_lag) <= 1 and control_corr > 0.5), (control_lag, control_corr)

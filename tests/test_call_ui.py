@@ -13,12 +13,11 @@ import pytest
 from playwright.sync_api import expect
 
 from app.speech.audio import wav_bytes
-from tests.calls import loopback_coturn
-from tests.conftest import new_tutor
-from tests.live import LiveServer
-from tests.media import portrait_video
-from tests.speech import say, with_silence
-from tests.test_ui import _open, launch  # noqa: F401  (the module's browser launcher fixture)
+from tests.kit.browser import open_ui
+from tests.kit.calls import loopback_coturn
+from tests.kit.live import LiveServer, new_tutor
+from tests.kit.media import portrait_video
+from tests.kit.speech import say, with_silence
 from turn.coturn import CoturnConfig
 
 SECRET = "ui-call-secret"
@@ -76,7 +75,7 @@ def _call_server(start_server: Any, coturn: CoturnConfig, tmp_path: Any) -> Live
     return server
 
 
-def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, launch, coturn) -> None:  # noqa: F811
+def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, launch, coturn) -> None:
     server = _call_server(start_server, coturn, tmp_path)
     wav = tmp_path / "question.wav"
     # Chromium loops the file: the question once, then a long silence while the tutor answers.
@@ -89,7 +88,7 @@ def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, lau
     )
     page = browser.new_page()
     page.add_init_script(RECORD_PEERS)
-    _open(page, server)
+    open_ui(page, server)
     expect(page.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
     page.locator("#live-call").get_by_role("button", name="Click to Access Webcam").click()
     page.locator("#live-call").get_by_text("Start call").click()

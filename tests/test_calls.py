@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.calls import Call, loopback_coturn, piper_question
-from tests.conftest import new_session, new_tutor, ws_url
-from tests.live import LiveServer
-from tests.speech import say
+from tests.kit.calls import Call, loopback_coturn, piper_question
+from tests.kit.live import LiveServer, new_session, new_tutor, ws_url
+from tests.kit.speech import say
 from turn.coturn import CoturnConfig
 
 SECRET = "calls-test-secret"
@@ -165,7 +164,7 @@ async def next_of_error(ws: Any) -> dict[str, Any]:
 
 
 async def test_a_turn_server_that_is_down_or_refuses_gives_a_clear_message(calling: Any, coturn: CoturnConfig) -> None:
-    from tests.live import free_port
+    from tests.kit.live import free_port
 
     for overrides in (
         {"webrtc_turn_server_local": f"turn:127.0.0.1:{free_port()}"},  # nothing listens there

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import collect_answer, new_session, new_tutor, ws_url
+from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
 
 BIOLOGY_MD = b"""# Cells
 The mitochondrion is the powerhouse of the cell. It produces ATP through cellular respiration.
@@ -209,7 +209,7 @@ def chroma_server(tmp_path) -> Any:
     import sys
     from pathlib import Path
 
-    from tests.live import free_port
+    from tests.kit.live import free_port
 
     port = free_port()
     cli = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tutors.llm import ChatMessage, GenerationOptions
+from app.core.engines import ChatMessage, GenerationOptions
 from tutors.llm.local import LocalLLM, bundled_model_path
 
 PROMPT = [ChatMessage("system", "You are a helpful tutor."), ChatMessage("user", "Explain photosynthesis.")]

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.errors import EngineUnavailable
+from app.core.errors import EngineUnavailable
+from avatars.frames import AvatarFrames
 from avatars.lipsync import LipSyncFallback
-from avatars.lipsync.base import AvatarFrames
 from avatars.lipsync.musetalk import REQUIRED, MuseTalkLipSync
 from avatars.lipsync.warp import WarpLipSync
 from avatars.prepare import Limits, prepare
-from tests.media import portrait_video
+from tests.kit.media import portrait_video
 
 
 def _tiny_engine() -> MuseTalkLipSync:

@@ -12,12 +12,11 @@ import httpx
 import pytest
 import websockets
 
-from app.errors import EngineUnavailable
-from tests.conftest import collect_answer, new_session, new_tutor, ws_url
-from tests.fake_ollama import FakeOllama
-from tests.live import BlackHole
-from tests.scripted import ScriptedLLM
-from tutors.llm import ChatMessage, GenerationOptions
+from app.core.engines import ChatMessage, GenerationOptions
+from app.core.errors import EngineUnavailable
+from tests.kit.live import BlackHole, collect_answer, new_session, new_tutor, ws_url
+from tests.kit.ollama import FakeOllama
+from tests.kit.scripted import ScriptedLLM
 from tutors.llm.local import LocalLLM
 from tutors.llm.ollama_engine import OllamaLLM
 

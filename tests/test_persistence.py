@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from app.db import Base, Database
-from tests.conftest import collect_answer, new_session, new_tutor, ws_url
+from app.core.db import Base, Database
+from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
 
 
 async def test_tutors_sessions_tokens_and_history_survive_a_restart(server) -> None:
@@ -68,7 +68,7 @@ def test_a_database_from_the_first_release_upgrades_in_place(tmp_path: Path) -> 
     from alembic import command
     from alembic.config import Config
 
-    from app.db import MIGRATIONS_DIR
+    from app.core.db import MIGRATIONS_DIR
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     config = Config()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.conversation import StoredMessage, fit_prompt, system_prompt
-from app.errors import InvalidInput
-from tutors.llm.base import estimate_tokens
+from app.conversation.prompt import StoredMessage, fit_prompt, system_prompt
+from app.core.errors import InvalidInput
 from tutors.llm.local import LocalLLM
+from tutors.llm.tokens import estimate_tokens
 from tutors.store import Tutor
 
 

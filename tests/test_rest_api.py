@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, new_session, new_tutor
+from tests.kit.live import LiveServer, new_session, new_tutor
 
 
 def test_health_reports_each_stage_engine(api: httpx.Client) -> None:

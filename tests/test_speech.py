@@ -10,12 +10,13 @@ import av
 import numpy as np
 import pytest
 
-from app.errors import EngineUnavailable, InvalidAudio
+from app.core.errors import EngineUnavailable, InvalidAudio
+from app.core.media import PCM, Voice
 from app.speech import audio
 from app.speech.asr import WhisperASR
-from app.speech.audio import PCM, decode, wav_bytes
+from app.speech.audio import decode, wav_bytes
 from app.speech.sentences import SentenceSplitter, speakable
-from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter, Voice
+from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
 from app.speech.vad import (
     Paused,
     SileroVAD,
@@ -25,8 +26,8 @@ from app.speech.vad import (
     UtteranceEnded,
     speech_seconds,
 )
-from tests.live import BlackHole, free_port
-from tests.speech import recording, say, wer, with_silence
+from tests.kit.live import BlackHole, free_port
+from tests.kit.speech import recording, say, wer, with_silence
 
 QUESTION = "What is the capital of France?"
 

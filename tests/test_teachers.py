@@ -13,8 +13,8 @@ import httpx
 import pytest
 import websockets
 
-from app.db import Database
-from tests.conftest import collect_answer, new_session, new_tutor, ws_url
+from app.core.db import Database
+from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
 from tutors.accounts import TeacherStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,7 @@ def test_first_admin_from_settings(start_server) -> None:
 
 
 def test_repeated_wrong_passwords_lock_the_username_for_a_while() -> None:
-    from app.errors import TooBusy
+    from app.core.errors import TooBusy
     from tutors.accounts import LoginThrottle
 
     now = [1000.0]

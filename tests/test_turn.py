@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.calls import loopback_coturn
+from tests.kit.calls import loopback_coturn
 from turn import credentials
 from turn.coturn import CoturnConfig
 

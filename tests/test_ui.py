@@ -3,48 +3,14 @@ teachers log in, build tutors and read transcripts."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from app.speech.audio import wav_bytes
-from tests.conftest import LiveServer, new_session, new_tutor
+from tests.kit.browser import open_ui
+from tests.kit.live import LiveServer, new_session, new_tutor
 
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 KEY = "management-key-123"
-
-
-@pytest.fixture(scope="module")
-def launch() -> Iterator[Callable[..., Browser]]:
-    """Starts Debian's chromium with our flags plus any given; one Playwright per module."""
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "install Debian's chromium (make test does)"
-    launched: list[Browser] = []
-    with sync_playwright() as pw:
-
-        def start(*extra: str) -> Browser:
-            launched.append(pw.chromium.launch(executable_path=executable, args=[*CHROMIUM_FLAGS, *extra]))
-            return launched[-1]
-
-        yield start
-        for browser in launched:
-            browser.close()
-
-
-@pytest.fixture(scope="module")
-def browser(launch: Callable[..., Browser]) -> Browser:
-    return launch()
 
 
 @pytest.fixture
@@ -55,20 +21,6 @@ def ui_server(start_server) -> LiveServer:
     return server
 
 
-def _open(page: Page, server: LiveServer, query: str = "") -> Page:
-    failed: list[str] = []
-    page.on("requestfailed", lambda request: failed.append(request.url))
-    page.goto(f"{server.url}{server.settings.ui_path}/{query}", wait_until="load")
-    expect(page.locator("#student-tab")).to_be_visible(timeout=15_000)
-    # The page's load event fills the tutor picker and the engine status last: wait for it, as
-    # a student would, before acting.
-    expect(page.locator("#engine-status")).to_contain_text("Engines", timeout=15_000)
-    # Gradio's page template itself asks a CDN for iframeResizer (async; harmless when it fails).
-    outside = [u for u in failed if not u.startswith(server.url) and "iframeResizer" not in u]
-    assert not outside, f"page reached outside the server: {outside}"
-    return page
-
-
 def _ask(page: Page, text: str) -> None:
     page.locator("#question textarea").fill(text)
     page.locator("#send").click()
@@ -77,7 +29,7 @@ def _ask(page: Page, text: str) -> None:
 def test_student_chats_and_a_reload_keeps_the_conversation(browser: Browser, ui_server: LiveServer) -> None:
     with ui_server.client(KEY) as api:
         new_tutor(api, "Ada", subject="Math", greeting="Hello, I am Ada!")
-    page = _open(browser.new_page(), ui_server)
+    page = open_ui(browser.new_page(), ui_server)
     expect(page.locator("#engine-status")).to_contain_text("scripted")
     chat = page.locator("#chat")
     expect(chat).to_contain_text("Hello, I am Ada!", timeout=10_000)
@@ -100,7 +52,7 @@ def test_student_arrives_with_a_session_from_the_web_backend(browser: Browser, u
         new_tutor(api, "Ada")
         bob = new_tutor(api, "Bob", greeting="Bob here.")
         session = new_session(api, bob["id"], student_id=77)
-    page = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    page = open_ui(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
     expect(page.locator("#tutor-header")).to_contain_text("Bob", timeout=10_000)
     _ask(page, "hi from the course page")
     expect(page.locator("#chat")).to_contain_text("[Bob|0] hi from the course page", timeout=15_000)
@@ -108,7 +60,7 @@ def test_student_arrives_with_a_session_from_the_web_backend(browser: Browser, u
         transcript = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
     assert [m["content"] for m in transcript] == ["hi from the course page", "[Bob|0] hi from the course page"]
     # A forged token gets an ordinary page, not that session.
-    forged = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token=forged")
+    forged = open_ui(browser.new_page(), ui_server, f"?session={session['session_id']}&token=forged")
     expect(forged.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
     page.close()
     forged.close()
@@ -122,7 +74,7 @@ def _login(page: Page, user: str, password: str) -> None:
 
 
 def test_teacher_logs_in_builds_a_tutor_and_reads_its_transcripts(browser: Browser, ui_server: LiveServer) -> None:
-    page = _open(browser.new_page(), ui_server)
+    page = open_ui(browser.new_page(), ui_server)
     _login(page, "wang", "wrong password")
     expect(page.get_by_text("Wrong username or password.").first).to_be_visible(timeout=10_000)
     expect(page.locator("#tutor-name")).to_be_hidden()
@@ -149,7 +101,9 @@ def test_teacher_logs_in_builds_a_tutor_and_reads_its_transcripts(browser: Brows
     # A student talks to it; the teacher reads the transcript and the usage figures.
     with ui_server.client(KEY) as api:
         session = new_session(api, tutor.id, student_id=5)
-    student = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    student = open_ui(
+        browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}"
+    )
     expect(student.locator("#chat")).to_contain_text("同学们好！", timeout=10_000)
     _ask(student, "什么是比喻？")
     expect(student.locator("#chat")).to_contain_text("[Wang Laoshi|0] 什么是比喻？", timeout=15_000)
@@ -183,7 +137,7 @@ def test_a_teacher_sees_only_their_own_tutors(browser: Browser, ui_server: LiveS
     teachers, tutors = ui_server.services.teachers, ui_server.services.tutors
     tutors.create({"name": "Wang's tutor", "owner_id": teachers.find("wang").id})
     tutors.create({"name": "Li's tutor", "owner_id": teachers.find("liu_li").id})
-    page = _open(browser.new_page(), ui_server)
+    page = open_ui(browser.new_page(), ui_server)
     _login(page, "liu_li", "another password")
     expect(page.locator("#signed-in")).to_contain_text("liu_li", timeout=10_000)
     page.locator("#my-tutors input").click()
@@ -197,7 +151,7 @@ def test_teacher_indexes_course_material_and_students_see_sources(
 ) -> None:
     notes = tmp_path / "cells.md"
     notes.write_text("# Cells\nThe mitochondrion is the powerhouse of the cell. It produces ATP.\n")
-    page = _open(browser.new_page(), ui_server)
+    page = open_ui(browser.new_page(), ui_server)
     _login(page, "wang", "teacher password")
     page.locator("#kb-name textarea").fill("Biology")
     page.locator("#kb-create").click()
@@ -214,7 +168,9 @@ def test_teacher_indexes_course_material_and_students_see_sources(
     with ui_server.client(KEY) as api:
         tutor = new_tutor(api, "Ada", kb_ids=[kb.id])
         session = new_session(api, tutor["id"])
-    student = _open(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    student = open_ui(
+        browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}"
+    )
     _ask(student, "What produces ATP?")
     expect(student.locator("#chat")).to_contain_text("Sources: [1] cells.md, Cells", timeout=15_000)
     page.close()
@@ -224,7 +180,7 @@ def test_teacher_indexes_course_material_and_students_see_sources(
 def test_student_asks_aloud_and_hears_the_answer(tmp_path, start_server, launch) -> None:
     """Chromium's fake microphone plays a WAV of the question; the chat shows what was heard and
     the answer, and the tutor's voice streams into the page."""
-    from tests.speech import say, with_silence
+    from tests.kit.speech import say, with_silence
 
     wav = tmp_path / "question.wav"
     wav.write_bytes(wav_bytes(with_silence(say("What is the capital of France?", rate=48_000), 0.3, 3.0)))
@@ -237,7 +193,7 @@ def test_student_asks_aloud_and_hears_the_answer(tmp_path, start_server, launch)
         f"--use-file-for-fake-audio-capture={wav}",
         "--autoplay-policy=no-user-gesture-required",
     )
-    page = _open(browser.new_page(), server)
+    page = open_ui(browser.new_page(), server)
     expect(page.locator("#engine-status")).to_contain_text("whisper-tiny.en", timeout=20_000)
     page.locator("#mic button.record-button").click()
     page.wait_for_timeout(2_800)
@@ -253,12 +209,12 @@ def test_student_asks_aloud_and_hears_the_answer(tmp_path, start_server, launch)
 
 
 def test_teacher_prepares_an_avatar_and_students_see_it_speak(browser: Browser, start_server, tmp_path) -> None:
-    from tests.media import portrait_video
+    from tests.kit.media import portrait_video
 
     server = start_server(with_ui=True, enable_avatar=True, enable_tts=True, tts_engine="piper")
     server.services.teachers.create("wang", "teacher password")
     video = portrait_video(tmp_path / "me.mp4", seconds=2.0, size=(480, 360))
-    page = _open(browser.new_page(), server)
+    page = open_ui(browser.new_page(), server)
     _login(page, "wang", "teacher password")
     page.locator("#avatar-id textarea").fill("wang-face")
     page.locator("#avatar-file input[type=file]").set_input_files(str(video))
@@ -268,7 +224,7 @@ def test_teacher_prepares_an_avatar_and_students_see_it_speak(browser: Browser, 
     with server.client() as api:
         new_tutor(api, "Ada", avatar_id="wang-face")
 
-    student = _open(browser.new_page(), server)
+    student = open_ui(browser.new_page(), server)
     playing = "(id) => { const v = document.querySelector(id + ' video'); return v && v.currentTime > 0.5; }"
     student.wait_for_function(playing, arg="#avatar-idle", timeout=20_000)  # the idle loop, listening
     _ask(student, "Say hello to the class, please.")

@@ -15,9 +15,9 @@ import pytest
 import soundfile
 import websockets
 
-from app.speech.audio import PCM
-from tests.conftest import new_session, new_tutor, ws_url
-from tests.speech import b64_wav, say, wer, with_silence
+from app.core.media import PCM
+from tests.kit.live import new_session, new_tutor, ws_url
+from tests.kit.speech import b64_wav, say, wer, with_silence
 
 QUESTION = "What is the capital of France?"
 VOICE = {"enable_asr": True, "enable_tts": True, "tts_engine": "offline"}
@@ -51,10 +51,10 @@ def voice_server(start_server: Any) -> Any:
 
 async def _ready(server: Any) -> None:
     for _ in range(300):
-        if server.services.hub.summary()["ready"]:
+        if server.services.warmup.summary()["ready"]:
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(server.services.hub.summary())
+    raise AssertionError(server.services.warmup.summary())
 
 
 async def test_a_spoken_question_is_transcribed_answered_and_spoken(voice_server: Any) -> None:

@@ -12,7 +12,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import LiveServer, collect_answer, new_session, new_tutor, ws_url
+from tests.kit.live import LiveServer, collect_answer, new_session, new_tutor, ws_url
 
 
 def _ask(content: str, **fields) -> str:

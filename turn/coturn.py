@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import EngineUnavailable
-from app.settings import Settings
+from app.core.errors import EngineUnavailable
+from app.core.settings import Settings
 
 
 @dataclass(frozen=True)

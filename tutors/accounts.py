@@ -26,8 +26,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import Database, TeacherRow
-from app.errors import Conflict, InvalidInput, NotFound, TooBusy
+from app.core.db import Database, TeacherRow
+from app.core.errors import Conflict, InvalidInput, NotFound, TooBusy
+from app.core.settings import Settings
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 MIN_PASSWORD = 10
@@ -145,8 +146,6 @@ class TeacherStore:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.settings import Settings
-
     parser = argparse.ArgumentParser(prog="python -m tutors.accounts", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("create-admin", "create-teacher"):

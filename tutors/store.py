@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from app.db import Database, MessageRow, SessionRow, TeacherRow, TutorRow
-from app.errors import Conflict, InvalidInput, NotFound
+from app.core.db import Database, MessageRow, SessionRow, TeacherRow, TutorRow
+from app.core.errors import Conflict, InvalidInput, NotFound
 
 
 @dataclass(frozen=True)

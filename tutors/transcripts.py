@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app.db import Database, MessageRow, SessionRow
+from app.core.db import Database, MessageRow, SessionRow
 
 _M = MessageRow.__table__.c
 _S = SessionRow.__table__.c

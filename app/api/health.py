@@ -17,7 +17,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
     active = await asyncio.to_thread(services.sessions.count_active)
     return {
         "status": "ok",
-        **services.hub.summary(),
+        **services.warmup.summary(),
         "sessions": {"active": active, "max": services.settings.max_sessions},
         "websockets": services.live.count(),
         "webrtc": services.calls.summary(),

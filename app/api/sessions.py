@@ -7,8 +7,8 @@ import datetime as dt
 from fastapi import APIRouter, Request
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from app.conversation.sessions import SessionInfo
 from app.deps import ServicesDep, SessionsDep, TranscriptsDep
-from app.sessions import SessionInfo
 from tutors.transcripts import TranscriptMessage
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])

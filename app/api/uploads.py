@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request, UploadFile
 
-from app.errors import InvalidInput, TooLarge
+from app.core.errors import InvalidInput, TooLarge
 
 
 async def read_upload(request: Request, file: UploadFile, limit: int) -> bytes:

@@ -24,11 +24,11 @@ import gradio as gr
 from fastrtc import WebRTC
 from gradio.components.base import server
 
-from app.errors import TooBusy, TutorError
-from app.pipeline import Frame
+from app.conversation.frames import Frame
+from app.conversation.sessions import SessionInfo
+from app.core.errors import TooBusy, TutorError
+from app.core.settings import Settings
 from app.rtc.peers import Peers, browser_configuration
-from app.sessions import SessionInfo
-from app.settings import Settings
 
 PROBE_CACHE_SECONDS = 10.0
 MAX_GRANTS = 10_000

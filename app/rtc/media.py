@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from app.speech import audio
-from app.speech.audio import ASR_RATE, PCM
-from app.speech.tts import Speech
-from avatars.lipsync.base import AvatarFrames, LipSync, VideoFrame, audio_slices
+from app.core.engines import PreparedAvatar
+from app.core.media import ASR_RATE, PCM, Speech, VideoFrame, resample
+from avatars.animation import Animator
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,6 @@ AUDIO_RATE = 48_000  # Opus's clock: what WebRTC carries anyway
 AUDIO_PTIME = 0.020
 AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)
 VIDEO_CLOCK = 90_000
-BLANK_SIZE = 256
 READY_FRAMES = 2  # drawn ahead of the clock: 80 ms of slack for the renderer
 
 
@@ -45,18 +43,15 @@ class _Drawn:
 
 
 class Playout:
-    def __init__(self, lipsync: LipSync | None, avatar: AvatarFrames | None, fps: int = 25) -> None:
-        self.lipsync = lipsync
-        self.avatar = avatar
-        self.fps = avatar.fps if avatar else fps
-        self.image = self._still(0)
+    def __init__(self, animator: Animator) -> None:
+        self.animator = animator
+        self.image = animator.still(0)
         self.frames_shown = 0
         self.speech_frames_shown = 0
         self.underruns = 0  # 40 ms ticks where speech was due but not drawn in time
         self._lock = threading.Lock()  # the queue of speech is shared with the drawing thread
         self._speeches: deque[Speech] = deque()
         self._drawing: Iterator[VideoFrame] | None = None
-        self._position = 0  # the next loop position of the avatar
         self._generation = 0
         self._ready: deque[_Drawn] = deque()  # drawn ahead of the clock, at most READY_FRAMES
         self._room = asyncio.Event()  # set when the clock took a frame: draw the next
@@ -74,11 +69,13 @@ class Playout:
         # Idle frames drawn ahead would delay the answer: the next tick is the answer's.
         self._drop_ready(lambda drawn: not drawn.speech)
 
-    def use_avatar(self, avatar: AvatarFrames | None) -> None:
+    @property
+    def fps(self) -> int:
+        return self.animator.fps
+
+    def use_avatar(self, avatar: PreparedAvatar | None) -> None:
         with self._lock:
-            if avatar is not self.avatar:
-                self.avatar = avatar
-                self.fps = avatar.fps if avatar else self.fps
+            self.animator.use(avatar)
 
     def flush(self) -> None:
         """Barge-in: drop every sentence queued, being drawn or drawn ahead."""
@@ -101,39 +98,24 @@ class Playout:
         self._room.set()
 
     # -- drawing (worker thread) ---------------------------------------------------------
-    def _still(self, k: int) -> np.ndarray:
-        if self.avatar is not None:
-            return self.avatar.frame(k)[0]
-        return np.full((BLANK_SIZE, BLANK_SIZE, 3), 24, dtype=np.uint8)
-
-    def _render(self, speech: Speech, start: int) -> Iterator[VideoFrame]:
-        speech = dataclasses.replace(speech, pcm=audio.resample(speech.pcm, AUDIO_RATE))
-        if self.avatar is not None and self.lipsync is not None:
-            yield from self.lipsync.render(self.avatar, speech, start)
-            return
-        still = self._still(start)
-        for n, piece in enumerate(audio_slices(speech.pcm, self.fps)):
-            yield VideoFrame(still, piece, start + n)
+    def _render(self, speech: Speech) -> Iterator[VideoFrame]:
+        yield from self.animator.speak(dataclasses.replace(speech, pcm=resample(speech.pcm, AUDIO_RATE)))
 
     def _draw(self) -> _Drawn:
         with self._lock:
             generation = self._generation
             if self._drawing is None and self._speeches:
-                self._drawing = self._render(self._speeches.popleft(), self._position)
+                self._drawing = self._render(self._speeches.popleft())
             drawing = self._drawing
         if drawing is not None:
             frame = next(drawing, None)
             if frame is not None:
-                self._position = frame.index + 1
                 return _Drawn(frame, True, generation)
             with self._lock:
                 if self._drawing is drawing:
                     self._drawing = None
             return self._draw()
-        k = self._position
-        self._position += 1
-        quiet = PCM.silence(1 / self.fps, AUDIO_RATE)
-        return _Drawn(VideoFrame(self._still(k), quiet, k), False, generation)
+        return _Drawn(self.animator.idle(AUDIO_RATE), False, generation)
 
     async def _run(self) -> None:
         while True:
@@ -262,7 +244,7 @@ class MicrophoneIn:
             mono /= 32768.0
         rate = frame.sample_rate  # type: ignore[attr-defined]
         if rate != AUDIO_RATE:  # not what browsers send; correct, if less smooth
-            return audio.resample(PCM(mono, rate), ASR_RATE).samples
+            return resample(PCM(mono, rate), ASR_RATE).samples
         filtered, self._state = lfilter(self._taps, 1.0, mono, zi=self._state)
         step = AUDIO_RATE // ASR_RATE
         out = filtered[self._phase :: step]

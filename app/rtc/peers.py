@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from app.conversation import ConversationService
-from app.errors import EngineUnavailable, InvalidInput, RelayUnavailable, TooBusy, TutorError
-from app.listening import LiveMicrophone
-from app.pipeline import AudioOut, Failure, Frame, Interrupted, SpeechIn, TurnStarted
+from app.conversation.frames import AudioOut, Failure, Frame, Interrupted, SpeechIn, TurnStarted
+from app.conversation.listening import LiveMicrophone
+from app.conversation.runner import TurnRunner
+from app.conversation.service import Answer, ConversationService
+from app.conversation.sessions import SessionInfo
+from app.core.errors import EngineUnavailable, InvalidInput, RelayUnavailable, TooBusy, TutorError
+from app.core.settings import Settings
 from app.rtc.media import MicrophoneIn, Playout, tutor_tracks
-from app.sessions import SessionInfo
-from app.settings import Settings
 from app.speech.vad import SpeechStarted
+from avatars.animation import Animator
 from avatars.service import Avatars
 from turn import credentials
 from tutors.store import TutorStore
@@ -70,16 +72,26 @@ class Peer:
     chat_id: str
     pc: Any  # aiortc RTCPeerConnection
     playout: Playout
-    sink: Sink
-    turns: asyncio.Queue[str | SpeechIn]
+    sink: Sink  # whoever opened the call: it shows the words
+    answer: Callable[[str | SpeechIn], Answer]
+    max_pending: int
+    runner: TurnRunner[str | SpeechIn] = field(init=False)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    current: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     end_reason: str = ""
     candidates: list[Any] = field(default_factory=list)  # the browser's, as trickled
     offer_applied: bool = False
     on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.runner = TurnRunner(
+            self.answer,
+            self.deliver,
+            max_pending=self.max_pending,
+            speaking=lambda: self.playout.speaking,
+            name=f"rtc-{self.id}",
+        )
 
     def selected_pairs(self) -> list[tuple[str, str]]:
         """(local, remote) candidate types of each nominated ICE pair: relay-only means
@@ -95,22 +107,16 @@ class Peer:
                 pairs.append((pair.local_candidate.type, pair.remote_candidate.type))
         return pairs
 
-    def ask(self, question: str | SpeechIn) -> None:
-        try:
-            self.turns.put_nowait(question)
-        except asyncio.QueueFull:
-            raise TooBusy("questions are already waiting; wait for the answers before asking more") from None
-
-    async def barge_in(self) -> None:
-        """The student spoke: stop the answer, drop waiting questions and queued speech."""
-        while not self.turns.empty():
-            self.turns.get_nowait()
-        answering = self.current is not None and not self.current.done()
-        if answering:
-            self.current.cancel()  # type: ignore[union-attr]
-        if answering or self.playout.speaking:
+    async def deliver(self, frame: Frame, _question: object) -> None:
+        """The final sink of the call's turns: the call plays the voice and the face, and
+        whoever opened it shows the words."""
+        if isinstance(frame, TurnStarted):
+            self.playout.use_avatar(frame.avatar)
+        elif isinstance(frame, AudioOut):
+            self.playout.say(frame.speech)
+        elif isinstance(frame, Interrupted):
             self.playout.flush()
-            await self.sink(Interrupted())
+        await self.sink(frame)
 
 
 class Peers:
@@ -202,7 +208,8 @@ class Peers:
 
         if not isinstance(offer, dict) or not isinstance(offer.get("sdp"), str) or offer.get("type") != "offer":
             raise InvalidInput('an offer is {"sdp": "<session description>", "type": "offer"}')
-        if not self._settings.enable_asr or not self._settings.enable_tts:
+        engines = self._conversation.engines
+        if engines.asr is None or engines.tts is None:
             raise EngineUnavailable("live calls need speech in and out (ENABLE_ASR and ENABLE_TTS)")
         url, username, password = self._local_turn()
         for old in self.of_session(session.id):
@@ -215,19 +222,20 @@ class Peers:
             iceTransportPolicy=RTCIceTransportPolicy.RELAY,
         )
         tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
-        avatar = None
-        lipsync = None
-        if self._settings.enable_avatar:
-            avatar = await asyncio.to_thread(self._avatars.frames, tutor.avatar_id)
-            lipsync = self._conversation.engine("lipsync")
+        lipsync = engines.lipsync
+        avatar = await asyncio.to_thread(self._avatars.frames, tutor.avatar_id) if lipsync is not None else None
+
+        def answer(question: str | SpeechIn) -> Answer:
+            return self._conversation.answer(session, chat_id, question, speak=True, animate=False)
+
         peer_id = peer_id or uuid.uuid4().hex
         if peer_id in self._peers:
             raise InvalidInput(f"a call with id {peer_id!r} already exists")
         early = self._orphans.pop(peer_id, [])
         for attempt in range(RELAY_ATTEMPTS):
-            queue: asyncio.Queue[str | SpeechIn] = asyncio.Queue(self._settings.ws_max_pending_turns)
             pc = RTCPeerConnection(configuration=configuration)
-            peer = Peer(peer_id, session, chat_id, pc, Playout(lipsync, avatar), sink, queue)
+            playout = Playout(Animator(lipsync, avatar))
+            peer = Peer(peer_id, session, chat_id, pc, playout, sink, answer, self._settings.ws_max_pending_turns)
             peer.candidates = early + self._orphans.pop(peer_id, [])
             self._peers[peer.id] = peer
             started = time.monotonic()
@@ -245,10 +253,7 @@ class Peers:
             except BaseException:
                 await self.close(peer, "negotiation failed")
                 raise
-        peer.tasks += [
-            asyncio.create_task(self._answer_turns(peer), name=f"rtc-turns-{peer.id}"),
-            asyncio.create_task(self._watch(peer), name=f"rtc-watch-{peer.id}"),
-        ]
+        peer.tasks.append(asyncio.create_task(self._watch(peer), name=f"rtc-watch-{peer.id}"))
         peer.playout.start()
         log.info("call %s opened for session %s", peer.id, session.id)
         return peer, answer
@@ -340,32 +345,11 @@ class Peers:
                 heard = await microphone.hear(convert(frame))
                 for item in heard:
                     if isinstance(item, SpeechStarted):
-                        await peer.barge_in()
+                        await peer.runner.interrupt()
                     else:
-                        peer.ask(item)
+                        peer.runner.ask(item)
             except TutorError as exc:
                 await peer.sink(Failure(exc.code, exc.message))
-
-    async def _answer_turns(self, peer: Peer) -> None:
-        while True:
-            question = await peer.turns.get()
-            peer.current = asyncio.create_task(self._turn(peer, question))
-            await asyncio.wait({peer.current})  # a barge-in cancels the turn, not this loop
-
-    async def _turn(self, peer: Peer, question: str | SpeechIn) -> None:
-        try:
-            turn = self._conversation.answer(peer.session, peer.chat_id, question, speak=True, animate=False)
-            async for frame in turn:
-                if isinstance(frame, TurnStarted):
-                    peer.playout.use_avatar(frame.avatar)
-                elif isinstance(frame, AudioOut):
-                    peer.playout.say(frame.speech)
-                await peer.sink(frame)
-        except TutorError as exc:
-            await peer.sink(Failure(exc.code, exc.message))
-        except Exception:
-            log.exception("turn failed in call %s", peer.id)
-            await peer.sink(Failure("internal", "the answer failed; please ask again"))
 
     async def _watch(self, peer: Peer) -> None:
         """Stale calls end: one that never connects, or stays disconnected."""
@@ -396,9 +380,10 @@ class Peers:
         for callback in peer.on_close:
             callback()
         current = asyncio.current_task()
-        tasks = [t for t in (*peer.tasks, peer.current) if t is not None and t is not current]
+        tasks = [t for t in peer.tasks if t is not current]
         for task in tasks:
             task.cancel()
+        await peer.runner.close()
         await peer.playout.stop()
         with contextlib.suppress(Exception):
             await peer.pc.close()  # also releases its TURN allocation (a zero-lifetime refresh)

@@ -13,35 +13,15 @@ import importlib.util
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from app.errors import EngineUnavailable
-from app.speech.audio import ASR_RATE, PCM
+from app.core.engines import Transcript
+from app.core.errors import EngineUnavailable
+from app.core.media import ASR_RATE, PCM
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    language: str
-    audio_seconds: float
-    elapsed_ms: float
-
-
-class ASR(Protocol):
-    name: str
-    description: str
-
-    def warmup(self) -> None: ...
-
-    def transcribe(self, pcm: PCM, language: str | None) -> Transcript:
-        """16 kHz mono in; `language` None means detect it."""
-        ...
 
 
 def embedded_model_dir() -> str:

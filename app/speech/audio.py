@@ -10,50 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 import wave
-from dataclasses import dataclass
 
 import numpy as np
 
-from app.errors import InvalidAudio
+from app.core.errors import InvalidAudio
+from app.core.media import ASR_RATE, PCM, resample
 
-ASR_RATE = 16_000
 MIN_RATE, MAX_RATE = 8_000, 96_000
-
-
-@dataclass(frozen=True)
-class PCM:
-    """Mono audio as float32 samples in [-1, 1]."""
-
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-    def to_int16(self) -> np.ndarray:
-        return (np.clip(self.samples, -1.0, 1.0) * 32767).astype(np.int16)
-
-    @classmethod
-    def from_int16(cls, data: np.ndarray | bytes, sample_rate: int) -> PCM:
-        array = np.frombuffer(data, dtype="<i2") if isinstance(data, bytes | bytearray | memoryview) else data
-        return cls(array.astype(np.float32) / 32768.0, sample_rate)
-
-    @classmethod
-    def silence(cls, seconds: float, sample_rate: int = ASR_RATE) -> PCM:
-        return cls(np.zeros(round(seconds * sample_rate), dtype=np.float32), sample_rate)
-
-
-def resample(pcm: PCM, rate: int) -> PCM:
-    if pcm.sample_rate == rate or not len(pcm.samples):
-        return PCM(pcm.samples, rate)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(pcm.sample_rate, rate)
-    out = resample_poly(pcm.samples, rate // g, pcm.sample_rate // g)
-    return PCM(out.astype(np.float32), rate)
 
 
 def b64decode(content: object) -> bytes:

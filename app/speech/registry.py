@@ -1,51 +1,43 @@
-"""Speech engines chosen from the settings; TTS by name (`TTS_ENGINE`), like the LLM registry."""
+"""Speech engines by name: `VAD_ENGINE`, `ASR_ENGINE`, `TTS_ENGINE`, like every other stage."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from app.errors import InvalidInput
-from app.settings import Settings
-from app.speech.asr import ASR, WhisperASR
-from app.speech.tts import TTS, EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
-from app.speech.vad import VAD, SileroVAD, TurnConfig
-
-
-def _edge(settings: Settings) -> EdgeTTS:
-    return EdgeTTS(settings.edge_tts_timeout, settings.edge_tts_proxy)
+from app.core.engines import ASR, TTS, VAD
+from app.core.registry import Registry
+from app.core.settings import Settings
+from app.speech.asr import WhisperASR
+from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
+from app.speech.vad import SileroVAD, TurnConfig
 
 
 def _router(settings: Settings, *, online: bool, piper: bool = True, espeak: bool = True) -> SpeechRouter:
     return SpeechRouter(
-        _edge(settings) if online else None,
+        EdgeTTS(settings.edge_tts_timeout, settings.edge_tts_proxy) if online else None,
         PiperTTS(settings.piper_model) if piper else None,
         EspeakTTS(settings.espeak_path) if espeak else None,
         probe_seconds=settings.tts_probe_seconds,
     )
 
 
-_TTS: dict[str, Callable[[Settings], TTS]] = {
-    "auto": lambda s: _router(s, online=True),
-    "edge": lambda s: _router(s, online=True, piper=False, espeak=False),
-    "piper": lambda s: _router(s, online=False, espeak=False),
-    "espeak": lambda s: _router(s, online=False, piper=False),
-    "offline": lambda s: _router(s, online=False),
-}
+VAD_ENGINES = Registry[VAD]("VAD_ENGINE", {"silero": lambda _settings: SileroVAD()})
 
+ASR_ENGINES = Registry[ASR](
+    "ASR_ENGINE",
+    {"whisper": lambda s: WhisperASR(s.asr_model, device=s.asr_device, beam_size=s.asr_beam_size)},
+)
 
-def create_tts(settings: Settings) -> TTS:
-    factory = _TTS.get(settings.tts_engine)
-    if factory is None:
-        raise InvalidInput(f"unknown TTS_ENGINE {settings.tts_engine!r}; choose one of: {', '.join(sorted(_TTS))}")
-    return factory(settings)
-
-
-def create_asr(settings: Settings) -> ASR:
-    return WhisperASR(settings.asr_model, device=settings.asr_device, beam_size=settings.asr_beam_size)
-
-
-def create_vad(settings: Settings) -> VAD:
-    return SileroVAD()
+# auto: Edge TTS, with Piper (English) and espeak-ng (other languages) as the visible offline
+# fallback; or one of them alone.
+TTS_ENGINES = Registry[TTS](
+    "TTS_ENGINE",
+    {
+        "auto": lambda s: _router(s, online=True),
+        "edge": lambda s: _router(s, online=True, piper=False, espeak=False),
+        "piper": lambda s: _router(s, online=False, espeak=False),
+        "espeak": lambda s: _router(s, online=False, piper=False),
+        "offline": lambda s: _router(s, online=False),
+    },
+)
 
 
 def turn_config(settings: Settings) -> TurnConfig:

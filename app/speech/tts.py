@@ -13,64 +13,17 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from app.engines import Outage
-from app.errors import EngineUnavailable
-from app.speech.audio import PCM
+from app.core.engines import TTS, Outage
+from app.core.errors import EngineUnavailable
+from app.core.media import PCM, Phoneme, Speech, Voice
 
 log = logging.getLogger(__name__)
-
-DEFAULT_VOICES = {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"}
-_VOICE_LOCALE = re.compile(r"^([a-z]{2,3})-[A-Za-z]{2,4}-")
-
-
-@dataclass(frozen=True)
-class Voice:
-    name: str  # an Edge voice name; offline engines use only its language
-    language: str  # "zh", "en", ...
-
-    @classmethod
-    def resolve(cls, voice: str | None, language: str) -> Voice:
-        """The tutor's voice, else a default for its language; the voice's own locale wins
-        over the tutor's language (a zh-CN voice speaks Chinese)."""
-        name = voice or DEFAULT_VOICES.get(language, DEFAULT_VOICES["en"])
-        match = _VOICE_LOCALE.match(name)
-        return cls(name, match.group(1) if match else language)
-
-
-@dataclass(frozen=True)
-class Phoneme:
-    symbol: str
-    start: float  # seconds from the start of the speech
-    duration: float
-
-
-@dataclass(frozen=True)
-class Speech:
-    """One sentence, spoken."""
-
-    pcm: PCM
-    text: str
-    engine: str
-    phonemes: tuple[Phoneme, ...] | None = None  # when the engine knows them (Piper)
-    fallback: bool = False
-
-
-class TTS(Protocol):
-    name: str
-    description: str
-
-    def warmup(self) -> None: ...
-
-    async def synthesize(self, text: str, voice: Voice) -> Speech: ...
 
 
 class PiperTTS:

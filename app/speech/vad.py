@@ -9,29 +9,11 @@ and WebRTC handlers feed it the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from app.speech.audio import ASR_RATE, PCM
-
-
-class VADStream(Protocol):
-    """One audio stream's detector state (models like Silero are recurrent)."""
-
-    def probability(self, frame: np.ndarray) -> float:
-        """Speech probability of one frame of `VAD.frame_samples` 16 kHz samples."""
-        ...
-
-
-class VAD(Protocol):
-    name: str
-    description: str
-    frame_samples: int
-
-    def warmup(self) -> None: ...
-
-    def open(self) -> VADStream: ...
+from app.core.engines import VAD, VADStream
+from app.core.media import ASR_RATE, PCM
 
 
 class _SileroStream:

@@ -4,13 +4,13 @@ GPU are there and otherwise, visibly in `/health`, the weight-free `warp` engine
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from app.engines import Composite
-from app.errors import EngineUnavailable, InvalidInput
-from app.settings import Settings
-from app.speech.tts import Speech
-from avatars.lipsync.base import AvatarFrames, LipSync, VideoFrame
+from app.core.engines import Composite, LipSync, PreparedAvatar
+from app.core.errors import EngineUnavailable
+from app.core.media import Speech, VideoFrame
+from app.core.registry import Registry
+from app.core.settings import Settings
 from avatars.lipsync.musetalk import MuseTalkLipSync
 from avatars.lipsync.warp import WarpLipSync
 
@@ -34,10 +34,10 @@ class LipSyncFallback(Composite):
             self.status_detail = f"{exc.message}; animating with {self.fallback.name} instead"
             self.fallback.warmup()
 
-    def render(self, avatar: AvatarFrames, speech: Speech, start: int) -> Iterator[VideoFrame]:
+    def render(self, avatar: PreparedAvatar, speech: Speech, start: int) -> Iterator[VideoFrame]:
         return self._current.render(avatar, speech, start)
 
-    def prepare_avatar(self, avatar: AvatarFrames) -> dict[str, str]:
+    def prepare_avatar(self, avatar: PreparedAvatar) -> dict[str, str]:
         if self.fallback_active:
             return {self.primary.name: f"not prepared: {self.status_detail}"}
         prepare = getattr(self.primary, "prepare_avatar", None)
@@ -50,15 +50,11 @@ def _musetalk(settings: Settings) -> MuseTalkLipSync:
     )
 
 
-_ENGINES: dict[str, Callable[[Settings], LipSync]] = {
-    "auto": lambda s: LipSyncFallback(_musetalk(s), WarpLipSync()),
-    "musetalk": _musetalk,
-    "warp": lambda _settings: WarpLipSync(),
-}
-
-
-def create(settings: Settings) -> LipSync:
-    factory = _ENGINES.get(settings.lipsync_engine)
-    if factory is None:
-        raise InvalidInput(f"unknown LIPSYNC_ENGINE {settings.lipsync_engine!r}; choose one of: {', '.join(_ENGINES)}")
-    return factory(settings)
+LIPSYNC_ENGINES = Registry[LipSync](
+    "LIPSYNC_ENGINE",
+    {
+        "auto": lambda s: LipSyncFallback(_musetalk(s), WarpLipSync()),
+        "musetalk": _musetalk,
+        "warp": lambda _settings: WarpLipSync(),
+    },
+)

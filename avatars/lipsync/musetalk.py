@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import EngineUnavailable
-from app.speech.audio import ASR_RATE, resample
-from app.speech.tts import Speech
-from avatars.lipsync.base import AvatarFrames, VideoFrame, audio_slices
+from app.core.engines import PreparedAvatar
+from app.core.errors import EngineUnavailable
+from app.core.media import ASR_RATE, Speech, VideoFrame, audio_slices, resample
 
 REQUIRED = (
     "musetalkV15/musetalk.json",
@@ -112,7 +111,7 @@ class MuseTalkLipSync:
         return unet, vae, encoder, features
 
     # -- the avatar's side: latents of every frame, computed once -----------------------------
-    def _face_box(self, avatar: AvatarFrames, i: int) -> tuple[int, int, int, int]:
+    def _face_box(self, avatar: PreparedAvatar, i: int) -> tuple[int, int, int, int]:
         """The face box of frame i, square, a little lower (MuseTalk wants the chin in)."""
         x, y, w, h = avatar.faces[i]
         side = int(max(w, h) * 1.1)
@@ -128,7 +127,7 @@ class MuseTalkLipSync:
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
         return batch.to(self.device, dtype=next(vae.parameters()).dtype)
 
-    def prepare_avatar(self, avatar: AvatarFrames) -> dict[str, str]:
+    def prepare_avatar(self, avatar: PreparedAvatar) -> dict[str, str]:
         """At avatar preparation: MuseTalk's own data (the frames' latents), if it is loaded."""
         if self._modules is None:
             return {"musetalk": "not prepared: MuseTalk is not loaded"}
@@ -136,7 +135,7 @@ class MuseTalkLipSync:
             self._avatar_latents(avatar)
         return {"musetalk": "ready"}
 
-    def _avatar_latents(self, avatar: AvatarFrames) -> Any:
+    def _avatar_latents(self, avatar: PreparedAvatar) -> Any:
         import cv2
         import torch
 
@@ -194,7 +193,7 @@ class MuseTalkLipSync:
         return tokens + position
 
     # -- drawing -------------------------------------------------------------------------------
-    def render(self, avatar: AvatarFrames, speech: Speech, start: int) -> Iterator[VideoFrame]:
+    def render(self, avatar: PreparedAvatar, speech: Speech, start: int) -> Iterator[VideoFrame]:
         import cv2
         import torch
 

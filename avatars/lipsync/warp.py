@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from app.speech.tts import Phoneme, Speech
-from avatars.lipsync.base import AvatarFrames, VideoFrame, audio_slices
+from app.core.engines import PreparedAvatar
+from app.core.media import Phoneme, Speech, VideoFrame, audio_slices
 
 _CLOSED = set("pbm")
 _LABIODENTAL = set("fv")
@@ -84,7 +84,7 @@ class WarpLipSync:
     def warmup(self) -> None:
         import cv2  # noqa: F401  (fail here, at start-up, if OpenCV is missing)
 
-    def render(self, avatar: AvatarFrames, speech: Speech, start: int) -> Iterator[VideoFrame]:
+    def render(self, avatar: PreparedAvatar, speech: Speech, start: int) -> Iterator[VideoFrame]:
         opening, width = mouth_track(speech, avatar.fps)
         for n, audio in enumerate(audio_slices(speech.pcm, avatar.fps)):
             image, mouth = avatar.frame(start + n)

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from app.engines import Composite, Outage
-from app.errors import EngineUnavailable
-from tutors.llm.base import BackendDown, ChatMessage, GenerationOptions, LLMEngine, Notice
+from app.core.engines import ChatMessage, Composite, GenerationOptions, LLMEngine, Notice, Outage
+from app.core.errors import BackendDown, EngineUnavailable
 
 FALLBACK_NOTICE = "The tutor's main model is unreachable; this answer comes from the offline model."
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.errors import EngineUnavailable
-from tutors.llm.base import ChatMessage, GenerationOptions
+from app.core.engines import ChatMessage, GenerationOptions
+from app.core.errors import EngineUnavailable
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Each context costs ~47 MB of KV cache at 2048 tokens; four cover a few live conversations.

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from app.errors import EngineUnavailable
-from tutors.llm.base import BackendDown, ChatMessage, GenerationOptions, estimate_tokens
+from app.core.engines import ChatMessage, GenerationOptions
+from app.core.errors import BackendDown, EngineUnavailable
+from tutors.llm.tokens import estimate_tokens
 
 # Before the first token a long prefill is normal; after it, a silent minute means trouble.
 READ_TIMEOUT = 60.0

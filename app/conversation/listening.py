@@ -1,0 +1,61 @@
+"""A live microphone cut into turns, for every transport that carries one (the WebSocket's
+streamed `audio` chunks, a WebRTC peer's audio track).
+
+The VAD's turn-taking says when the student starts (a barge-in signal) and stops speaking.
+Recognition begins in the closing pause: if the student goes on, that guess is discarded; if
+the turn ends, its transcript is already under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from app.conversation.frames import SpeechIn
+from app.conversation.service import ConversationService
+from app.conversation.sessions import SessionInfo
+from app.core.engines import Transcript
+from app.core.settings import Settings
+from app.speech.registry import turn_config
+from app.speech.vad import Paused, SpeechStarted, TurnDetector
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a discarded guess's error is nobody's business
+
+
+class LiveMicrophone:
+    def __init__(self, conversation: ConversationService, session: SessionInfo, settings: Settings) -> None:
+        self._conversation = conversation
+        self._session = session
+        vad, self._asr = conversation.listening()
+        self._detector = TurnDetector(vad, turn_config(settings))
+        self._early: tuple[float, asyncio.Future[Transcript]] | None = None
+
+    @property
+    def speaking(self) -> bool:
+        return self._detector.speaking
+
+    async def hear(self, samples: np.ndarray, *, end: bool = False) -> list[SpeechStarted | SpeechIn]:
+        """16 kHz mono float32 in; out, in order: `SpeechStarted` when the student starts
+        speaking, and each finished turn as a `SpeechIn`."""
+        events = await asyncio.to_thread(self._detector.feed, samples) if len(samples) else []
+        if end and (last := self._detector.flush()) is not None:
+            events.append(last)
+        heard: list[SpeechStarted | SpeechIn] = []
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                heard.append(event)
+            elif isinstance(event, Paused):
+                language = await self._conversation.listening_language(self._session)
+                task = asyncio.ensure_future(asyncio.to_thread(self._asr.transcribe, event.audio, language))
+                task.add_done_callback(_consume)
+                self._early = (event.ended_at, task)
+            else:
+                early = self._early[1] if self._early and self._early[0] == event.ended_at else None
+                self._early = None
+                heard.append(SpeechIn(event.audio, early))
+        return heard

@@ -1,0 +1,197 @@
+"""One student turn, end to end: check the input, build the tutor's prompt from its persona and
+this chat's history, run the pipeline, and keep the transcript.
+
+Transports (the WebSocket, a live call, the Student tab) ask `answer()` for a turn and only
+translate its frames to their wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from app.conversation.frames import AnswerText, Frame, LLMRequest, SpeechIn, TextDelta, TurnStarted, UserText
+from app.conversation.pipeline import Pipeline, Stage
+from app.conversation.prompt import NOT_COVERED, StoredMessage, citations, fit_prompt, system_prompt
+from app.conversation.sessions import SessionInfo
+from app.conversation.stages import Animate, Begin, Generate, Recognise, Sentences, Speak
+from app.core.db import Database, MessageRow, utcnow
+from app.core.engines import ASR, VAD, Engines, GenerationOptions
+from app.core.errors import EngineUnavailable, InvalidInput
+from app.core.media import Voice
+from app.core.settings import Settings
+from avatars.service import Avatars
+from kb.service import KnowledgeBases
+from tutors.store import TutorStore
+
+_MESSAGES = MessageRow.__table__
+Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta) → the transcript
+
+
+class Answer:
+    """One turn in flight. Iterate it for its frames; `interrupt()` cuts it off (barge-in).
+
+    The answer is stored once the student has it; an answer cut off (interrupted, or its
+    student gone) is stored as far as the student saw it, marked `interrupted`."""
+
+    def __init__(self, pipeline: Pipeline, store: Store) -> None:
+        self._pipeline = pipeline
+        self._store = store
+
+    async def interrupt(self) -> None:
+        await self._pipeline.interrupt()
+
+    async def __aiter__(self) -> AsyncIterator[Frame]:
+        answered = False
+        partial: list[str] = []
+        try:
+            async for frame in self._pipeline:
+                if isinstance(frame, TextDelta):
+                    partial.append(frame.text)
+                yield frame
+                if isinstance(frame, AnswerText):
+                    meta = {
+                        "first_token_ms": frame.first_token_ms,
+                        "total_ms": frame.total_ms,
+                        "engine": frame.engine,
+                        "model": frame.model,
+                        "sources": frame.sources,
+                    }
+                    # Set first: the executor runs the save even if this task is cancelled
+                    # while awaiting it (the student hung up), and the finally must not save twice.
+                    answered = True
+                    await asyncio.to_thread(self._store, frame.text, meta)
+        finally:
+            if not answered and partial:
+                # A quick local insert; awaiting a thread here would race a cancellation in progress.
+                self._store("".join(partial).strip(), {"interrupted": True})
+
+
+class ConversationService:
+    def __init__(
+        self,
+        db: Database,
+        tutors: TutorStore,
+        engines: Engines,
+        kbs: KnowledgeBases,
+        avatars: Avatars,
+        settings: Settings,
+    ) -> None:
+        self._avatars = avatars
+        self._db = db
+        self._tutors = tutors
+        self.engines = engines
+        self._kbs = kbs
+        self._settings = settings
+
+    # Core queries, not the ORM, in as few transactions as possible: these run on every turn.
+    def history(self, session_id: str, chat_id: str, limit: int | None = None) -> list[StoredMessage]:
+        with self._db.transaction() as db:
+            return self._history(db, session_id, chat_id, limit)
+
+    def _history(self, db: Connection, session_id: str, chat_id: str, limit: int | None) -> list[StoredMessage]:
+        query = (
+            select(_MESSAGES.c.role, _MESSAGES.c.content)
+            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
+            .order_by(_MESSAGES.c.id.desc())
+            .limit(limit)
+        )
+        return [StoredMessage(r.role, r.content) for r in reversed(db.execute(query).all())]
+
+    def _save(self, session_id: str, chat_id: str, role: str, content: str, meta: dict | None = None) -> None:
+        with self._db.transaction() as db:
+            self._insert(db, session_id, chat_id, role, content, meta)
+
+    @staticmethod
+    def _insert(db: Connection, session_id: str, chat_id: str, role: str, content: str, meta: dict | None) -> None:
+        values = {"session_id": session_id, "chat_id": chat_id, "role": role, "content": content}
+        db.execute(insert(_MESSAGES).values(**values, meta=meta or {}, created_at=utcnow()))
+
+    def check_text(self, text: object) -> str:
+        if not isinstance(text, str):
+            raise InvalidInput("`content` must be a string for a text message")
+        text = text.strip()
+        if not text:
+            raise InvalidInput("`content` is empty: send the student's question")
+        if len(text) > self._settings.max_text_chars:
+            raise InvalidInput(f"`content` is longer than {self._settings.max_text_chars} characters")
+        return text
+
+    def _begin_turn(self, session: SessionInfo, chat_id: str, question: UserText) -> list[Frame]:
+        """Read what the turn needs, retrieve its material, store the student's message and
+        build the prompt: one trip off the loop, one transaction.
+
+        A tutor with knowledge bases answers from them; when nothing relevant is found it
+        says so, without asking the model (which would invent an answer)."""
+        limit = self._settings.history_max_messages
+        text = self.check_text(question.text)
+        with self._db.transaction() as db:
+            tutor = self._tutors.get(session.tutor_id, db)
+            avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
+            started = TurnStarted(Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language), avatar)
+            named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
+            kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
+            passages = self._kbs.search(kb_ids, text, self._settings.kb_top_k) if kb_ids else []
+            if kb_ids and not passages:
+                self._insert(db, session.id, chat_id, "user", text, question.meta)
+                return [started, AnswerText(NOT_COVERED.get(tutor.language, NOT_COVERED["en"]), engine="grounding")]
+            history = self._history(db, session.id, chat_id, limit) if limit else []
+            options = GenerationOptions(
+                model=self._settings.llm_model_for(tutor.id, tutor.llm_model),
+                temperature=tutor.temperature if tutor.temperature is not None else self._settings.llm_temperature,
+                max_tokens=self._settings.llm_max_tokens,
+            )
+            # Before the insert: a question that cannot fit is refused without a trace.
+            system = system_prompt(tutor, passages)
+            messages = fit_prompt(self.engines.llm, system, history, text, options.max_tokens)
+            self._insert(db, session.id, chat_id, "user", text, question.meta)
+        return [started, LLMRequest(messages, options, citations(passages))]
+
+    def listening(self) -> tuple[VAD, ASR]:
+        """The VAD and the recogniser, or a clear refusal where speech input is off."""
+        vad, asr = self.engines.vad, self.engines.asr
+        if vad is None or asr is None:
+            raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
+        return vad, asr
+
+    async def listening_language(self, session: SessionInfo) -> str | None:
+        """What the recogniser listens for in this session (None: detect)."""
+        tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
+        return self._settings.asr_language_for(tutor.language)
+
+    def answer(
+        self,
+        session: SessionInfo,
+        chat_id: str,
+        question: str | SpeechIn,
+        *,
+        speak: bool = False,
+        animate: bool = True,
+    ) -> Answer:
+        """One turn. A spoken question (16 kHz) is transcribed first; with `speak` the answer
+        is voiced sentence by sentence as it streams, and with `animate` also lip-synced as
+        MP4 segments (a live call animates the avatar itself, frame by frame)."""
+        engines, settings = self.engines, self._settings
+        stages: list[Stage] = []
+        if isinstance(question, SpeechIn):
+            vad, asr = self.listening()
+            first: Frame = question
+            language = functools.partial(self.listening_language, session)  # asked only when needed
+            min_speech = settings.vad_min_speech_ms / 1000
+            stages.append(Recognise(asr, vad, language, threshold=settings.vad_threshold, min_speech=min_speech))
+        else:
+            first = UserText(self.check_text(question))
+        stages += [Begin(lambda text: self._begin_turn(session, chat_id, text)), Generate(engines.llm)]
+        if speak and engines.tts is not None:
+            stages += [Sentences(settings.tts_max_sentence_chars), Speak(engines.tts)]
+            if animate and engines.lipsync is not None:
+                stages.append(Animate(engines.lipsync))
+
+        def store(content: str, meta: dict[str, Any]) -> None:
+            self._save(session.id, chat_id, "assistant", content, meta)
+
+        return Answer(Pipeline(stages, first), store)

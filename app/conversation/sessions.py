@@ -1,0 +1,237 @@
+"""Conversation sessions: creation under `MAX_SESSIONS`, tokens, idle expiry, ending.
+
+The database is the durable record (a session survives a restart); the live ones are also
+indexed in memory, because the server is one process and every request and message asks
+about them. Whoever holds live resources (sockets, WebRTC calls) subscribes to `on_end` and is told, on
+the event loop, when a session ends, whatever ended it: a DELETE or idle expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from app.core.db import Database, SessionRow, TutorRow, utcnow
+from app.core.errors import NotFound, SessionEnded, SessionLimitReached, Unauthorized
+
+ACTIVE = "active"
+ENDED = "ended"
+EXPIRED = "expired"
+
+_COLUMNS = SessionRow.__table__.c
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    tutor_id: int
+    student_id: int | None
+    kb_id: str | None
+    status: str
+    created_at: dt.datetime
+    last_activity_at: dt.datetime
+    ended_at: dt.datetime | None
+    end_reason: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass
+class _Live:
+    info: SessionInfo
+    token_hash: str
+    last_activity: dt.datetime
+    last_written: dt.datetime
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_INFO_FIELDS = [f.name for f in dataclasses.fields(SessionInfo)]
+
+
+def _info(row: object) -> SessionInfo:
+    return SessionInfo(**{name: getattr(row, name) for name in _INFO_FIELDS})
+
+
+# Told on the server's event loop, whichever thread ended the session (a sync route runs in
+# a worker thread, the idle sweep in another).
+EndListener = Callable[[SessionInfo], Awaitable[None]]
+
+
+class SessionManager:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_sessions: int,
+        timeout_seconds: float,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self.max_sessions = max_sessions
+        self.timeout = dt.timedelta(seconds=timeout_seconds)
+        self._clock = clock
+        # Guards the live index: sync routes run in a thread pool, and counting plus inserting
+        # must be one step or two racing requests both take the last slot.
+        self._lock = threading.Lock()
+        self._listeners: list[EndListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Activity is written at most this often per session: a chatty student costs no write
+        # per message, and a restart loses at most this much of the idle clock.
+        self._write_interval = min(dt.timedelta(seconds=5), self.timeout / 10)
+        self._live: dict[str, _Live] = {}
+        self._load()
+
+    def _load(self) -> None:
+        with self._db.transaction() as db:
+            rows = db.execute(select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE)).all()
+        for row in rows:
+            token_hash = row.token_hash
+            info = _info(row)
+            self._live[info.id] = _Live(info, token_hash, info.last_activity_at, info.last_activity_at)
+
+    def on_end(self, listener: EndListener) -> None:
+        self._listeners.append(listener)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Where the listeners run; without a running server there is nobody to tell."""
+        self._loop = loop
+
+    # -- create and read -----------------------------------------------------------------
+    def create(self, tutor_id: int, student_id: int | None, kb_id: str | None) -> tuple[SessionInfo, str]:
+        self.expire_idle()
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        info = SessionInfo(str(uuid.uuid4()), tutor_id, student_id, kb_id, ACTIVE, now, now, None, None)
+        with self._lock:
+            if len(self._live) >= self.max_sessions:
+                raise SessionLimitReached(
+                    f"all {self.max_sessions} session slots are in use; end a session or try again later"
+                )
+            with self._db.transaction() as db:
+                if db.execute(select(TutorRow.id).where(TutorRow.id == tutor_id)).first() is None:
+                    raise NotFound(f"tutor {tutor_id} does not exist")
+                token_hash = _hash_token(token)
+                db.execute(insert(SessionRow.__table__).values(token_hash=token_hash, **dataclasses.asdict(info)))
+            self._live[info.id] = _Live(info, token_hash, now, now)
+        return info, token
+
+    def get(self, session_id: str) -> SessionInfo:
+        live = self._live_or_expire(session_id)
+        if live is not None:
+            return dataclasses.replace(live.info, last_activity_at=live.last_activity)
+        with self._db.transaction() as db:
+            row = db.execute(select(SessionRow.__table__).where(_COLUMNS.id == session_id)).first()
+        if row is None:
+            raise NotFound(f"session {session_id} does not exist")
+        return _info(row)
+
+    def list_active(self) -> list[SessionInfo]:
+        self.expire_idle()
+        with self._lock:
+            lives = sorted(self._live.values(), key=lambda live: live.info.created_at)
+        return [dataclasses.replace(live.info, last_activity_at=live.last_activity) for live in lives]
+
+    def count_active(self) -> int:
+        return len(self._live)
+
+    def require_active(self, session_id: str) -> SessionInfo:
+        info = self.get(session_id)
+        if not info.active:
+            raise SessionEnded(f"session {session_id} has ended ({info.end_reason or info.status})")
+        return info
+
+    # -- tokens --------------------------------------------------------------------------
+    def authenticate(self, session_id: str, token: str) -> SessionInfo:
+        """The session if `token` is its live token; the same refusal for every failure."""
+        live = self._live_or_expire(session_id)
+        # Hash and compare even for an unknown id, so timing does not tell ids apart.
+        stored = live.token_hash if live is not None else _hash_token(secrets.token_hex(8))
+        if not hmac.compare_digest(stored, _hash_token(token or "")) or live is None:
+            raise Unauthorized("invalid or expired token")
+        return live.info
+
+    def authenticate_user(self, student_id: int, token: str) -> list[SessionInfo]:
+        """For a `user_<id>` socket: the token must belong to one of that student's live sessions.
+
+        Returns all of the student's live sessions; the socket may carry any of them.
+        """
+        digest = _hash_token(token or "")
+        sessions = [s for s in self.list_active() if s.student_id == student_id]
+        # Compare against every candidate so timing does not reveal which one matched.
+        matched = [hmac.compare_digest(self._live[s.id].token_hash, digest) for s in sessions if s.id in self._live]
+        if not any(matched):
+            raise Unauthorized("invalid or expired token")
+        return sessions
+
+    # -- activity and ending -------------------------------------------------------------
+    def touch_due(self, session_id: str) -> bool:
+        """Whether `touch` would write; cheap, so callers skip a thread hop when it would not."""
+        live = self._live.get(session_id)
+        return live is not None and self._clock() - live.last_written >= self._write_interval
+
+    def touch(self, session_id: str) -> None:
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        now = self._clock()
+        live.last_activity = now
+        if now - live.last_written < self._write_interval:
+            return
+        live.last_written = now
+        with self._db.transaction() as db:
+            db.execute(
+                update(SessionRow.__table__)
+                .where(_COLUMNS.id == session_id, _COLUMNS.status == ACTIVE)
+                .values(last_activity_at=now)
+            )
+
+    def end(self, session_id: str, reason: str = "deleted") -> SessionInfo:
+        return self._end(session_id, ENDED, reason) or self.get(session_id)
+
+    def expire_idle(self) -> list[str]:
+        cutoff = self._clock() - self.timeout
+        idle = [sid for sid, live in list(self._live.items()) if live.last_activity < cutoff]
+        return [sid for sid in idle if self._end(sid, EXPIRED, "idle_timeout")]
+
+    def _live_or_expire(self, session_id: str) -> _Live | None:
+        live = self._live.get(session_id)
+        if live is not None and self._clock() - live.last_activity > self.timeout:
+            self._end(session_id, EXPIRED, "idle_timeout")
+            return None
+        return live
+
+    def _end(self, session_id: str, status: str, reason: str) -> SessionInfo | None:
+        """End a live session once; only the caller that ends it notifies the listeners."""
+        now = self._clock()
+        with self._lock:
+            live = self._live.pop(session_id, None)
+        if live is None:
+            return None
+        info = dataclasses.replace(
+            live.info, status=status, end_reason=reason, ended_at=now, last_activity_at=live.last_activity
+        )
+        with self._db.transaction() as db:
+            db.execute(
+                update(SessionRow.__table__)
+                .where(_COLUMNS.id == session_id)
+                .values(status=status, end_reason=reason, ended_at=now, last_activity_at=live.last_activity)
+            )
+        if self._loop is not None and not self._loop.is_closed():
+            for listener in self._listeners:
+                asyncio.run_coroutine_threadsafe(listener(info), self._loop)
+        return info

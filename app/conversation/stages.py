@@ -1,0 +1,230 @@
+"""The stages of a turn, in the order they run: hear, begin the turn, generate, cut into
+sentences, speak, lip-sync. Each handles its own kind of frame; see `pipeline` for how they
+are chained."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+
+from app.conversation.frames import (
+    AnswerText,
+    AudioOut,
+    Frame,
+    LLMRequest,
+    NoticeFrame,
+    Sentence,
+    SpeechIn,
+    TextDelta,
+    Transcription,
+    TurnStarted,
+    UserText,
+    VideoOut,
+)
+from app.conversation.pipeline import Stage
+from app.core.engines import ASR, TTS, VAD, LipSync, LLMEngine, Notice
+from app.core.errors import TutorError
+from app.core.media import PCM, Speech, Voice
+from app.speech.sentences import SentenceSplitter, speakable
+from app.speech.tts import FALLBACK_NOTICE
+from app.speech.vad import speech_seconds
+from avatars.animation import Animator
+from avatars.video import encode_mp4
+
+
+class Recognise(Stage):
+    """A spoken question → what was said. A recording with no speech in it gets an empty
+    transcription (Whisper would invent words in silence or noise) and ends the turn."""
+
+    accepts = (SpeechIn,)
+
+    def __init__(
+        self,
+        asr: ASR,
+        vad: VAD,
+        language: Callable[[], Awaitable[str | None]],
+        *,
+        threshold: float,
+        min_speech: float,
+    ) -> None:
+        self.asr, self.vad, self.language = asr, vad, language
+        self.threshold, self.min_speech = threshold, min_speech
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, SpeechIn)
+        if frame.early is not None:  # the VAD already heard speech here
+            transcript = await frame.early
+        else:
+            heard = frame.heard
+            if heard is None:
+                heard = await asyncio.to_thread(speech_seconds, self.vad, frame.pcm, self.threshold)
+            if heard < self.min_speech:
+                yield Transcription("", audio_seconds=frame.pcm.seconds)
+                yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
+                return
+            language = await self.language()
+            transcript = await asyncio.to_thread(self.asr.transcribe, frame.pcm, language)
+        yield Transcription(transcript.text, transcript.language, transcript.audio_seconds, transcript.elapsed_ms)
+        if transcript.text:
+            meta = {
+                "spoken": True,
+                "asr_ms": round(transcript.elapsed_ms, 1),
+                "language": transcript.language,
+                "recognised_in_pause": frame.early is not None,
+            }
+            yield UserText(transcript.text, meta)
+        else:
+            yield NoticeFrame("no_speech", "The recording could not be understood; please try again.")
+
+
+class Begin(Stage):
+    """The student's words → who answers and the prompt, read and written in one trip off
+    the event loop (or the whole answer, when it needs no model)."""
+
+    accepts = (UserText,)
+
+    def __init__(self, begin: Callable[[UserText], list[Frame]]) -> None:
+        self.begin = begin
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, UserText)
+        for begun in await asyncio.to_thread(self.begin, frame):
+            yield begun
+
+
+class Generate(Stage):
+    """The prompt → the answer, streamed piece by piece, then whole."""
+
+    accepts = (LLMRequest,)
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, LLMRequest)
+        started = time.perf_counter()
+        first: float | None = None
+        parts: list[str] = []
+        # aclosing: a barge-in must stop the engine now, not when the GC gets to it.
+        async with aclosing(self.engine.stream(frame.messages, frame.options)) as stream:  # type: ignore[type-var]
+            async for piece in stream:
+                if isinstance(piece, Notice):
+                    yield NoticeFrame(piece.code, piece.text)
+                    continue
+                if not piece:
+                    continue
+                if first is None:
+                    first = time.perf_counter()
+                parts.append(piece)
+                yield TextDelta(piece)
+        yield AnswerText(
+            "".join(parts).strip(),
+            sources=frame.sources,
+            first_token_ms=None if first is None else (first - started) * 1000,
+            total_ms=(time.perf_counter() - started) * 1000,
+            engine=self.engine.name,  # after the stream: names the fallback if one answered
+            model=frame.options.model,
+        )
+
+
+class Sentences(Stage):
+    """Streamed text → sentences. An answer that arrives whole (one that never reached the
+    model) is split the same way."""
+
+    accepts = (TextDelta, AnswerText)
+
+    def __init__(self, max_chars: int = 160) -> None:
+        self.max_chars = max_chars
+        self.splitter = SentenceSplitter(max_chars)
+        self.streamed = False
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        yield frame
+        if isinstance(frame, TextDelta):
+            self.streamed = True
+            for sentence in self.splitter.push(frame.text):
+                yield Sentence(sentence)
+            return
+        assert isinstance(frame, AnswerText)
+        if not self.streamed:
+            for sentence in self.splitter.push(frame.text):
+                yield Sentence(sentence)
+        yield Sentence(self.splitter.flush(), final=True)
+        self.splitter, self.streamed = SentenceSplitter(self.max_chars), False
+
+
+class Speak(Stage):
+    """Sentences → speech, while the text keeps streaming. A voice that fails mid-answer
+    costs the rest of that answer's audio, never its text."""
+
+    accepts = (Sentence,)
+    background = True
+
+    def __init__(self, tts: TTS) -> None:
+        self.tts = tts
+        self.voice: Voice | None = None
+        self.seq, self.noticed, self.failed, self.rate = 0, False, False, 16_000
+
+    def observe(self, frame: Frame) -> None:
+        if isinstance(frame, TurnStarted):
+            self.voice = frame.voice
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, Sentence)
+        text = speakable(frame.text)
+        if self.failed or self.voice is None or not (text or frame.final):
+            return
+        if not text:  # the answer ended on something unspeakable: close the stream
+            if self.seq:
+                yield AudioOut(Speech(PCM.silence(0, self.rate), "", self.tts.name), self.seq, True)
+            return
+        started = time.perf_counter()
+        try:
+            speech = await self.tts.synthesize(text, self.voice)
+        except TutorError as exc:
+            self.failed = True
+            yield NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}")
+            return
+        if speech.fallback and not self.noticed:
+            self.noticed = True
+            yield NoticeFrame("tts_fallback", FALLBACK_NOTICE)
+        self.rate = speech.pcm.sample_rate
+        yield AudioOut(speech, self.seq, frame.final, (time.perf_counter() - started) * 1000)
+        self.seq += 1
+
+
+class Animate(Stage):
+    """Speech → the tutor's avatar saying it, one MP4 segment (H.264 + AAC) per sentence;
+    the audio flows on untouched."""
+
+    accepts = (AudioOut,)
+    background = True
+    passthrough = True
+
+    def __init__(self, engine: LipSync) -> None:
+        self.engine = engine
+        self.animator: Animator | None = None
+
+    def observe(self, frame: Frame) -> None:
+        if isinstance(frame, TurnStarted):
+            self.animator = Animator(self.engine, frame.avatar) if frame.avatar is not None else None
+
+    def _segment(self, speech: Speech) -> tuple[bytes, int]:
+        animator = self.animator
+        assert animator is not None
+        if not len(speech.pcm.samples):  # the answer's closing marker: one quiet frame
+            frames = [animator.idle(speech.pcm.sample_rate)]
+        else:
+            frames = list(animator.speak(speech))
+        return encode_mp4(frames, animator.fps), len(frames)
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        assert isinstance(frame, AudioOut)
+        if self.animator is None:
+            return
+        started = time.perf_counter()
+        mp4, count = await asyncio.to_thread(self._segment, frame.speech)
+        ms = (time.perf_counter() - started) * 1000
+        yield VideoOut(mp4, frame.seq, frame.final, count, self.animator.fps, ms)
