@@ -1,7 +1,7 @@
 """The embedded database: SQLAlchemy 2 models, engine set-up and migrations on start.
 
 SQLite in WAL mode by default (`DATA_DIR/tutor.db`); `DATABASE_URL` points elsewhere. The schema
-is owned by the Alembic migrations in `app/migrations`; `Database.migrate()` brings any older
+is owned by the Alembic migrations in `app/core/migrations`; `Database.migrate()` brings any older
 database up to date, so an upgrade never asks an operator to delete data.
 """
 

@@ -1,0 +1,48 @@
+"""Every stage's engine is chosen by name through the same registry, and a stage turned off has
+no engine at all (nothing checks a flag): what runs is what `/health` lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.core.engines import Warmup
+from app.core.errors import InvalidInput
+from app.core.registry import Registry
+from app.core.settings import Settings
+from app.services import build_engines
+from app.speech.registry import ASR_ENGINES, TTS_ENGINES, VAD_ENGINES
+from avatars.lipsync import LIPSYNC_ENGINES
+from kb.embeddings import EMBEDDING_ENGINES
+from tutors.llm import LLM_ENGINES
+
+REGISTRIES = [LLM_ENGINES, EMBEDDING_ENGINES, VAD_ENGINES, ASR_ENGINES, TTS_ENGINES, LIPSYNC_ENGINES]
+
+
+@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda r: r.setting)
+def test_every_engine_kind_is_chosen_by_its_setting(registry: Registry) -> None:
+    field = registry.setting.lower()
+    assert field in Settings.model_fields, f"{registry.setting} is a documented setting"
+    default = Settings.model_fields[field].default
+    assert default in registry.names(), "the default names a registered engine"
+    with pytest.raises(InvalidInput, match=rf"unknown {registry.setting} 'nope'; choose one of: .*{default}"):
+        registry.create(Settings(_env_file=None, **{field: "nope"}))
+    fake = object()
+    registry.register("fake", lambda _settings: fake)
+    try:
+        assert registry.create(Settings(_env_file=None, **{field: "fake"})) is fake
+    finally:
+        registry.unregister("fake")
+    assert "fake" not in registry.names()
+
+
+def test_a_stage_turned_off_has_no_engine_and_is_not_reported(tmp_path: Path) -> None:
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path, llm_engine="local", enable_asr=False, enable_tts=False, enable_avatar=False
+    )
+    engines = build_engines(settings)
+    assert (engines.vad, engines.asr, engines.tts, engines.lipsync) == (None, None, None, None)
+    assert list(Warmup(engines).summary()["engines"]) == ["llm", "embeddings"]
+    everything = build_engines(Settings(_env_file=None, data_dir=tmp_path, llm_engine="local", tts_engine="offline"))
+    assert list(everything.stages()) == ["llm", "embeddings", "vad", "asr", "tts", "lipsync"]
