@@ -96,10 +96,13 @@ class TeacherTab:
     @friendly
     async def select_tutor(self, tutor_id: int | None, teacher: Teacher | None) -> list[Any]:
         if not tutor_id or not teacher:
-            # Emptied by a login or a deletion: leave the editor alone, the teacher may be typing.
-            return [gr.skip() for _ in self.blank_editor()]
-        transcripts = self.services.transcripts
+            return [gr.skip() for _ in self.blank_editor()]  # nothing picked: the editor stays
         tutor = await asyncio.to_thread(self.own_tutor, signed_in(teacher), tutor_id)
+        return await self.loaded(tutor)
+
+    async def loaded(self, tutor: Tutor) -> list[Any]:
+        """The editor, usage figures, transcripts picker and transcript for one tutor."""
+        transcripts = self.services.transcripts
         usage = await asyncio.to_thread(transcripts.usage, tutor.id)
         listed = await asyncio.to_thread(transcripts.sessions, tutor.id)
         figures = (
@@ -142,7 +145,7 @@ class TeacherTab:
         greeting: str,
         avatar_id: str,
         kb_ids: str,
-    ) -> tuple[str, Any]:
+    ) -> list[Any]:
         teacher = signed_in(teacher)
         if not name or not name.strip():
             raise gr.Error("A tutor needs a name.")
@@ -168,7 +171,10 @@ class TeacherTab:
             tutor = await asyncio.to_thread(tutors.update, int(tutor_id), values)
             verb = "Saved"
         choices = await asyncio.to_thread(self.my_choices, teacher)
-        return f"{verb} tutor **{tutor.name}** (id {tutor.id}).", gr.update(choices=choices, value=tutor.id)
+        # The saved tutor is loaded back here, not by the picker's change event: that event
+        # could land after the teacher had started typing again, and undo it.
+        notice = f"{verb} tutor **{tutor.name}** (id {tutor.id})."
+        return [notice, gr.update(choices=choices, value=tutor.id), *await self.loaded(tutor)]
 
     @friendly
     async def delete_tutor(self, teacher: Teacher | None, tutor_id: int | None) -> list[Any]:
@@ -219,17 +225,17 @@ class TeacherTab:
             )
 
         editor = [name, subject, language, llm_model, voice, temperature, persona, greeting, avatar_id, kb_ids]
-        for trigger in (my_tutors.change, refresh_button.click):
-            trigger(self.select_tutor, [my_tutors, teacher], [*editor, usage, session_pick, transcript])
+        loaded = [*editor, usage, session_pick, transcript]
+        # `input`, not `change`: only the teacher's own pick loads a tutor (see save_tutor).
+        for trigger in (my_tutors.input, refresh_button.click):
+            trigger(self.select_tutor, [my_tutors, teacher], loaded)
         new_button.click(
             lambda: [gr.update(value=None), *self.blank_editor()],
             None,
-            [my_tutors, *editor, usage, session_pick, transcript],
+            [my_tutors, *loaded],
         )
-        save_button.click(self.save_tutor, [teacher, my_tutors, *editor], [notice, my_tutors])
-        delete_button.click(
-            self.delete_tutor, [teacher, my_tutors], [notice, my_tutors, *editor, usage, session_pick, transcript]
-        )
+        save_button.click(self.save_tutor, [teacher, my_tutors, *editor], [notice, my_tutors, *loaded])
+        delete_button.click(self.delete_tutor, [teacher, my_tutors], [notice, my_tutors, *loaded])
         session_pick.change(self.show_transcript, [session_pick, my_tutors, teacher], [transcript])
         self._login_box, self._panel, self._who, self._my_tutors = login_box, panel, who, my_tutors
         self._username, self._password = username, password
