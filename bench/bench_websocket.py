@@ -81,7 +81,14 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--turns", type=int, default=20)
     args = parser.parse_args()
-    server = ServerProcess(scripted=True, MAX_SESSIONS=str(args.sessions + 10))
+    # The framework alone: an instant model, no voice, no avatar (their costs have their own benchmarks).
+    server = ServerProcess(
+        scripted=True,
+        MAX_SESSIONS=str(args.sessions + 10),
+        ENABLE_TTS="false",
+        ENABLE_ASR="false",
+        ENABLE_AVATAR="false",
+    )
     rows = []
     try:
         server.wait_healthy()
