@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from app.core.engines import ChatMessage, GenerationOptions
-from tutors.llm.local import LocalLLM, bundled_model_path
+from tutors.llm.local import LocalLLM, _WholeCharacters, bundled_model_path
 
 PROMPT = [ChatMessage("system", "You are a helpful tutor."), ChatMessage("user", "Explain photosynthesis.")]
 
@@ -56,3 +56,27 @@ async def test_a_continued_conversation_reuses_its_cached_prefix() -> None:
     [p async for p in engine.stream(other, GenerationOptions(None, 0.2, 5))]
     [p async for p in engine.stream(follow_up, GenerationOptions(None, 0.2, 5))]
     assert engine.last_reused_tokens >= 60
+
+
+QUESTION_ZH = "第十一管区海上保安本部驻地在哪？"
+
+
+def test_tokens_become_whole_characters() -> None:
+    """Chinese characters span several byte-level tokens; none is let out half-made."""
+    engine = LocalLLM()
+    vocab = engine._model().vocab
+    tokens = vocab.tokenize(QUESTION_ZH + " Naha 那霸", add_special=False, parse_special=False)
+    assert len(tokens) > len(QUESTION_ZH)  # the check below would be empty otherwise
+    text = _WholeCharacters(vocab)
+    pieces = [piece for token in tokens if (piece := text.push(token))] + [text.flush()]
+    assert "".join(pieces) == QUESTION_ZH + " Naha 那霸"
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+async def test_streams_chinese_without_broken_characters() -> None:
+    engine = LocalLLM()
+    engine.warmup()
+    prompt = [ChatMessage("system", "只用中文回答。"), ChatMessage("user", QUESTION_ZH)]
+    answer = "".join([p async for p in engine.stream(prompt, GenerationOptions(None, 0.0, 60))])
+    assert "\ufffd" not in answer
+    assert any("\u4e00" <= c <= "\u9fff" for c in answer), answer

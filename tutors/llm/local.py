@@ -150,19 +150,20 @@ class LocalLLM:
             cyllama.GenerationConfig(n_ctx=self.context, temperature=options.temperature, max_tokens=options.max_tokens)
         )
         position = len(tokens)
+        text = _WholeCharacters(vocab)
         for _ in range(options.max_tokens):
             if stop.is_set():
                 return
             token = sampler.sample(ctx, -1)
             if vocab.is_eog(token):
-                return
-            try:
-                emit(vocab.token_to_piece(token, special=False))
-            except UnicodeDecodeError:
-                pass  # a token ending mid-character; the next one completes it
+                break
+            if piece := text.push(token):
+                emit(piece)
             ctx.decode(llama_batch_get_one([token], position))
             slot.tokens.append(token)
             position += 1
+        if rest := text.flush():
+            emit(rest)
 
     async def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str]:
         async with self._turn:
@@ -197,3 +198,34 @@ class LocalLLM:
                 for slot in self._slots:
                     slot.ctx.cancel = True
                 await asyncio.shield(worker)
+
+
+class _WholeCharacters:
+    """Tokens → text in whole characters. Byte-level tokens split multi-byte characters (a
+    Chinese character is often three tokens), and a piece decoded alone is then U+FFFD:
+    tokens are held until they complete a character."""
+
+    MAX_HELD = 8  # a run this long that still ends mid-character is broken UTF-8: let it go
+
+    def __init__(self, vocab: Any) -> None:
+        self._vocab = vocab
+        self._held: list[int] = []
+        # llama.cpp's detokenize drops the text's leading space, which starts most words: a
+        # known first token keeps it, and is cut off again.
+        self._anchor = vocab.tokenize("a", add_special=False, parse_special=False)
+
+    def _decode(self) -> str:
+        return self._vocab.detokenize(self._anchor + self._held)[1:]
+
+    def push(self, token: int) -> str:
+        self._held.append(token)
+        text = self._decode()
+        if text.endswith("\ufffd") and len(self._held) < self.MAX_HELD:
+            return ""
+        self._held.clear()
+        return text
+
+    def flush(self) -> str:
+        text = self._decode().rstrip("\ufffd") if self._held else ""
+        self._held.clear()
+        return text
