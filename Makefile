@@ -44,7 +44,8 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_sessions
 	$(BIN)/python -m bench.bench_websocket
 	$(BIN)/python -m bench.bench_llm
-	$(BIN)/python -m bench.bench_kb
+	$(BIN)/python -m bench.bench_kb $(if $(SQUAD_DEV),--squad $(SQUAD_DEV))
+	$(if $(SQUAD_TRAIN),$(BIN)/python -m bench.bench_grounding --squad $(SQUAD_TRAIN))
 	$(BIN)/python -m bench.bench_asr
 	$(BIN)/python -m bench.bench_voice
 	$(BIN)/python -m bench.bench_avatar

@@ -7,8 +7,16 @@ from dataclasses import dataclass
 
 from kb.parsing import Section
 
-# A sentence ends at . ! ? ; (and their full-width forms) or a blank line.
-_SENTENCE_END = re.compile(r"(?<=[。！？；!?;])|(?<=\.)\s+|\n\s*\n")
+# A Chinese sentence ends at 。！？； (with any closing quotes). A Latin one ends at . ! ? (with
+# closing quotes, brackets or a citation mark like "[3]") when the next sentence visibly
+# starts: a capital, a digit or an opening quote after a space. A blank line ends either.
+_CJK_END = re.compile(r"[。！？；]+[”’」』）)]*")
+_LATIN_END = re.compile(r"[.!?]+(?:[\"'”’)\]]|\[[^\]\s]{1,20}\])*(?=\s+[\"“‘(\[]?[A-Z0-9\u3400-\u9fff])")
+_BLANK_LINE = re.compile(r"\n\s*\n")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs no fig approx etc e.g i.e u.s "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
 
 
 @dataclass(frozen=True)
@@ -19,7 +27,19 @@ class Chunk:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    cuts = {m.end() for m in _CJK_END.finditer(text)} | {m.start() for m in _BLANK_LINE.finditer(text)}
+    for match in _LATIN_END.finditer(text):
+        word = re.search(r"([A-Za-z.]+)$", text[: match.start()])
+        token = word.group(1).lower() if word else ""
+        if match.group().startswith(".") and (token in _ABBREVIATIONS or len(token) == 1):
+            continue  # "Mr. Hinx", "J. Smith", "e.g. this"
+        cuts.add(match.end())
+    pieces, start = [], 0
+    for cut in sorted(cuts):
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return [p.strip() for p in pieces if p.strip()]
 
 
 def chunk_sections(sections: list[Section], max_chars: int = 700, overlap: int = 1) -> list[Chunk]:

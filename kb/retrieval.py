@@ -41,7 +41,7 @@ class BM25:
 
     def __init__(self, documents: list[list[str]], k1: float = 1.4, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
-        lengths = [len(d) for d in documents]
+        self.lengths = lengths = [len(d) for d in documents]
         average = sum(lengths) / len(documents) if documents else 1.0
         self.postings: dict[str, list[tuple[int, float]]] = {}
         for index, document in enumerate(documents):

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import math
 import re
 import threading
 import uuid
@@ -28,7 +29,9 @@ from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow
 from app.core.engines import Embedder
 from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
 from kb.chunking import chunk_sections
+from kb.grounding import Grounder, Grounding
 from kb.parsing import parse, sniff
+from kb.passages import Passage
 from kb.retrieval import BM25, Candidate, coverage, keywords, mostly_cjk
 
 log = logging.getLogger(__name__)
@@ -62,20 +65,6 @@ class Document:
     updated_at: dt.datetime
 
 
-@dataclass(frozen=True)
-class Passage:
-    text: str
-    score: float
-    source: dict[str, Any]
-    chunk_id: str
-
-
-def describe_source(source: dict[str, Any]) -> str:
-    """Where a passage comes from, for people: "notes.pdf, p. 3" or "notes.md, Cells"."""
-    place = f"p. {source['page']}" if "page" in source else source.get("section", "")
-    return f"{source['document']}, {place}" if place else source["document"]
-
-
 def _document(row: Any) -> Document:
     return Document(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Document)})
 
@@ -105,6 +94,7 @@ class KnowledgeBases:
         self.files = files
         self.min_similarity = min_similarity
         self.min_coverage = min_coverage
+        self.grounder = Grounder(embedder.embed)
         self._keywords: dict[str, _Keywords] = {}
         self._keyword_lock = threading.Lock()
         self._ingest_lock = asyncio.Lock()  # one ingestion at a time: embedding is CPU-bound
@@ -309,6 +299,19 @@ class KnowledgeBases:
         if not any(c.relevant(threshold, self.min_coverage) for c in ranked):
             return []
         return self._passages(ranked[:k], trust_dense)
+
+    def ground(self, kb_ids: list[str], question: str, k: int = 5) -> Grounding:
+        """What these knowledge bases say to the question: the evidence, or why there is none."""
+        passages = self.search(kb_ids, question, k)
+        trust_dense = self.embedder.multilingual or not mostly_cjk(question)
+        return self.grounder.ground(question, passages, self.rarity(kb_ids) if passages else None, trust_dense)
+
+    def rarity(self, kb_ids: list[str]) -> Callable[[str], float]:
+        """How rare a keyword is in these knowledge bases (BM25's idf); unseen words are the
+        rarest of all."""
+        indexes = [self._keyword_index(kb_id).bm25 for kb_id in kb_ids]
+        unseen = max((math.log(1 + (len(i.lengths) + 0.5) / 0.5) for i in indexes), default=1.0)
+        return lambda term: max((i.idf[term] for i in indexes if term in i.idf), default=unseen)
 
     def _passages(self, chosen: list[Candidate], trust_dense: bool) -> list[Passage]:
         if not chosen:

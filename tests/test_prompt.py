@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from app.conversation.prompt import StoredMessage, fit_prompt, system_prompt
-from app.core.errors import InvalidInput
 from tutors.llm.local import LocalLLM
 from tutors.llm.tokens import estimate_tokens
 from tutors.store import Tutor
@@ -45,9 +44,19 @@ def test_chinese_counts_real_tokens(local: LocalLLM) -> None:
     assert messages[0].content == "你是一位耐心的老师。"
 
 
-def test_a_question_that_cannot_fit_is_refused(local: LocalLLM) -> None:
-    with pytest.raises(InvalidInput, match="shorten the question"):
-        fit_prompt(local, "You are a tutor.", [], "why " * 600, reserve=128)
+def test_a_question_too_long_for_the_model_is_clipped_to_fit_never_refused(local: LocalLLM) -> None:
+    persona = system_prompt(Tutor(id=1, name="Ada", persona="Always answer with an example."))
+    question = "why " * 600 + "is the sky blue?"
+    messages = fit_prompt(local, persona, _history(4, 20), question, reserve=128)
+    assert sum(local.count_tokens(m.content) + 4 for m in messages) <= 512 - 128
+    assert messages[0].content == persona, "the persona is whole"
+    assert messages[-1].content.startswith("why why") and messages[-1].content.endswith("…")
+    # Long course material and a long Chinese question: both clipped, the persona first.
+    material = persona + "\n" + "课程资料：光合作用把光能转化为化学能。" * 100
+    chinese = "请详细解释光合作用的每一个步骤和意义。" * 60
+    clipped = fit_prompt(local, material, [], chinese, reserve=128)
+    assert sum(local.count_tokens(m.content) + 4 for m in clipped) <= 512 - 128
+    assert clipped[0].content.startswith(persona) and clipped[-1].content.startswith("请详细解释")
 
 
 def test_estimate_errs_high_for_english_and_counts_cjk(local: LocalLLM) -> None:

@@ -89,3 +89,28 @@ def search(kb_id: str, body: SearchQuery, kbs: KbsDep) -> dict[str, Any]:
     kbs.get(kb_id)
     hits = kbs.search([kb_id], body.query, body.k)
     return {"results": [{"text": h.text, "score": h.score, "source": h.source} for h in hits]}
+
+
+class Answerable(BaseModel):
+    """Whether a tutor would answer a question from this knowledge base, with what, and why."""
+
+    answered: bool
+    answer: str | None = Field(description="the answer a tutor would give (the material's own words); null: declined")
+    reason: str
+    evidence: list[dict[str, Any]] = Field(description="the sentences the answer rests on, with their sources")
+    passages: list[dict[str, Any]] = Field(description="what the search found, best first")
+
+
+@router.post("/{kb_id}/answer")
+def answer(kb_id: str, body: SearchQuery, kbs: KbsDep) -> Answerable:
+    """What a tutor would answer from this material, from which passages, or why it declines:
+    the teacher's test of a question."""
+    kbs.get(kb_id)
+    grounding = kbs.ground([kb_id], body.query, body.k)
+    return Answerable(
+        answered=grounding.answered,
+        answer=grounding.quote or None,
+        reason=grounding.reason,
+        evidence=grounding.citations(),
+        passages=[{"text": p.text, "score": p.score, "source": p.source} for p in grounding.passages],
+    )

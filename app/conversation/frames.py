@@ -13,6 +13,7 @@ from typing import Any
 
 from app.core.engines import ChatMessage, GenerationOptions, PreparedAvatar, Transcript
 from app.core.media import PCM, Speech, Voice
+from kb.grounding import Grounding
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class LLMRequest(Frame):
 
 
 @dataclass(frozen=True)
+class Grounded(Frame):
+    """The evidence the coming answer must rest on, sentence by sentence (sent before its
+    `LLMRequest`, which the model stage consumes)."""
+
+    grounding: Grounding
+
+
+@dataclass(frozen=True)
 class TextDelta(Frame):
     text: str
 
@@ -99,6 +108,7 @@ class AnswerText(Frame):
     total_ms: float | None = None
     engine: str = ""
     model: str | None = None
+    grounding: dict[str, Any] = field(default_factory=dict)  # how it rests on the material, for the transcript
 
 
 @dataclass(frozen=True)

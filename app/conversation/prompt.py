@@ -1,14 +1,17 @@
-"""A tutor's prompt: its persona, the course material that grounds the answer, and as much
-of the chat's history as the model's context holds."""
+"""A tutor's prompt: its persona, the evidence from the course material that the answer must
+rest on, and as much of the chat's history as the model's context holds.
+
+A prompt always fits: history goes first, then the material is trimmed, then the question
+itself (a 4,000-character question is answered from what fits, never refused for its length).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from app.core.engines import ChatMessage, LLMEngine
-from app.core.errors import InvalidInput
-from kb.service import Passage, describe_source
+from kb.grounding import Evidence
+from kb.passages import describe_source
 from tutors.store import Tutor
 
 LANGUAGES = {"zh": "Simplified Chinese", "en": "English"}
@@ -24,40 +27,54 @@ class StoredMessage:
     content: str
 
 
-def system_prompt(tutor: Tutor, passages: list[Passage] | None = None) -> str:
+def system_prompt(tutor: Tutor, evidence: list[Evidence] | None = None) -> str:
     subject = f" for {tutor.subject}" if tutor.subject else ""
     lines = [f"You are {tutor.name}, a patient tutor{subject}."]
     if tutor.persona:
         lines.append(tutor.persona.strip())
     language = LANGUAGES.get(tutor.language, tutor.language)
     lines.append(f"Answer in {language}. Keep answers short, clear and correct.")
-    if passages:
-        lines.append("Answer from this course material only, citing passages as [1], [2]:")
-        lines += [f"[{n}] ({describe_source(p.source)}) {p.text}" for n, p in enumerate(passages, 1)]
+    if evidence:
+        lines.append(
+            "Answer in one or two sentences, saying only what this course material says "
+            "(cite it as [1]); add nothing it does not say:"
+        )
+        lines += [f"[{n}] ({describe_source(e.passage.source)}) {e.text}" for n, e in enumerate(evidence, 1)]
     return "\n".join(lines)
-
-
-def citations(passages: list[Passage]) -> list[dict[str, Any]]:
-    return [{"n": n, **p.source, "snippet": p.text[:240], "score": p.score} for n, p in enumerate(passages, 1)]
 
 
 # Chat templates wrap every message in a few tokens of their own.
 _PER_MESSAGE_TOKENS = 4
 
 
+def _clip(engine: LLMEngine, text: str, budget: int) -> str:
+    """The longest head of `text` that costs at most `budget` tokens."""
+    if engine.count_tokens(text) <= budget:
+        return text
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if engine.count_tokens(text[:middle]) <= budget - 2:  # room for the "…"
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + "…"
+
+
 def fit_prompt(
     engine: LLMEngine, system: str, history: list[StoredMessage], question: str, reserve: int
 ) -> list[ChatMessage]:
     """System prompt and question always; then as much recent history as the model's context
-    holds, counted in tokens, leaving `reserve` tokens for the answer."""
+    holds, counted in tokens, leaving `reserve` tokens for the answer. When the system prompt
+    and the question alone are too long, the system prompt's end (the material) is clipped to
+    half the room, then the question to what is left."""
+    budget = engine.context_window - reserve
+    room = budget - 2 * _PER_MESSAGE_TOKENS  # for the system prompt and the question
+    if engine.count_tokens(system) + engine.count_tokens(question) > room:
+        system = _clip(engine, system, max(room // 2, room - engine.count_tokens(question)))
+        question = _clip(engine, question, room - engine.count_tokens(system))
     head, tail = ChatMessage("system", system), ChatMessage("user", question)
     used = sum(engine.count_tokens(m.content) + _PER_MESSAGE_TOKENS for m in (head, tail))
-    budget = engine.context_window - reserve
-    if used > budget:
-        raise InvalidInput(
-            f"the question and the tutor's persona need {used} tokens; "
-            f"this model's context holds {budget} besides the answer: shorten the question"
-        )
     kept: list[ChatMessage] = []
     for message in reversed(history):
         cost = engine.count_tokens(message.content) + _PER_MESSAGE_TOKENS

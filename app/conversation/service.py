@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from app.conversation.frames import AnswerText, Frame, LLMRequest, SpeechIn, TextDelta, TurnStarted, UserText
+from app.conversation.frames import AnswerText, Frame, Grounded, LLMRequest, SpeechIn, TextDelta, TurnStarted, UserText
 from app.conversation.pipeline import Pipeline, Stage
-from app.conversation.prompt import NOT_COVERED, StoredMessage, citations, fit_prompt, system_prompt
+from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, system_prompt
 from app.conversation.sessions import SessionInfo
-from app.conversation.stages import Animate, Begin, Generate, Recognise, Sentences, Speak
+from app.conversation.stages import Animate, Begin, Check, Generate, Recognise, Sentences, Speak
+from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, utcnow
 from app.core.engines import ASR, VAD, Engines, GenerationOptions
 from app.core.errors import EngineUnavailable, InvalidInput
@@ -60,6 +61,7 @@ class Answer:
                         "engine": frame.engine,
                         "model": frame.model,
                         "sources": frame.sources,
+                        **({"grounding": frame.grounding} if frame.grounding else {}),
                     }
                     # Set first: the executor runs the save even if this task is cancelled
                     # while awaiting it (the student hung up), and the finally must not save twice.
@@ -122,34 +124,49 @@ class ConversationService:
         return text
 
     def _begin_turn(self, session: SessionInfo, chat_id: str, question: UserText) -> list[Frame]:
-        """Read what the turn needs, retrieve its material, store the student's message and
-        build the prompt: one trip off the loop, one transaction.
+        """Read what the turn needs, ground it in the material, store the student's message and
+        build the prompt: one trip off the loop.
 
-        A tutor with knowledge bases answers from them; when nothing relevant is found it
-        says so, without asking the model (which would invent an answer)."""
-        limit = self._settings.history_max_messages
+        A tutor with knowledge bases answers questions about the material from its evidence:
+        quoted (the embedded model would invent), or phrased by a stronger model and checked
+        sentence by sentence; with no evidence it declines, without asking the model. Small talk
+        and requests about the last answer need no material and are answered from the chat."""
+        settings = self._settings
         text = self.check_text(question.text)
+        tutor = self._tutors.get(session.tutor_id)
+        avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
+        started = TurnStarted(Voice.resolve(tutor.voice or settings.tts_voice, tutor.language), avatar)
+        named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
+        kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
+        grounding = None
+        if kb_ids and not is_conversation(text):
+            grounding = self._kbs.ground(kb_ids, text, settings.kb_top_k)
+        limit = settings.history_max_messages
         with self._db.transaction() as db:
-            tutor = self._tutors.get(session.tutor_id, db)
-            avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
-            started = TurnStarted(Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language), avatar)
-            named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
-            kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
-            passages = self._kbs.search(kb_ids, text, self._settings.kb_top_k) if kb_ids else []
-            if kb_ids and not passages:
-                self._insert(db, session.id, chat_id, "user", text, question.meta)
-                return [started, AnswerText(NOT_COVERED.get(tutor.language, NOT_COVERED["en"]), engine="grounding")]
             history = self._history(db, session.id, chat_id, limit) if limit else []
-            options = GenerationOptions(
-                model=self._settings.llm_model_for(tutor.id, tutor.llm_model),
-                temperature=tutor.temperature if tutor.temperature is not None else self._settings.llm_temperature,
-                max_tokens=self._settings.llm_max_tokens,
-            )
-            # Before the insert: a question that cannot fit is refused without a trace.
-            system = system_prompt(tutor, passages)
-            messages = fit_prompt(self.engines.llm, system, history, text, options.max_tokens)
             self._insert(db, session.id, chat_id, "user", text, question.meta)
-        return [started, LLMRequest(messages, options, citations(passages))]
+        if grounding is not None and not grounding.answered:
+            refusal = NOT_COVERED.get(tutor.language, NOT_COVERED["en"])
+            return [started, AnswerText(refusal, engine="grounding", grounding=grounding.summary())]
+        if grounding is not None and not self._phrases():
+            quoted = {**grounding.summary(), "style": "quoted"}
+            return [started, AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)]
+        options = GenerationOptions(
+            model=settings.llm_model_for(tutor.id, tutor.llm_model),
+            temperature=tutor.temperature if tutor.temperature is not None else settings.llm_temperature,
+            max_tokens=settings.llm_max_tokens,
+        )
+        system = system_prompt(tutor, grounding.evidence if grounding else None)
+        messages = fit_prompt(self.engines.llm, system, history, text, options.max_tokens)
+        if grounding is None:
+            return [started, LLMRequest(messages, options)]
+        return [started, Grounded(grounding), LLMRequest(messages, options, grounding.citations())]
+
+    def _phrases(self) -> bool:
+        """Whether the model may phrase grounded answers: `KB_ANSWER_STYLE`, and with `auto`
+        any model but the embedded one (which invents: its answers are the evidence, quoted)."""
+        style = self._settings.kb_answer_style
+        return style == "phrase" or (style == "auto" and self.engines.llm.name != "local")
 
     def listening(self) -> tuple[VAD, ASR]:
         """The VAD and the recogniser, or a clear refusal where speech input is off."""
@@ -185,7 +202,7 @@ class ConversationService:
             stages.append(Recognise(asr, vad, language, threshold=settings.vad_threshold, min_speech=min_speech))
         else:
             first = UserText(self.check_text(question))
-        stages += [Begin(lambda text: self._begin_turn(session, chat_id, text)), Generate(engines.llm)]
+        stages += [Begin(lambda text: self._begin_turn(session, chat_id, text)), Generate(engines.llm), Check()]
         if speak and engines.tts is not None:
             stages += [Sentences(settings.tts_max_sentence_chars), Speak(engines.tts)]
             if animate and engines.lipsync is not None:

@@ -5,6 +5,7 @@ are chained."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -13,6 +14,7 @@ from app.conversation.frames import (
     AnswerText,
     AudioOut,
     Frame,
+    Grounded,
     LLMRequest,
     NoticeFrame,
     Sentence,
@@ -32,6 +34,7 @@ from app.speech.tts import FALLBACK_NOTICE
 from app.speech.vad import speech_seconds
 from avatars.animation import Animator
 from avatars.video import encode_mp4
+from kb.grounding import Grounding
 
 
 class Recognise(Stage):
@@ -127,6 +130,55 @@ class Generate(Stage):
             engine=self.engine.name,  # after the stream: names the fallback if one answered
             model=frame.options.model,
         )
+
+
+class Check(Stage):
+    """A phrased answer to a question about the material keeps only what its evidence
+    supports, sentence by sentence as it streams: the first sentence that says more than the
+    material ends it. When nothing survives, the evidence itself is the answer. Answers with
+    no `Grounded` frame before them need no material and pass untouched."""
+
+    accepts = (Grounded, TextDelta, AnswerText)
+
+    def __init__(self) -> None:
+        self.grounding: Grounding | None = None
+        self.splitter = SentenceSplitter(max_chars=10_000, first_min_chars=None)
+        self.kept: list[str] = []
+        self.cut = False
+
+    def _checked(self, sentences: list[str]) -> list[str]:
+        assert self.grounding is not None
+        passed = []
+        for sentence in sentences:
+            if self.cut or not self.grounding.supports(sentence):
+                self.cut = True
+                continue
+            passed.append(sentence)
+        self.kept += passed
+        return passed
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        if isinstance(frame, Grounded):
+            self.grounding = frame.grounding
+            return
+        grounding = self.grounding
+        if grounding is None:
+            yield frame
+            return
+        if isinstance(frame, TextDelta):
+            for sentence in self._checked(self.splitter.push(frame.text)):
+                yield TextDelta(sentence + " ")
+            return
+        assert isinstance(frame, AnswerText)
+        rest = self._checked([last] if (last := self.splitter.flush()) else [])
+        if rest:
+            yield TextDelta(rest[0])
+        summary = {**grounding.summary(), "dropped": self.cut}
+        if self.kept:
+            yield dataclasses.replace(frame, text=" ".join(self.kept), grounding={**summary, "style": "phrased"})
+            return
+        yield TextDelta(grounding.quote)
+        yield dataclasses.replace(frame, text=grounding.quote, grounding={**summary, "style": "quoted"})
 
 
 class Sentences(Stage):

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -65,6 +66,10 @@ class Settings(BaseSettings):
     kb_min_similarity: float = Field(0.4, ge=0, le=1)
     kb_min_coverage: float = Field(0.5, ge=0, le=1)
     kb_top_k: int = Field(4, ge=1, le=20)
+    # How a grounded answer is worded: quote (the material's own sentences), phrase (the model
+    # words it, each sentence checked against the evidence), auto (phrase unless the embedded
+    # model answers: it invents).
+    kb_answer_style: Literal["auto", "quote", "phrase"] = "auto"
     kb_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
 
     # Speech in: Silero VAD decides when the student has finished; Whisper transcribes.

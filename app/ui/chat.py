@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.conversation.frames import AnswerText, Failure, Frame, Interrupted, NoticeFrame, TextDelta, Transcription
-from kb.service import describe_source
+from kb.passages import describe_source
 
 Chat = list[dict[str, str]]
 THINKING = {"role": "assistant", "content": "…"}  # a recording sent, its transcript not back yet

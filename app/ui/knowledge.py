@@ -11,7 +11,7 @@ import gradio as gr
 
 from app.services import Services
 from app.ui.common import Teacher, friendly, read_limited, signed_in
-from kb.service import describe_source
+from kb.passages import describe_source
 
 DOCUMENT_TYPES = [".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt"]
 
@@ -86,13 +86,25 @@ class KnowledgePanel:
 
     @friendly
     async def try_question(self, teacher: Teacher | None, kb_id: str | None, query: str) -> str:
+        """What a tutor would answer, from which passages, or why it would decline."""
         signed_in(teacher)
         if not kb_id or not (query or "").strip():
             raise gr.Error("Pick a knowledge base and type a question.")
-        hits = await asyncio.to_thread(self.kbs.search, [kb_id], query, 5)
-        if not hits:
-            return "Nothing relevant: a tutor would say the material does not cover this."
-        return "\n\n".join(f"**{h.score:.2f}** — {describe_source(h.source)}\n> {h.text[:300]}" for h in hits)
+        grounding = await asyncio.to_thread(self.kbs.ground, [kb_id], query, 5)
+        if grounding.answered:
+            (cited, *_) = grounding.citations()
+            verdict = (
+                f"**A tutor would answer:** {grounding.quote}\n\n"
+                f"**From:** {describe_source(cited)} — **why:** {grounding.reason}"
+            )
+        else:
+            verdict = f"**A tutor would decline** (“the material does not cover this”): {grounding.reason}."
+        if not grounding.passages:
+            return verdict
+        found = "\n\n".join(
+            f"**{p.score:.2f}** — {describe_source(p.source)}\n> {p.text[:300]}" for p in grounding.passages
+        )
+        return f"{verdict}\n\n**Passages found:**\n\n{found}"
 
     def build(self, teacher: gr.State) -> None:
         with gr.Column(visible=False) as self.column, gr.Accordion("Knowledge bases", open=True):
