@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app import api, ws
+from app.api.uploads import UploadLimit, upload_limits
 from app.core.errors import TutorError
 from app.services import Services
 
@@ -37,6 +38,8 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.sessions.bind_loop(asyncio.get_running_loop())
+        if unanswered := await asyncio.to_thread(services.conversation.close_unanswered):
+            log.warning("%d answer(s) were cut off when the server last stopped: stored as interrupted", unanswered)
         for doc_id in await asyncio.to_thread(services.kbs.unfinished):
             services.kbs.schedule(doc_id)  # a restart interrupted these
         for avatar_id in await asyncio.to_thread(services.avatars.unfinished):
@@ -71,6 +74,9 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(ws.router)
+    settings = services.settings
+    limits = upload_limits(settings.kb_max_upload_bytes, settings.avatar_max_upload_bytes)
+    app.add_middleware(UploadLimit, limits=limits)
     if with_ui:
         # Only a server that shows the UI loads Gradio: a headless one (the benchmarks, API-only
         # tests) would otherwise carry its weight (bench_websocket p95 ~100 ms → ~160 ms).
@@ -78,7 +84,13 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
 
         from app.ui import build_ui
 
-        settings = services.settings
         # The avatars' idle loops are shown to students by path; nothing else on disk is served.
-        gr.mount_gradio_app(app, build_ui(services), path=settings.ui_path, allowed_paths=[str(settings.avatar_folder)])
+        # Gradio's own upload route refuses a file past the larger of the two limits as it streams.
+        gr.mount_gradio_app(
+            app,
+            build_ui(services),
+            path=settings.ui_path,
+            allowed_paths=[str(settings.avatar_folder)],
+            max_file_size=max(settings.kb_max_upload_bytes, settings.avatar_max_upload_bytes),
+        )
     return app

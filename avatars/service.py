@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.core.db import AvatarRow, Database
+from app.core.db import AvatarRow, Database, check_owner
 from app.core.errors import Conflict, InvalidInput, NotFound
 from avatars.frames import AvatarFrames
 from avatars.prepare import Limits, PreparationFailed, prepare
@@ -43,6 +43,7 @@ class Avatar:
     info: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    owner_id: int | None = None  # the teacher who made it; None: the web backend's, shared
 
 
 def _avatar(row: AvatarRow) -> Avatar:
@@ -67,7 +68,7 @@ class Avatars:
         return self.root / "sources"
 
     # -- create ------------------------------------------------------------------------------
-    def _check_new(self, avatar_id: str, suffix: str) -> None:
+    def _check_new(self, avatar_id: str, suffix: str, owner_id: int | None) -> None:
         if not _AVATAR_ID.match(avatar_id or ""):
             raise InvalidInput("an avatar_id is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         if suffix.lower() not in VIDEO_SUFFIXES:
@@ -75,39 +76,47 @@ class Avatars:
         with self._db.session() as db:
             if db.get(AvatarRow, avatar_id) is not None:
                 raise Conflict(f"avatar {avatar_id} already exists; delete it first to replace it")
+            check_owner(db, owner_id)
 
-    def _register(self, avatar_id: str, source_name: str, write: Any, suffix: str) -> Avatar:
+    def _register(self, avatar_id: str, source_name: str, write: Any, suffix: str, owner_id: int | None) -> Avatar:
         self._sources.mkdir(parents=True, exist_ok=True)
         path = self._sources / f"{avatar_id}{suffix.lower()}"
         write(path)
         with self._db.session() as db:
-            row = AvatarRow(id=avatar_id, source=source_name, status="preparing", progress=0.0, stage="queued")
+            row = AvatarRow(
+                id=avatar_id, source=source_name, status="preparing", progress=0.0, stage="queued", owner_id=owner_id
+            )
             db.add(row)
             db.commit()
             return _avatar(row)
 
-    def create_from_upload(self, avatar_id: str, filename: str, data: bytes) -> Avatar:
+    def create_from_upload(self, avatar_id: str, filename: str, data: bytes, owner_id: int | None = None) -> Avatar:
         suffix = Path(filename or "").suffix
-        self._check_new(avatar_id, suffix)
-        return self._register(avatar_id, Path(filename).name, lambda path: path.write_bytes(data), suffix)
+        self._check_new(avatar_id, suffix, owner_id)
+        return self._register(avatar_id, Path(filename).name, lambda path: path.write_bytes(data), suffix, owner_id)
 
-    def create_from_path(self, avatar_id: str, video_path: str) -> Avatar:
+    def create_from_path(self, avatar_id: str, video_path: str, owner_id: int | None = None) -> Avatar:
         """Only a file inside the import folder: the path comes from a client, and must not
         reach anything else on the server (`..`, absolute paths and symlinks are resolved)."""
         if self.import_dir is None:
             raise InvalidInput("no import folder is configured (AVATAR_IMPORT_DIR); upload the video instead")
         folder = self.import_dir.resolve()
-        candidate = (folder / video_path).resolve()
+        try:
+            candidate = (folder / video_path).resolve()
+            found = candidate.is_relative_to(folder) and candidate.is_file()
+        except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+            raise InvalidInput(f"video_path is not a usable file name ({exc.__class__.__name__})") from exc
         if not candidate.is_relative_to(folder):
             raise InvalidInput("video_path must name a file inside the server's avatar import folder")
-        if not candidate.is_file():
+        if not found:
             raise NotFound(f"no video {video_path!r} in the avatar import folder")
-        self._check_new(avatar_id, candidate.suffix)
+        self._check_new(avatar_id, candidate.suffix, owner_id)
         return self._register(
             avatar_id,
             str(candidate.relative_to(folder)),
             lambda path: shutil.copyfile(candidate, path),
             candidate.suffix,
+            owner_id,
         )
 
     # -- read / delete -------------------------------------------------------------------------
@@ -118,9 +127,13 @@ class Avatars:
                 raise NotFound(f"avatar {avatar_id} not found")
             return _avatar(row)
 
-    def list(self) -> list[Avatar]:
+    def list(self, owner_id: int | None = None) -> list[Avatar]:
+        """All avatars, or one teacher's."""
+        query = select(AvatarRow).order_by(AvatarRow.created_at)
+        if owner_id is not None:
+            query = query.where(AvatarRow.owner_id == owner_id)
         with self._db.session() as db:
-            return [_avatar(r) for r in db.scalars(select(AvatarRow).order_by(AvatarRow.created_at))]
+            return [_avatar(r) for r in db.scalars(query)]
 
     def delete(self, avatar_id: str) -> None:
         self.get(avatar_id)

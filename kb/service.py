@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow
+from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow, check_owner
 from app.core.engines import Embedder
 from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
 from kb.chunking import chunk_sections
@@ -35,7 +35,8 @@ from kb.passages import Passage
 from kb.retrieval import BM25, Candidate, coverage, keywords, mostly_cjk
 
 log = logging.getLogger(__name__)
-_KB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # the web backend names its own, e.g. kb-001
+_KB_ID = re.compile(KB_ID_PATTERN)
 EMBED_BATCH = 32
 
 
@@ -47,6 +48,7 @@ class KnowledgeBase:
     created_at: dt.datetime
     documents: int = 0
     chunks: int = 0
+    owner_id: int | None = None  # the teacher whose material it is; None: shared (the web backend's)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class KnowledgeBases:
         self.embedder = embedder
         self._chroma_factory = chroma
         self._chroma_client: Any = None
+        self._chroma_lock = threading.Lock()
         self.files = files
         self.min_similarity = min_similarity
         self.min_coverage = min_coverage
@@ -101,14 +104,17 @@ class KnowledgeBases:
         self._tasks: set[asyncio.Task[Document]] = set()
 
     # -- knowledge bases -------------------------------------------------------------------
-    def create(self, name: str, description: str = "", kb_id: str | None = None) -> KnowledgeBase:
+    def create(
+        self, name: str, description: str = "", kb_id: str | None = None, owner_id: int | None = None
+    ) -> KnowledgeBase:
         kb_id = kb_id or f"kb-{uuid.uuid4().hex[:12]}"
         if not _KB_ID.match(kb_id):
             raise InvalidInput("a knowledge base id is 1-64 letters, digits, '.', '_' or '-'")
         with self._db.session() as db:
             if db.get(KnowledgeBaseRow, kb_id) is not None:
                 raise Conflict(f"knowledge base {kb_id} already exists")
-            db.add(KnowledgeBaseRow(id=kb_id, name=name, description=description))
+            check_owner(db, owner_id)
+            db.add(KnowledgeBaseRow(id=kb_id, name=name, description=description, owner_id=owner_id))
         return self.get(kb_id)
 
     def get(self, kb_id: str) -> KnowledgeBase:
@@ -118,11 +124,15 @@ class KnowledgeBases:
                 raise NotFound(f"knowledge base {kb_id} does not exist")
             documents = db.scalar(select(func.count()).where(DocumentRow.kb_id == kb_id)) or 0
             chunks = db.scalar(select(func.count()).where(ChunkRow.kb_id == kb_id)) or 0
-            return KnowledgeBase(row.id, row.name, row.description, row.created_at, documents, chunks)
+            return KnowledgeBase(row.id, row.name, row.description, row.created_at, documents, chunks, row.owner_id)
 
-    def list(self) -> list[KnowledgeBase]:
+    def list(self, owner_id: int | None = None) -> list[KnowledgeBase]:
+        """All knowledge bases, or one teacher's."""
+        query = select(KnowledgeBaseRow.id).order_by(KnowledgeBaseRow.created_at)
+        if owner_id is not None:
+            query = query.where(KnowledgeBaseRow.owner_id == owner_id)
         with self._db.session() as db:
-            ids = list(db.scalars(select(KnowledgeBaseRow.id).order_by(KnowledgeBaseRow.created_at)))
+            ids = list(db.scalars(query))
         return [self.get(kb_id) for kb_id in ids]
 
     def delete(self, kb_id: str) -> None:
@@ -173,10 +183,13 @@ class KnowledgeBases:
             return _document(row)
 
     def delete_document(self, kb_id: str, doc_id: str) -> None:
+        """Gone at once, even mid-ingestion: its rows in one transaction (an ingestion that
+        finishes later finds no document to add chunks to, and cleans up after itself)."""
         self.document(kb_id, doc_id)
-        self._remove_chunks(kb_id, doc_id)
         with self._db.session() as db:
+            db.execute(delete(ChunkRow).where(ChunkRow.doc_id == doc_id))
             db.execute(delete(DocumentRow).where(DocumentRow.id == doc_id))
+        self._remove_chunks(kb_id, doc_id)
         (self.files / doc_id).unlink(missing_ok=True)
 
     def unfinished(self) -> list[str]:
@@ -186,9 +199,15 @@ class KnowledgeBases:
 
     def schedule(self, doc_id: str) -> None:
         """Ingest in the background (call on the event loop); progress shows on the document."""
-        task = asyncio.create_task(self.ingest(doc_id), name=f"ingest-{doc_id}")
+        task = asyncio.create_task(self._ingest_in_background(doc_id), name=f"ingest-{doc_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _ingest_in_background(self, doc_id: str) -> None:
+        try:
+            await self.ingest(doc_id)
+        except NotFound as gone:  # deleted before or while it was indexed: nothing to do
+            log.info("not indexed: %s", gone.message)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -241,6 +260,9 @@ class KnowledgeBases:
         except Exception as exc:
             # Leave nothing half-written: a failed document has no chunks anywhere.
             self._remove_chunks(kb_id, doc_id)
+            with self._db.session() as db:
+                if db.get(DocumentRow, doc_id) is None:
+                    raise NotFound(f"document {doc_id} was deleted while it was being indexed") from exc
             reason = exc.message if isinstance(exc, TutorError) else f"ingestion failed: {exc}"
             if not isinstance(exc, TutorError):
                 log.exception("ingesting %s failed", filename)
@@ -342,8 +364,11 @@ class KnowledgeBases:
     @property
     def _chroma(self) -> Any:
         # Created on first use: importing chromadb costs start-up time that /health should not wait for.
-        if self._chroma_client is None:
-            self._chroma_client = self._chroma_factory()
+        # Once: two threads making Chroma's client at the same moment (an ingestion and a
+        # request) break its shared system (found by the API fuzzer: a 500).
+        with self._chroma_lock:
+            if self._chroma_client is None:
+                self._chroma_client = self._chroma_factory()
         return self._chroma_client
 
     def _collection(self, kb_id: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -149,6 +150,82 @@ def test_public_bind_with_a_key_serves_and_guards(tmp_path: Path) -> None:
         assert ok.status_code == 200
         config = httpx.get(f"http://127.0.0.1:{port}/ui/config").text
         assert "k" * 24 not in config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _text_only_app(tmp_path: Path, port: int) -> subprocess.Popen:
+    """app.py on the embedded LLM alone (no speech, no avatar), healthy."""
+    env = _env(tmp_path, MANAGEMENT_API_PORT=str(port), ENABLE_ASR="false", ENABLE_TTS="false", ENABLE_AVATAR="false")
+    app = [sys.executable, str(ROOT / "app.py")]
+    proc = subprocess.Popen(app, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    _wait_healthy(f"127.0.0.1:{port}", proc, 30)
+    return proc
+
+
+def test_a_document_being_indexed_when_the_process_is_killed_is_finished_after_restart(tmp_path: Path) -> None:
+    """kill -9 mid-ingestion: after a restart the document is indexed from its stored
+    original, exactly once, never left "ingesting"."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start = functools.partial(_text_only_app, tmp_path, port)
+
+    notes = "\n\n".join(f"Paragraph {n}: cell number {n} divides by mitosis in stage {n % 7}." * 6 for n in range(900))
+    proc = start()
+    try:
+        kb = httpx.post(f"{base}/v1/kbs", json={"name": "Big"}).json()["id"]
+        document = httpx.post(f"{base}/v1/kbs/{kb}/documents", files={"file": ("big.txt", notes.encode())}).json()
+        deadline = time.monotonic() + 60
+        while (state := httpx.get(f"{base}/v1/kbs/{kb}/documents/{document['id']}").json())["progress"] < 0.2:
+            assert state["status"] != "ready", "indexed before it could be interrupted: make the document bigger"
+            assert time.monotonic() < deadline, state
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL: no shutdown hook runs
+        proc.wait(timeout=20)
+    assert state["status"] == "ingesting"
+
+    proc = start()
+    try:
+        deadline = time.monotonic() + 120
+        while (state := httpx.get(f"{base}/v1/kbs/{kb}/documents/{document['id']}").json())["status"] != "ready":
+            assert state["status"] in ("queued", "ingesting") and time.monotonic() < deadline, state
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/v1/kbs/{kb}").json()["chunks"] == state["chunks"] > 0  # no chunk twice
+        found = httpx.post(f"{base}/v1/kbs/{kb}/search", json={"query": "cell number 450 mitosis", "k": 1}).json()
+        assert "450" in found["results"][0]["text"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+async def test_an_answer_in_flight_when_the_process_is_killed_is_stored_as_interrupted(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start = functools.partial(_text_only_app, tmp_path, port)
+
+    proc = start()
+    try:
+        tutor = httpx.post(f"{base}/v1/tutors", json={"name": "Ada", "subject": "history"}).json()
+        session = httpx.post(f"{base}/v1/sessions", json={"tutor_id": tutor["id"]}).json()
+        async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
+            await ws.send(json.dumps({"type": "text", "content": "Tell me a long story about the Roman Empire."}))
+            while json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] != "text_delta":
+                pass
+            proc.kill()  # SIGKILL mid-answer: no shutdown hook runs
+            proc.wait(timeout=20)
+    finally:
+        proc.kill()
+    proc = start()
+    try:
+        messages = httpx.get(f"{base}/v1/sessions/{session['session_id']}/messages").json()
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[-1]["meta"]["interrupted"] is True and messages[-1]["meta"]["reason"] == "server stopped"
+        # The session goes on, and answers the next question.
+        async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
+            await ws.send(json.dumps({"type": "text", "content": "What is 2 + 2?"}))
+            assert (await collect_answer(ws, timeout=60))[-1]["type"] == "text"
     finally:
         proc.terminate()
         proc.wait(timeout=20)

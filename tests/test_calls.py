@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.kit.calls import Call, loopback_coturn, piper_question
+from tests.kit.calls import LOUD, Call, loopback_coturn, piper_question
 from tests.kit.live import LiveServer, new_session, new_tutor, ws_url
 from tests.kit.speech import say
 from turn.coturn import CoturnConfig
@@ -194,9 +194,40 @@ def _good_config(coturn: CoturnConfig) -> dict[str, Any]:
     return {"iceServers": [{**server, "credential": issued.credential}], "iceTransportPolicy": "relay"}
 
 
-def test_loud_threshold_tells_voice_from_silence() -> None:
-    voice = piper_question("Hello there.").samples
-    assert np.sqrt(np.mean(voice**2)) > 0.02
+def _through_opus(samples: np.ndarray, rate: int = 48_000) -> np.ndarray:
+    """Audio as a call carries it: encoded to Opus in 20 ms frames and decoded again."""
+    import fractions
+
+    import av
+
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate, encoder.layout, encoder.format = rate, "mono", "s16"
+    encoder.time_base = fractions.Fraction(1, rate)
+    decoder = av.CodecContext.create("opus", "r")
+    decoder.sample_rate, decoder.layout = rate, "mono"
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+    decoded = []
+    for start in range(0, len(pcm) - 959, 960):
+        frame = av.AudioFrame.from_ndarray(pcm[start : start + 960].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = rate, start
+        for packet in encoder.encode(frame):
+            for out in decoder.decode(packet):  # float samples, or 16-bit ones by the build
+                scale = 32768 if out.format.name.startswith("s16") else 1
+                decoded.append(out.to_ndarray().astype(np.float32).ravel() / scale)
+    return np.concatenate(decoded)
+
+
+def test_the_loudness_threshold_tells_voice_from_silence_after_opus() -> None:
+    """The calls' tests count received audio frames above LOUD as the tutor speaking: after
+    the codec, a spoken answer must read above it and silence or a quiet room below it."""
+    rms = lambda x: float(np.sqrt(np.mean(x**2)))  # noqa: E731
+    frames = lambda x: [rms(x[i : i + 960]) for i in range(0, len(x) - 959, 960)]  # noqa: E731
+    voice = _through_opus(piper_question("Hello there, the answer is forty two.").samples)
+    silence = _through_opus(np.zeros(48_000, dtype=np.float32))
+    room = _through_opus(np.random.default_rng(0).normal(0, 0.003, 48_000).astype(np.float32))
+    assert rms(voice) > 3 * LOUD
+    assert sum(f > LOUD for f in frames(voice)) >= 0.4 * len(frames(voice))  # speech has pauses
+    assert max(frames(silence)) < LOUD and max(frames(room)) < LOUD / 2
 
 
 async def _one_call(server: LiveServer, api: Any, tutor_id: int) -> float:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aioice.stun import TransactionFailed
 
 from tests.kit.calls import loopback_coturn
 from turn import credentials
@@ -63,9 +64,9 @@ async def test_fresh_credentials_get_a_relay_port(coturn: CoturnConfig) -> None:
 )
 async def test_expired_or_forged_credentials_are_refused(coturn: CoturnConfig, make) -> None:
     issued = make()
-    with pytest.raises(Exception) as caught:  # aioice raises its TransactionFailed (401)
+    with pytest.raises(TransactionFailed) as caught:
         await _allocate(coturn, issued.username, issued.credential)
-    assert "401" in str(caught.value) or "Unauthorized" in str(caught.value), caught.value
+    assert caught.value.response.attributes["ERROR-CODE"][0] == 401, caught.value
 
 
 async def test_released_allocations_free_their_ports_for_the_next_sessions(coturn: CoturnConfig) -> None:
@@ -78,17 +79,71 @@ async def test_released_allocations_free_their_ports_for_the_next_sessions(cotur
         issued = credentials.issue(SECRET, 300, f"holder{n}")
         held.append((await create_turn_endpoint(_Client, server, issued.username, issued.credential))[0])
     issued = credentials.issue(SECRET, 300, "one-too-many")
-    with pytest.raises(Exception, match="508"):  # the range is really that small
+    with pytest.raises(TransactionFailed) as caught:  # the range is really that small
         await _allocate(coturn, issued.username, issued.credential)
+    assert caught.value.response.attributes["ERROR-CODE"][0] == 508, caught.value
     for transport in held:
         transport.close()
     await asyncio.sleep(1.0)  # coturn frees a released port within about a second
     # Released allocations come back: three times round the range, one session after another
     # (a real session lasts longer than the 0.3 s between these).
+    ports = []
     for n in range(15):
         issued = credentials.issue(SECRET, 300, f"s{n}")
-        await _allocate(coturn, issued.username, issued.credential)
+        ports.append((await _allocate(coturn, issued.username, issued.credential))[1])
         await asyncio.sleep(0.3)
+    assert all(coturn.min_port <= port <= coturn.max_port for port in ports)
+    assert len(set(ports)) >= 3, ports  # the range is used round, not one port held
+
+
+class _Echo(asyncio.DatagramProtocol):
+    """A peer beyond the relay that answers every datagram."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"pong " + data, addr)  # type: ignore[attr-defined]
+
+
+class _Relayed(_Client):
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append(data)
+
+
+async def test_a_call_outlives_its_credentials_but_they_open_no_new_relay() -> None:
+    """Why a call longer than TURN_TTL_SECONDS keeps its relay: coturn checks a REST
+    credential's expiry when an allocation is made, not when a live one is refreshed. Here the
+    credentials expire after 2 s and the allocation lives 6 s: media still flows both ways at
+    12 s (so the refresh after expiry was accepted), while a new allocation with the same
+    credentials is refused. Nothing needs refreshing mid-call; the TTL only bounds how long a
+    handed-out credential can start a relay."""
+    from aioice.turn import create_turn_endpoint
+
+    with loopback_coturn(SECRET, max_allocate_lifetime=6) as turn:
+        server = ("127.0.0.1", turn.config.listening_port)
+        loop = asyncio.get_running_loop()
+        echo, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+        issued = credentials.issue(SECRET, 2, "long-call")
+        transport, relayed = await create_turn_endpoint(
+            _Relayed, server, issued.username, issued.credential, lifetime=6
+        )
+        try:
+            for n in range(7):  # 14 s: past the credentials' expiry, and the first allocation's
+                transport.sendto(b"%d" % n, echo.get_extra_info("sockname"))
+                await asyncio.sleep(2)
+            assert not relayed.closed.done(), "the allocation was dropped"
+            assert relayed.received[-1] == b"pong 6" and len(relayed.received) == 7, relayed.received
+            with pytest.raises(TransactionFailed) as caught:
+                await _allocate(turn.config, issued.username, issued.credential)
+            assert caught.value.response.attributes["ERROR-CODE"][0] == 401
+        finally:
+            transport.close()
+            echo.close()
 
 
 def test_production_config_keeps_relays_off_private_networks() -> None:

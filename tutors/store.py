@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from app.core.db import Database, MessageRow, SessionRow, TeacherRow, TutorRow
+from app.core.db import (
+    AvatarRow,
+    Database,
+    KnowledgeBaseRow,
+    MessageRow,
+    SessionRow,
+    TeacherRow,
+    TutorRow,
+    check_owner,
+)
 from app.core.errors import Conflict, InvalidInput, NotFound
 
 
@@ -38,9 +47,22 @@ def _to_tutor(row: object) -> Tutor:
     return Tutor(**{f.name: getattr(row, f.name) for f in fields(Tutor)})
 
 
-def _check_owner(db: Session, owner_id: int | None) -> None:
-    if owner_id is not None and db.get(TeacherRow, owner_id) is None:
-        raise InvalidInput(f"teacher {owner_id} does not exist")
+def _check_material(db: Session, owner_id: int | None, kb_ids: list[str], avatar_id: str | None) -> None:
+    """A teacher's tutor uses only material that is the teacher's own or shared (the web
+    backend's, with no owner); an admin's may use anyone's, and so may the backend's tutors."""
+    check_owner(db, owner_id)
+    if owner_id is None or db.get(TeacherRow, owner_id).is_admin:
+        return
+    foreign = [
+        row.id
+        for row in db.scalars(select(KnowledgeBaseRow).where(KnowledgeBaseRow.id.in_(kb_ids)))
+        if row.owner_id not in (None, owner_id)
+    ]
+    if foreign:
+        raise InvalidInput(f"knowledge base {', '.join(sorted(foreign))} belongs to another teacher")
+    avatar = db.get(AvatarRow, avatar_id) if avatar_id else None
+    if avatar is not None and avatar.owner_id not in (None, owner_id):
+        raise InvalidInput(f"avatar {avatar_id} belongs to another teacher")
 
 
 class TutorStore:
@@ -49,7 +71,7 @@ class TutorStore:
 
     def create(self, values: dict[str, Any]) -> Tutor:
         with self._db.session() as db:
-            _check_owner(db, values.get("owner_id"))
+            _check_material(db, values.get("owner_id"), values.get("kb_ids") or [], values.get("avatar_id"))
             row = TutorRow(**{k: v for k, v in values.items() if k in EDITABLE})
             db.add(row)
             db.flush()
@@ -81,8 +103,9 @@ class TutorStore:
             row = db.get(TutorRow, tutor_id)
             if row is None:
                 raise NotFound(f"tutor {tutor_id} does not exist")
-            if "owner_id" in changes:
-                _check_owner(db, changes["owner_id"])
+            if changes.keys() & {"owner_id", "kb_ids", "avatar_id"}:
+                after = {k: changes.get(k, getattr(row, k)) for k in ("owner_id", "kb_ids", "avatar_id")}
+                _check_material(db, after["owner_id"], after["kb_ids"] or [], after["avatar_id"])
             for key, value in changes.items():
                 if key in EDITABLE:
                     setattr(row, key, value)

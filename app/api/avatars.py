@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from pydantic import BaseModel, StringConstraints
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from pydantic import BaseModel, Field, StringConstraints
 
+from app.api.common import Id
 from app.api.uploads import read_upload
 from app.deps import AvatarsDep, ServicesDep
 from avatars.service import Avatar
@@ -21,6 +22,7 @@ AvatarId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 class AvatarImport(BaseModel):
     avatar_id: AvatarId
     video_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    owner_id: Id | None = Field(None, description="the teacher it belongs to; none: shared")
 
 
 def _public(avatar: Avatar) -> dict[str, Any]:
@@ -31,6 +33,7 @@ def _public(avatar: Avatar) -> dict[str, Any]:
         "stage": avatar.stage,
         "error": avatar.error,
         "source": avatar.source,
+        "owner_id": avatar.owner_id,
         **avatar.info,
         "created_at": avatar.created_at,
         "updated_at": avatar.updated_at,
@@ -40,7 +43,7 @@ def _public(avatar: Avatar) -> dict[str, Any]:
 @router.post("", status_code=202)
 async def import_avatar(body: AvatarImport, avatars: AvatarsDep) -> dict[str, Any]:
     """From a video already in the import folder (AVATAR_IMPORT_DIR); any other path is refused."""
-    avatar = await asyncio.to_thread(avatars.create_from_path, body.avatar_id, body.video_path)
+    avatar = await asyncio.to_thread(avatars.create_from_path, body.avatar_id, body.video_path, body.owner_id)
     avatars.schedule(avatar.avatar_id)
     return _public(avatar)
 
@@ -49,19 +52,21 @@ async def import_avatar(body: AvatarImport, avatars: AvatarsDep) -> dict[str, An
 async def upload_avatar(
     avatars: AvatarsDep,
     services: ServicesDep,
-    request: Request,
     avatar_id: Annotated[str, Form()],
     file: Annotated[UploadFile, File()],
+    owner_id: Annotated[Id | None, Form(description="the teacher it belongs to; none: shared")] = None,
 ) -> dict[str, Any]:
-    data = await read_upload(request, file, services.settings.avatar_max_upload_bytes)
-    avatar = await asyncio.to_thread(avatars.create_from_upload, avatar_id.strip(), file.filename or "", data)
+    data = await read_upload(file, services.settings.avatar_max_upload_bytes)
+    name = file.filename or ""
+    avatar = await asyncio.to_thread(avatars.create_from_upload, avatar_id.strip(), name, data, owner_id)
     avatars.schedule(avatar.avatar_id)
     return _public(avatar)
 
 
 @router.get("")
-def list_avatars(avatars: AvatarsDep) -> dict[str, Any]:
-    listed = [_public(a) for a in avatars.list()]
+def list_avatars(avatars: AvatarsDep, owner_id: Annotated[Id | None, Query()] = None) -> dict[str, Any]:
+    """Every avatar, or one teacher's (`owner_id`)."""
+    listed = [_public(a) for a in avatars.list(owner_id)]
     return {"avatars": listed, "count": len(listed)}
 
 

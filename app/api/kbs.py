@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 from pydantic import BaseModel, Field, StringConstraints
 
+from app.api.common import Id, NotABool
 from app.api.uploads import read_upload
 from app.deps import KbsDep, ServicesDep
-from kb.service import Document, KnowledgeBase
+from kb.service import KB_ID_PATTERN, Document, KnowledgeBase
 
 router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
 
@@ -19,22 +20,26 @@ router = APIRouter(prefix="/v1/kbs", tags=["knowledge bases"])
 class KbCreate(BaseModel):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     description: Annotated[str, StringConstraints(max_length=5000)] = ""
-    id: str | None = Field(None, description="optional: the web backend's own id, e.g. kb-001")
+    id: Annotated[str, StringConstraints(pattern=KB_ID_PATTERN)] | None = Field(
+        None, description="optional: the web backend's own id, e.g. kb-001"
+    )
+    owner_id: Id | None = Field(None, description="the teacher it belongs to; none: shared")
 
 
 class SearchQuery(BaseModel):
     query: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-    k: int = Field(5, ge=1, le=50)
+    k: Annotated[int, NotABool] = Field(5, ge=1, le=50)
 
 
 @router.post("", status_code=201)
 def create_kb(body: KbCreate, kbs: KbsDep) -> KnowledgeBase:
-    return kbs.create(body.name, body.description, body.id)
+    return kbs.create(body.name, body.description, body.id, body.owner_id)
 
 
 @router.get("")
-def list_kbs(kbs: KbsDep) -> list[KnowledgeBase]:
-    return kbs.list()
+def list_kbs(kbs: KbsDep, owner_id: Annotated[Id | None, Query()] = None) -> list[KnowledgeBase]:
+    """Every knowledge base, or one teacher's (`owner_id`)."""
+    return kbs.list(owner_id)
 
 
 @router.get("/{kb_id}")
@@ -50,10 +55,10 @@ def delete_kb(kb_id: str, kbs: KbsDep) -> Response:
 
 @router.post("/{kb_id}/documents", status_code=202)
 async def upload_document(
-    kb_id: str, kbs: KbsDep, services: ServicesDep, request: Request, file: Annotated[UploadFile, File()]
+    kb_id: str, kbs: KbsDep, services: ServicesDep, file: Annotated[UploadFile, File()]
 ) -> Document:
     """Store the file and start ingesting it; poll the document for `status` and `progress`."""
-    data = await read_upload(request, file, services.settings.kb_max_upload_bytes)
+    data = await read_upload(file, services.settings.kb_max_upload_bytes)
     document = await asyncio.to_thread(kbs.add_document, kb_id, file.filename, data)
     kbs.schedule(document.id)
     return document

@@ -7,6 +7,7 @@ import datetime as dt
 from fastapi import APIRouter, Request
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from app.api.common import Id
 from app.conversation.sessions import SessionInfo
 from app.deps import ServicesDep, SessionsDep, TranscriptsDep
 from tutors.transcripts import TranscriptMessage
@@ -15,8 +16,8 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 class SessionCreate(BaseModel):
-    tutor_id: int
-    student_id: int | None = None
+    tutor_id: Id
+    student_id: Id | None = None
     kb_id: str | None = Field(None, max_length=200)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, StrictBool
 
+from app.api.common import IdPath
 from app.deps import TeachersDep
 from tutors.accounts import Teacher
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 class TeacherCreate(BaseModel):
     username: str = Field(min_length=3, max_length=64)
     password: SecretStr = Field(min_length=10, max_length=200)
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 @router.post("", status_code=201)
@@ -28,7 +29,7 @@ def list_teachers(teachers: TeachersDep) -> list[Teacher]:
 
 
 @router.delete("/{teacher_id}", status_code=204)
-def delete_teacher(teacher_id: int, teachers: TeachersDep) -> Response:
+def delete_teacher(teacher_id: IdPath, teachers: TeachersDep) -> Response:
     """Their tutors stay, without an owner (admins still manage them)."""
     teachers.delete(teacher_id)
     return Response(status_code=204)

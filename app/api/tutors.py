@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from app.api.common import Id, IdPath, NotABool
 from app.deps import TranscriptsDep, TutorsDep
 from tutors.store import Tutor
 from tutors.transcripts import SessionSummary, Usage
@@ -28,10 +29,10 @@ class TutorFields(BaseModel):
     language: Language = "en"
     llm_model: Short | None = None
     voice: Short | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: Annotated[float, NotABool] | None = Field(None, ge=0, le=2)
     avatar_id: Short | None = None
     kb_ids: list[Short] = Field(default_factory=list, max_length=50)
-    owner_id: int | None = None
+    owner_id: Id | None = None
 
 
 class TutorCreate(TutorFields):
@@ -46,10 +47,10 @@ class TutorUpdate(BaseModel):
     language: Language | None = None
     llm_model: Short | None = None
     voice: Short | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
+    temperature: Annotated[float, NotABool] | None = Field(None, ge=0, le=2)
     avatar_id: Short | None = None
     kb_ids: list[Short] | None = Field(None, max_length=50)
-    owner_id: int | None = None
+    owner_id: Id | None = None
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> TutorUpdate:
@@ -82,25 +83,25 @@ def list_tutors(tutors: TutorsDep) -> list[TutorOut]:
 
 
 @router.get("/{tutor_id}", response_model=TutorOut)
-def get_tutor(tutor_id: int, tutors: TutorsDep) -> TutorOut:
+def get_tutor(tutor_id: IdPath, tutors: TutorsDep) -> TutorOut:
     return TutorOut.of(tutors.get(tutor_id))
 
 
 @router.patch("/{tutor_id}", response_model=TutorOut)
-def update_tutor(tutor_id: int, body: TutorUpdate, tutors: TutorsDep) -> TutorOut:
+def update_tutor(tutor_id: IdPath, body: TutorUpdate, tutors: TutorsDep) -> TutorOut:
     # Only fields the client sent change; an explicit null clears an optional field.
     return TutorOut.of(tutors.update(tutor_id, body.model_dump(exclude_unset=True)))
 
 
 @router.delete("/{tutor_id}", status_code=204)
-def delete_tutor(tutor_id: int, tutors: TutorsDep) -> Response:
+def delete_tutor(tutor_id: IdPath, tutors: TutorsDep) -> Response:
     tutors.delete(tutor_id)
     return Response(status_code=204)
 
 
 @router.get("/{tutor_id}/sessions")
 def tutor_sessions(
-    tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    tutor_id: IdPath, tutors: TutorsDep, transcripts: TranscriptsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[SessionSummary]:
     """The tutor's sessions, newest first, with how many questions each had."""
     tutors.get(tutor_id)
@@ -108,6 +109,6 @@ def tutor_sessions(
 
 
 @router.get("/{tutor_id}/usage")
-def tutor_usage(tutor_id: int, tutors: TutorsDep, transcripts: TranscriptsDep) -> Usage:
+def tutor_usage(tutor_id: IdPath, tutors: TutorsDep, transcripts: TranscriptsDep) -> Usage:
     tutors.get(tutor_id)
     return transcripts.usage(tutor_id)

@@ -12,7 +12,7 @@ import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from app.conversation.frames import AnswerText, Frame, Grounded, LLMRequest, SpeechIn, TextDelta, TurnStarted, UserText
 from app.conversation.pipeline import Pipeline, Stage
@@ -20,7 +20,7 @@ from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, syst
 from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, Recognise, Sentences, Speak
 from app.conversation.talk import is_conversation
-from app.core.db import Database, MessageRow, utcnow
+from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, Engines, GenerationOptions
 from app.core.errors import EngineUnavailable, InvalidInput
 from app.core.media import Voice
@@ -30,6 +30,7 @@ from kb.service import KnowledgeBases
 from tutors.store import TutorStore
 
 _MESSAGES = MessageRow.__table__
+_SESSIONS = SessionRow.__table__
 Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta) → the transcript
 
 
@@ -98,11 +99,34 @@ class ConversationService:
     def _history(self, db: Connection, session_id: str, chat_id: str, limit: int | None) -> list[StoredMessage]:
         query = (
             select(_MESSAGES.c.role, _MESSAGES.c.content)
-            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
+            # An empty answer is one cut off before its first word: nothing to remember.
+            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id, _MESSAGES.c.content != "")
             .order_by(_MESSAGES.c.id.desc())
             .limit(limit)
         )
         return [StoredMessage(r.role, r.content) for r in reversed(db.execute(query).all())]
+
+    def close_unanswered(self) -> int:
+        """At start-up: questions of live sessions whose answer was in flight when the process
+        died (kill -9, a power cut) get an empty answer marked interrupted, so the transcript
+        says what happened and the chat's history reads question, answer again."""
+        last = (
+            select(func.max(_MESSAGES.c.id))
+            .join(_SESSIONS, _SESSIONS.c.id == _MESSAGES.c.session_id)
+            .where(_SESSIONS.c.status == "active")
+            .group_by(_MESSAGES.c.session_id, _MESSAGES.c.chat_id)
+        )
+        with self._db.transaction() as db:
+            open_questions = db.execute(
+                select(_MESSAGES.c.session_id, _MESSAGES.c.chat_id).where(
+                    _MESSAGES.c.id.in_(last), _MESSAGES.c.role == "user"
+                )
+            ).all()
+            for session_id, chat_id in open_questions:
+                self._insert(
+                    db, session_id, chat_id, "assistant", "", {"interrupted": True, "reason": "server stopped"}
+                )
+        return len(open_questions)
 
     def _save(self, session_id: str, chat_id: str, role: str, content: str, meta: dict | None = None) -> None:
         with self._db.transaction() as db:

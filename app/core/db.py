@@ -30,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from app.core.errors import InvalidInput
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -123,6 +125,8 @@ class KnowledgeBaseRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
+    # The teacher whose material it is (None: the web backend's, shared).
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -158,6 +162,7 @@ class AvatarRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What preparation found: frame count, fps, size, face box, engines' data (see avatars/).
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -224,3 +229,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def check_owner(db: Session, owner_id: int | None) -> None:
+    """An owner named by a client must be a teacher (a foreign key error would be a 500)."""
+    if owner_id is not None and db.get(TeacherRow, owner_id) is None:
+        raise InvalidInput(f"teacher {owner_id} does not exist")

@@ -67,6 +67,17 @@ def signed_in(teacher: Teacher | None) -> Teacher:
     return teacher
 
 
+def whose(teacher: Teacher) -> int | None:
+    """Whose tutors and material a teacher sees: their own; an admin, everyone's (None)."""
+    return None if teacher["is_admin"] else teacher["id"]
+
+
+def check_owns(teacher: Teacher, owner_id: int | None, what: str) -> None:
+    """A teacher acts only on what is theirs (an admin on anything)."""
+    if not teacher["is_admin"] and owner_id != teacher["id"]:
+        raise gr.Error(f"{what} is not yours.")
+
+
 def read_limited(file: Path, limit: int) -> bytes:
     if file.stat().st_size > limit:
         raise gr.Error(f"The file is larger than {limit // 2**20} MB.")

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from app.services import Services
-from app.ui.common import Teacher, friendly, read_limited, signed_in
+from app.ui.common import Teacher, check_owns, friendly, read_limited, signed_in, whose
 from kb.passages import describe_source
 
 DOCUMENT_TYPES = [".pdf", ".docx", ".md", ".markdown", ".html", ".htm", ".txt"]
@@ -21,8 +21,16 @@ class KnowledgePanel:
         self.services = services
         self.kbs = services.kbs
 
-    def kb_choices(self) -> list[tuple[str, str]]:
-        return [(f"{k.name} ({k.id})", k.id) for k in self.kbs.list()]
+    def kb_choices(self, teacher: Teacher) -> list[tuple[str, str]]:
+        return [(f"{k.name} ({k.id})", k.id) for k in self.kbs.list(whose(teacher))]
+
+    def own(self, teacher: Teacher | None, kb_id: str | None) -> str:
+        """The picked knowledge base, if the signed-in teacher may use it."""
+        teacher = signed_in(teacher)
+        if not kb_id:
+            raise gr.Error("Pick a knowledge base first.")
+        check_owns(teacher, self.kbs.get(kb_id).owner_id, "That knowledge base")
+        return kb_id
 
     def document_rows(self, kb_id: str | None) -> list[list[Any]]:
         if not kb_id:
@@ -32,23 +40,24 @@ class KnowledgePanel:
             for d in self.kbs.documents(kb_id)
         ]
 
-    async def fill(self) -> list[Any]:
-        return [gr.update(choices=await asyncio.to_thread(self.kb_choices), value=None)]
+    async def fill(self, teacher: Teacher) -> list[Any]:
+        return [gr.update(choices=await asyncio.to_thread(self.kb_choices, teacher), value=None)]
 
     @friendly
     async def create_kb(self, teacher: Teacher | None, kb_name: str) -> tuple[str, Any]:
-        signed_in(teacher)
+        teacher = signed_in(teacher)
         if not kb_name or not kb_name.strip():
             raise gr.Error("A knowledge base needs a name.")
-        created = await asyncio.to_thread(self.kbs.create, kb_name.strip())
-        choices = await asyncio.to_thread(self.kb_choices)
+        created = await asyncio.to_thread(self.kbs.create, kb_name.strip(), owner_id=teacher["id"])
+        choices = await asyncio.to_thread(self.kb_choices, teacher)
         notice = f"Created knowledge base **{created.name}** (id `{created.id}`)."
         return notice, gr.update(choices=choices, value=created.id)
 
     @friendly
     async def show_kb(self, teacher: Teacher | None, kb_id: str | None) -> list[list[Any]]:
-        signed_in(teacher)
-        return await asyncio.to_thread(self.document_rows, kb_id)
+        if not kb_id:
+            return []
+        return await asyncio.to_thread(self.document_rows, await asyncio.to_thread(self.own, teacher, kb_id))
 
     @friendly
     async def upload(
@@ -58,9 +67,9 @@ class KnowledgePanel:
         path: str | None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio injects its tracker through this default)
     ) -> tuple[str, list[list[Any]]]:
-        signed_in(teacher)
         if not kb_id or not path:
             raise gr.Error("Pick a knowledge base and a file first.")
+        await asyncio.to_thread(self.own, teacher, kb_id)
         file = Path(path)
         data = await asyncio.to_thread(read_limited, file, self.services.settings.kb_max_upload_bytes)
         document = await asyncio.to_thread(self.kbs.add_document, kb_id, file.name, data)
@@ -78,18 +87,18 @@ class KnowledgePanel:
 
     @friendly
     async def delete_document(self, teacher: Teacher | None, kb_id: str | None, doc_id: str) -> tuple[str, Any]:
-        signed_in(teacher)
         if not kb_id or not (doc_id or "").strip():
             raise gr.Error("Pick a knowledge base and paste the document id to delete.")
+        await asyncio.to_thread(self.own, teacher, kb_id)
         await asyncio.to_thread(self.kbs.delete_document, kb_id, doc_id.strip())
         return "Deleted.", await asyncio.to_thread(self.document_rows, kb_id)
 
     @friendly
     async def try_question(self, teacher: Teacher | None, kb_id: str | None, query: str) -> str:
         """What a tutor would answer, from which passages, or why it would decline."""
-        signed_in(teacher)
         if not kb_id or not (query or "").strip():
             raise gr.Error("Pick a knowledge base and type a question.")
+        await asyncio.to_thread(self.own, teacher, kb_id)
         grounding = await asyncio.to_thread(self.kbs.ground, [kb_id], query, 5)
         if grounding.answered:
             (cited, *_) = grounding.citations()

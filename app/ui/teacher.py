@@ -12,7 +12,7 @@ import gradio as gr
 
 from app.services import Services
 from app.ui.chat import Chat
-from app.ui.common import Teacher, friendly, signed_in, tutor_choices
+from app.ui.common import Teacher, check_owns, friendly, signed_in, tutor_choices, whose
 from tutors.accounts import LoginThrottle
 from tutors.store import Tutor
 
@@ -25,7 +25,7 @@ class TeacherPanel(Protocol):
     column: gr.Column
     filled: list[Any]  # the components it fills at login
 
-    async def fill(self) -> list[Any]: ...
+    async def fill(self, teacher: Teacher) -> list[Any]: ...
 
 
 class TeacherTab:
@@ -37,12 +37,11 @@ class TeacherTab:
         if not tutor_id:
             raise gr.Error("Pick one of your tutors first.")
         tutor = self.services.tutors.get(int(tutor_id))
-        if not teacher["is_admin"] and tutor.owner_id != teacher["id"]:
-            raise gr.Error("That tutor belongs to another teacher.")
+        check_owns(teacher, tutor.owner_id, "That tutor")
         return tutor
 
     def my_choices(self, teacher: Teacher) -> list[tuple[str, int]]:
-        return tutor_choices(self.services.tutors, None if teacher["is_admin"] else teacher["id"])
+        return tutor_choices(self.services.tutors, whose(teacher))
 
     # -- logging in -----------------------------------------------------------------------
     async def login(self, username: str, password: str) -> tuple[Any, ...]:
@@ -246,8 +245,9 @@ class TeacherTab:
 
         @friendly
         async def log_in(username: str, password: str) -> tuple[Any, ...]:
-            opened = [[gr.update(visible=True), *await panel.fill()] for panel in panels]
-            return (*await self.login(username, password), *(value for values in opened for value in values))
+            signed = await self.login(username, password)
+            opened = [[gr.update(visible=True), *await panel.fill(signed[0])] for panel in panels]
+            return (*signed, *(value for values in opened for value in values))
 
         def log_out() -> tuple[Any, ...]:
             return (*self.logout(), *(gr.update(visible=False) for _ in panels))

@@ -47,7 +47,7 @@ def free_udp_range(size: int) -> int:
     raise RuntimeError("no free UDP range")
 
 
-def loopback_coturn(secret: str, ports: int = 5) -> Coturn:
+def loopback_coturn(secret: str, ports: int = 5, max_allocate_lifetime: int = 60) -> Coturn:
     low = free_udp_range(ports)
     return Coturn(
         CoturnConfig(
@@ -57,7 +57,7 @@ def loopback_coturn(secret: str, ports: int = 5) -> Coturn:
             relay_ip="127.0.0.1",
             min_port=low,
             max_port=low + ports - 1,
-            max_allocate_lifetime=60,
+            max_allocate_lifetime=max_allocate_lifetime,
             loopback_for_tests=True,
         )
     )
