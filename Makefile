@@ -50,3 +50,4 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_voice
 	$(BIN)/python -m bench.bench_avatar
 	$(BIN)/python -m bench.bench_webrtc
+	$(BIN)/python -m bench.bench_soak

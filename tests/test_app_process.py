@@ -15,6 +15,7 @@ import httpx
 import websockets
 
 from tests.kit.live import collect_answer, free_port
+from tests.kit.media import portrait_video
 from tests.kit.speech import b64_wav, say
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,9 +156,10 @@ def test_public_bind_with_a_key_serves_and_guards(tmp_path: Path) -> None:
         proc.wait(timeout=20)
 
 
-def _text_only_app(tmp_path: Path, port: int) -> subprocess.Popen:
-    """app.py on the embedded LLM alone (no speech, no avatar), healthy."""
-    env = _env(tmp_path, MANAGEMENT_API_PORT=str(port), ENABLE_ASR="false", ENABLE_TTS="false", ENABLE_AVATAR="false")
+def _text_only_app(tmp_path: Path, port: int, avatar: bool = False) -> subprocess.Popen:
+    """app.py on the embedded LLM alone (no speech; lip-sync only with `avatar`), healthy."""
+    env = _env(tmp_path, MANAGEMENT_API_PORT=str(port), ENABLE_ASR="false", ENABLE_TTS="false")
+    env["ENABLE_AVATAR"] = str(avatar).lower()
     app = [sys.executable, str(ROOT / "app.py")]
     proc = subprocess.Popen(app, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     _wait_healthy(f"127.0.0.1:{port}", proc, 30)
@@ -226,6 +228,55 @@ async def test_an_answer_in_flight_when_the_process_is_killed_is_stored_as_inter
         async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
             await ws.send(json.dumps({"type": "text", "content": "What is 2 + 2?"}))
             assert (await collect_answer(ws, timeout=60))[-1]["type"] == "text"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_the_soak_benchmark_runs_clean_for_a_short_while(tmp_path: Path) -> None:
+    """bench_soak end to end, briefly: three students, text and voice, on the real engines."""
+    args = ["--sessions", "3", "--minutes", "0.3", "--name", "soak-test"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_soak", *args],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = ROOT / "bench" / "results" / "soak-test.json"
+    (row,) = json.loads(written.read_text())["rows"]
+    written.unlink()
+    assert row["answered"] == row["asked"] >= 6 and row["errors"] == 0 and row["crossed"] == 0, row
+
+
+def test_an_avatar_being_prepared_when_the_process_is_killed_is_finished_after_restart(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start = functools.partial(_text_only_app, tmp_path, port, avatar=True)
+    video = portrait_video(tmp_path / "teacher.mp4", seconds=9.0)
+    proc = start()
+    try:
+        with video.open("rb") as f:
+            made = httpx.post(f"{base}/v1/avatars/upload", data={"avatar_id": "ada"}, files={"file": ("t.mp4", f)})
+        assert made.status_code == 202, made.text
+        deadline = time.monotonic() + 60
+        while (state := httpx.get(f"{base}/v1/avatars/ada").json())["progress"] < 0.4:
+            assert state["status"] == "preparing" and time.monotonic() < deadline, state
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # SIGKILL mid-preparation
+        proc.wait(timeout=20)
+    assert state["status"] == "preparing", state
+
+    proc = start()
+    try:
+        deadline = time.monotonic() + 120
+        while (state := httpx.get(f"{base}/v1/avatars/ada").json())["status"] == "preparing":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        assert state["status"] == "ready" and state["progress"] == 1.0 and state["frames"] > 0, state
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -108,6 +108,13 @@ def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, lau
     pair = page.evaluate(SELECTED_PAIR)
     assert pair == {"policy": "relay", "local": "relay", "remote": "relay"}, pair
     assert set(peer.selected_pairs()) == {("relay", "relay")}
+    # A question typed during the call is answered on the call: aloud, lip-synced, in the chat.
+    spoken_before = peer.playout.speech_frames_shown
+    page.locator("#question textarea").fill("Where is Paris?")
+    page.locator("#send").click()
+    expect(chat).to_contain_text("[Ada|1] Where is Paris?", timeout=30_000)
+    _until(lambda: peer.playout.speech_frames_shown > spoken_before + 10, 30, "the typed answer spoken on the call")
+    assert page.locator("#chat").get_by_text("Where is Paris?", exact=True).count() == 1  # the question's bubble
     # The chat's session is the call's: a reload shows the spoken turn.
     page.locator("#live-call").get_by_text("Hang up").click()
     _until(lambda: calls.summary()["peers"] == 0, 15, "the call to close")

@@ -24,7 +24,7 @@ import gradio as gr
 from fastrtc import WebRTC
 from gradio.components.base import server
 
-from app.conversation.frames import Frame
+from app.conversation.frames import Frame, UserText
 from app.conversation.sessions import SessionInfo
 from app.core.errors import TooBusy, TutorError
 from app.core.settings import Settings
@@ -136,6 +136,17 @@ class CallDesk:
             return _failed("concurrency_limit_reached", exc.message)
         except TutorError as exc:
             return _failed(exc.code, exc.message)
+
+    def ask(self, session_hash: str | None, text: str) -> bool:
+        """A question typed on a page with a live call is answered on the call, aloud and lip-
+        synced, its words in the call's feed like a spoken one's. False: the page has no call."""
+        webrtc_id = self.calls.get(session_hash or "", "")
+        peer, feed = self.peers.get(webrtc_id), self.feeds.get(webrtc_id)
+        if peer is None or feed is None or not peer.connected.is_set():
+            return False
+        feed.frames.put_nowait(UserText(text))
+        peer.runner.ask(text)
+        return True
 
     def _ended(self, session_hash: str, webrtc_id: str) -> None:
         feed = self.feeds.pop(webrtc_id, None)  # its reader, if any, holds it and drains it

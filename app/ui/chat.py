@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.conversation.frames import AnswerText, Failure, Frame, Interrupted, NoticeFrame, TextDelta, Transcription
+from app.conversation.frames import (
+    AnswerText,
+    Failure,
+    Frame,
+    Interrupted,
+    NoticeFrame,
+    TextDelta,
+    Transcription,
+    UserText,
+)
 from kb.passages import describe_source
 
 Chat = list[dict[str, str]]
@@ -20,7 +29,9 @@ def cited(sources: list[dict[str, Any]]) -> str:
 
 def show(frame: Frame, history: Chat) -> bool:
     """One frame shown in the chat (changed in place); False if it shows nothing."""
-    if isinstance(frame, Transcription):
+    if isinstance(frame, UserText):  # typed during a live call: the call answers it
+        history += [{"role": "user", "content": frame.text}, {"role": "assistant", "content": ""}]
+    elif isinstance(frame, Transcription):
         heard = frame.text or "(nothing was heard)"
         if history and history[-1] == THINKING:
             history.pop()

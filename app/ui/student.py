@@ -186,6 +186,10 @@ class StudentTab:
         if not text or not text.strip():
             return
         page = request.session_hash
+        if self.call.desk.ask(page, self.services.conversation.check_text(text)):
+            # The call's feed shows the question and its answer; nothing else here changes.
+            yield "", gr.update(), gr.update(), gr.update(), gr.update()
+            return
         async for chat_now, state, voice, video in self.converse(text, tutor_id, saved, history, speak, page):
             yield "", chat_now, state, voice, video
 
