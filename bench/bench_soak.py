@@ -26,17 +26,9 @@ from typing import Any
 import httpx
 import websockets
 
+from bench.bench_voice import QUESTIONS
 from bench.common import ServerProcess, latency_summary, report
 from tests.kit.speech import b64_wav, say, with_silence
-
-QUESTIONS = [
-    "What is photosynthesis?",
-    "Why is the sky blue?",
-    "What is an atom?",
-    "How do plants drink water?",
-    "What is gravity?",
-    "Why do we have seasons?",
-]
 
 
 def rss_mb(pid: int) -> float:
@@ -156,11 +148,7 @@ def main() -> None:
         MAX_SESSIONS=str(args.sessions + 2),
     )
     try:
-        server.wait_healthy()
-        for _ in range(600):
-            if httpx.get(f"{server.url}/health").json()["ready"]:
-                break
-            time.sleep(0.1)
+        server.wait_ready()
         row = asyncio.run(soak(server, args.sessions, args.minutes))
     finally:
         server.stop()

@@ -193,11 +193,7 @@ def main() -> None:
         scripted=False, LLM_ENGINE="local", TTS_ENGINE="offline", LLM_MAX_TOKENS=str(args.max_tokens)
     )
     try:
-        server.wait_healthy()
-        for _ in range(600):
-            if httpx.get(f"{server.url}/health").json()["ready"]:
-                break
-            time.sleep(0.1)
+        server.wait_ready()
         rows = asyncio.run(run(args, server))
     finally:
         server.stop()

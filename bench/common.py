@@ -72,6 +72,14 @@ class ServerProcess:
             time.sleep(0.05)
         raise RuntimeError(f"no /health within {budget}s")
 
+    def wait_ready(self, budget: float = 60) -> None:
+        """Healthy, and every engine warmed up (`/health` says `ready`)."""
+        self.wait_healthy(budget)
+        for _ in range(600):
+            if httpx.get(f"{self.url}/health").json()["ready"]:
+                return
+            time.sleep(0.1)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
