@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import httpx
 import pytest
@@ -95,6 +96,12 @@ async def test_expiry_closes_an_idle_socket(start_server) -> None:
 async def test_activity_keeps_a_session_alive(start_server) -> None:
     server = start_server(session_timeout_seconds=1.5)
     with server.client() as api:
+        # Engines warming up in the background (torch holds the GIL while it loads) can delay
+        # the handshake past the short timeout: begin once they are ready.
+        deadline = time.monotonic() + 60
+        while not api.get("/health").json()["ready"]:
+            assert time.monotonic() < deadline, "the engines never became ready"
+            await asyncio.sleep(0.1)
         session = new_session(api, new_tutor(api)["id"])
         async with websockets.connect(ws_url(session)) as ws:
             for i in range(6):  # 6 × 0.5 s: twice the timeout, never idle for a whole one
