@@ -41,8 +41,11 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[Frame], Awaitable[None]]
 SERVER_CREDENTIAL_TTL = 86_400  # the server's own never leave it; a call outlives a browser's
-RELAY_ATTEMPTS = 3
-RELAY_RETRY_SECONDS = 1.0
+# A relay refused because a small range is short of ports is asked again for this long: coturn
+# frees a released port about a second later, later still on a loaded box. A TURN server that
+# does not answer costs aioice's 5 s gathering timeout, past the window, so it is not retried.
+RELAY_RETRY_WINDOW_SECONDS = 4.0
+RELAY_RETRY_SECONDS = 0.5
 
 
 def turn_address(url: str) -> tuple[str, int]:
@@ -232,23 +235,22 @@ class Peers:
         if peer_id in self._peers:
             raise InvalidInput(f"a call with id {peer_id!r} already exists")
         early = self._orphans.pop(peer_id, [])
-        for attempt in range(RELAY_ATTEMPTS):
+        deadline = time.monotonic() + RELAY_RETRY_WINDOW_SECONDS
+        while True:
             pc = RTCPeerConnection(configuration=configuration)
             playout = Playout(Animator(lipsync, avatar))
             peer = Peer(peer_id, session, chat_id, pc, playout, sink, answer, self._settings.ws_max_pending_turns)
             peer.candidates = early + self._orphans.pop(peer_id, [])
             self._peers[peer.id] = peer
-            started = time.monotonic()
             try:
                 answer = await self._negotiate(peer, RTCSessionDescription(sdp=offer["sdp"], type="offer"), url)
                 break
             except RelayUnavailable:
                 await self.close(peer, "no relay")
                 early = peer.candidates
-                # A refusal, not a timeout: a small relay range frees a port about a second
-                # after the call before released it.
-                if attempt + 1 == RELAY_ATTEMPTS or time.monotonic() - started > RELAY_RETRY_SECONDS:
+                if time.monotonic() + RELAY_RETRY_SECONDS > deadline:
                     raise
+                log.info("relay refused for call %s; asking again", peer_id)
                 await asyncio.sleep(RELAY_RETRY_SECONDS)
             except BaseException:
                 await self.close(peer, "negotiation failed")
