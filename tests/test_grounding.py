@@ -9,7 +9,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from app.conversation.talk import is_conversation
 from kb.embeddings import SentenceEmbedder
 from kb.grounding import Evidence, Grounder, Grounding, specifics, stem
 from kb.passages import Passage
-from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
+from tests.kit.live import collect_answer, indexed, new_session, new_tutor, ws_url
 
 CURIE = (
     "Marie Curie was born in Warsaw in 1867. She moved to Paris to study physics. "
@@ -161,21 +160,10 @@ def test_conversation_is_told_from_questions_about_the_material(text: str, talk:
 # which says more than the material: the check must fall back on the evidence).
 
 
-def _ingest(api: httpx.Client, kb_id: str, name: str, data: bytes) -> None:
-    response = api.post(f"/v1/kbs/{kb_id}/documents", files={"file": (name, data)})
-    assert response.status_code == 202, response.text
-    for _ in range(600):
-        document = api.get(f"/v1/kbs/{kb_id}/documents/{response.json()['id']}").json()
-        if document["status"] in ("ready", "failed"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(document)
-
-
 @pytest.fixture
 def course(api: httpx.Client) -> Iterator[str]:
     kb_id = api.post("/v1/kbs", json={"name": "Physics"}).json()["id"]
-    _ingest(api, kb_id, "curie.md", COURSE_MD)
+    indexed(api, kb_id, "curie.md", COURSE_MD)
     yield kb_id
 
 
@@ -210,6 +198,16 @@ async def test_grounded_declined_and_small_talk_through_the_server(api: httpx.Cl
     assert "Medicine" in meta[1]["reason"]
 
 
+async def test_the_recogniser_is_told_the_courses_own_words(api: httpx.Client, server, course: str) -> None:
+    """A spoken question is heard with the tutor's subject and its material's titles as the
+    recogniser's hint (test_speech: 尤金袋鼠 is written right only with it)."""
+    indexed(api, course, "尤金袋鼠_第三章.md", "# 尤金袋鼠\n\n尤金袋鼠分布在澳洲南部岛屿及西岸地区。".encode())
+    tutor = new_tutor(api, "Ada", subject="Biology", language="zh", kb_ids=[course, "kb-gone"])
+    session = server.services.sessions.require_active(new_session(api, tutor["id"])["session_id"])
+    listen = await server.services.conversation.listening_for(session)
+    assert listen.language == "zh" and listen.hint == "Biology、curie、尤金袋鼠 第三章。"
+
+
 async def test_a_4000_character_question_is_answered_or_declined(api: httpx.Client, course: str) -> None:
     tutor = new_tutor(api, "Ada", kb_ids=[course])
     long = "When did Curie win the Nobel Prize in Physics? " + "I would really like to know this. " * 120
@@ -224,8 +222,8 @@ async def test_a_garbage_knowledge_base_never_gives_a_cited_answer(api: httpx.Cl
     noise = " ".join(
         "".join(rng.choice("qxzjkvbwy0123456789#%&") for _ in range(rng.randint(2, 9))) for _ in range(800)
     )
-    _ingest(api, kb_id, "noise.txt", noise.encode())
-    _ingest(api, kb_id, "binary.txt", bytes(rng.randrange(32, 256) for _ in range(4000)).decode("latin-1").encode())
+    indexed(api, kb_id, "noise.txt", noise.encode())
+    indexed(api, kb_id, "binary.txt", bytes(rng.randrange(32, 256) for _ in range(4000)).decode("latin-1").encode())
     tutor = new_tutor(api, "Ada", kb_ids=[kb_id])
     answers = await _ask(
         new_session(api, tutor["id"]), "When did Curie win the Nobel Prize?", "What is q0x7?", "Explain radium."

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
+from tests.kit.live import collect_answer, indexed, new_session, new_tutor, wait_indexed, ws_url
 
 BIOLOGY_MD = b"""# Cells
 The mitochondrion is the powerhouse of the cell. It produces ATP through cellular respiration.
@@ -54,22 +54,6 @@ def _upload(api: httpx.Client, kb_id: str, name: str, data: bytes) -> httpx.Resp
     return api.post(f"/v1/kbs/{kb_id}/documents", files={"file": (name, data)})
 
 
-def _ingested(api: httpx.Client, kb_id: str, name: str, data: bytes) -> dict[str, Any]:
-    response = _upload(api, kb_id, name, data)
-    assert response.status_code == 202, response.text
-    return _wait(api, kb_id, response.json()["id"])
-
-
-def _wait(api: httpx.Client, kb_id: str, doc_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 90
-    while True:
-        document = api.get(f"/v1/kbs/{kb_id}/documents/{doc_id}").json()
-        if document["status"] in ("ready", "failed"):
-            return document
-        assert time.monotonic() < deadline, document
-        time.sleep(0.1)
-
-
 def _search(api: httpx.Client, kb_id: str, query: str, k: int = 3) -> list[dict[str, Any]]:
     response = api.post(f"/v1/kbs/{kb_id}/search", json={"query": query, "k": k})
     assert response.status_code == 200, response.text
@@ -93,7 +77,7 @@ def test_every_kind_is_ingested_and_found_with_its_source(api: httpx.Client, kb:
         "chemistry.docx": _docx("Acids", "An acid has a pH below seven and turns litmus paper red."),
     }
     for name, data in documents.items():
-        document = _ingested(api, kb, name, data)
+        document = indexed(api, kb, name, data)
         assert document["status"] == "ready" and document["progress"] == 1.0 and document["chunks"] >= 1, document
     assert api.get(f"/v1/kbs/{kb}").json()["documents"] == 5
 
@@ -113,8 +97,8 @@ def test_every_kind_is_ingested_and_found_with_its_source(api: httpx.Client, kb:
     "query", ["Who won the 1998 football World Cup?", "足球比赛有哪些规则？", "How do I bake bread?"]
 )
 def test_unanswerable_questions_find_nothing(api: httpx.Client, kb: str, query: str) -> None:
-    _ingested(api, kb, "biology.md", BIOLOGY_MD)
-    _ingested(api, kb, "光合作用.txt", CHINESE_TXT)
+    indexed(api, kb, "biology.md", BIOLOGY_MD)
+    indexed(api, kb, "光合作用.txt", CHINESE_TXT)
     assert _search(api, kb, query) == []
 
 
@@ -122,7 +106,7 @@ def test_bad_files_are_refused_or_fail_cleanly(start_server) -> None:
     server = start_server(kb_max_upload_bytes=200_000)
     with server.client() as api:
         kb = api.post("/v1/kbs", json={"name": "Course"}).json()["id"]
-        good = _ingested(api, kb, "biology.md", BIOLOGY_MD)
+        good = indexed(api, kb, "biology.md", BIOLOGY_MD)
 
         for name, data, fragment in [
             ("empty.txt", b"", "empty"),
@@ -137,9 +121,9 @@ def test_bad_files_are_refused_or_fail_cleanly(start_server) -> None:
         duplicate = _upload(api, kb, "copy.md", BIOLOGY_MD)
         assert duplicate.status_code == 409 and "already indexed" in duplicate.json()["detail"]
 
-        encrypted = _ingested(api, kb, "locked.pdf", _pdf(["Secret page"], password="pw"))
+        encrypted = indexed(api, kb, "locked.pdf", _pdf(["Secret page"], password="pw"))
         assert encrypted["status"] == "failed" and "encrypted" in encrypted["error"]
-        damaged = _ingested(api, kb, "broken.pdf", b"%PDF-1.7\n" + bytes(range(256)) * 20)
+        damaged = indexed(api, kb, "broken.pdf", b"%PDF-1.7\n" + bytes(range(256)) * 20)
         assert damaged["status"] == "failed" and damaged["chunks"] == 0, damaged
 
         # Nothing already indexed was lost, and the failures left no chunks behind.
@@ -148,10 +132,10 @@ def test_bad_files_are_refused_or_fail_cleanly(start_server) -> None:
 
 
 def test_reindex_and_delete(api: httpx.Client, kb: str) -> None:
-    document = _ingested(api, kb, "biology.md", BIOLOGY_MD)
+    document = indexed(api, kb, "biology.md", BIOLOGY_MD)
     again = api.post(f"/v1/kbs/{kb}/documents/{document['id']}/reindex")
     assert again.status_code == 202
-    assert _wait(api, kb, document["id"])["chunks"] == document["chunks"]
+    assert wait_indexed(api, kb, document["id"])["chunks"] == document["chunks"]
     assert api.get(f"/v1/kbs/{kb}").json()["chunks"] == document["chunks"]  # replaced, not doubled
     assert api.delete(f"/v1/kbs/{kb}/documents/{document['id']}").status_code == 204
     assert _search(api, kb, "What produces ATP?") == []
@@ -177,8 +161,8 @@ async def _final(session: dict[str, Any], question: str) -> dict[str, Any]:
 async def test_answers_are_grounded_cited_and_isolated(api: httpx.Client, server) -> None:
     bio = api.post("/v1/kbs", json={"name": "Biology", "id": "kb-bio"}).json()["id"]
     rome = api.post("/v1/kbs", json={"name": "History", "id": "kb-rome"}).json()["id"]
-    _ingested(api, bio, "biology.md", BIOLOGY_MD)
-    _ingested(api, rome, "rome.html", HISTORY_HTML)
+    indexed(api, bio, "biology.md", BIOLOGY_MD)
+    indexed(api, rome, "rome.html", HISTORY_HTML)
     biologist = new_tutor(api, "Ada", kb_ids=[bio])
     historian = new_tutor(api, "Livia", kb_ids=[rome], language="zh")
 
@@ -238,7 +222,7 @@ def test_a_chroma_server_when_chroma_host_is_set(start_server, chroma_server: in
     server = start_server(chroma_host="127.0.0.1", chroma_port=chroma_server)
     with server.client() as api:
         kb = api.post("/v1/kbs", json={"name": "Remote"}).json()["id"]
-        assert _ingested(api, kb, "biology.md", BIOLOGY_MD)["status"] == "ready"
+        assert indexed(api, kb, "biology.md", BIOLOGY_MD)["status"] == "ready"
         assert _search(api, kb, "What produces ATP?")[0]["source"]["document"] == "biology.md"
     remote = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
     (collection,) = remote.list_collections()

@@ -56,6 +56,7 @@ def test_student_arrives_with_a_session_from_the_web_backend(browser: Browser, u
     expect(page.locator("#tutor-header")).to_contain_text("Bob", timeout=10_000)
     _ask(page, "hi from the course page")
     expect(page.locator("#chat")).to_contain_text("[Bob|0] hi from the course page", timeout=15_000)
+    expect(page.locator("#send")).to_have_text("Send")
     with ui_server.client(KEY) as api:
         transcript = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
     assert [m["content"] for m in transcript] == ["hi from the course page", "[Bob|0] hi from the course page"]
@@ -71,6 +72,29 @@ def _login(page: Page, user: str, password: str) -> None:
     page.locator("#login-user textarea").fill(user)
     page.locator("#login-password input").fill(password)
     page.locator("#login").click()
+
+
+def test_a_chinese_tutors_students_read_the_student_tab_in_chinese(browser: Browser, ui_server: LiveServer) -> None:
+    with ui_server.client(KEY) as api:
+        new_tutor(api, "Ada", greeting="Hello, I am Ada!")
+        li = new_tutor(api, "李老师", language="zh", greeting="同学们好！")
+        session = new_session(api, li["id"])
+    page = open_ui(browser.new_page(), ui_server, f"?session={session['session_id']}&token={session['engine_token']}")
+    expect(page.locator("#chat")).to_contain_text("同学们好！", timeout=10_000)
+    expect(page.locator("#send")).to_have_text("发送")
+    expect(page.locator("#question textarea")).to_have_attribute("placeholder", "向老师提问…")
+    _ask(page, "什么是比喻？")
+    expect(page.locator("#chat")).to_contain_text("[李老师|0] 什么是比喻？", timeout=15_000)
+    # Another student picks the English tutor, then the Chinese one: the words follow the tutor.
+    other = open_ui(browser.new_page(), ui_server)
+    expect(other.locator("#chat")).to_contain_text("Hello, I am Ada!", timeout=10_000)
+    expect(other.locator("#send")).to_have_text("Send")
+    other.locator("#tutor-pick input").click()
+    other.get_by_role("option").filter(has_text="李老师").click()
+    expect(other.locator("#send")).to_have_text("发送", timeout=10_000)
+    expect(other.locator("#chat")).to_contain_text("同学们好！")
+    page.close()
+    other.close()
 
 
 def test_teacher_logs_in_builds_a_tutor_and_reads_its_transcripts(browser: Browser, ui_server: LiveServer) -> None:

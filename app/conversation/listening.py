@@ -50,8 +50,10 @@ class LiveMicrophone:
             if isinstance(event, SpeechStarted):
                 heard.append(event)
             elif isinstance(event, Paused):
-                language = await self._conversation.listening_language(self._session)
-                task = asyncio.ensure_future(asyncio.to_thread(self._asr.transcribe, event.audio, language))
+                listen = await self._conversation.listening_for(self._session)
+                task = asyncio.ensure_future(
+                    asyncio.to_thread(self._asr.transcribe, event.audio, listen.language, listen.hint)
+                )
                 task.add_done_callback(_consume)
                 self._early = (event.ended_at, task)
             else:

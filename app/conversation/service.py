@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
@@ -21,7 +23,7 @@ from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, Recognise, Sentences, Speak
 from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
-from app.core.engines import ASR, VAD, Engines, GenerationOptions
+from app.core.engines import ASR, VAD, Engines, GenerationOptions, ListenFor
 from app.core.errors import EngineUnavailable, InvalidInput
 from app.core.media import Voice
 from app.core.settings import Settings
@@ -199,10 +201,21 @@ class ConversationService:
             raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
         return vad, asr
 
-    async def listening_language(self, session: SessionInfo) -> str | None:
-        """What the recogniser listens for in this session (None: detect)."""
+    async def listening_for(self, session: SessionInfo) -> ListenFor:
+        """What the recogniser listens for in this session: the language (None: detect) and
+        the course's own words, its subject and the titles of its material."""
         tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
-        return self._settings.asr_language_for(tutor.language)
+        titles = await asyncio.to_thread(self._titles, tutor.kb_ids)
+        words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))
+        return ListenFor(self._settings.asr_language_for(tutor.language), f"{words}。" if words else "")
+
+    def _titles(self, kb_ids: list[str]) -> list[str]:
+        """Document names as a person would say them: `光合作用_第三章.pdf` → `光合作用 第三章`."""
+        titles = []
+        for kb_id in self._kbs.existing(kb_ids):
+            for document in self._kbs.documents(kb_id):
+                titles.append(re.sub(r"[_\s]+", " ", Path(document.filename).stem).strip())
+        return titles
 
     def answer(
         self,
@@ -221,9 +234,9 @@ class ConversationService:
         if isinstance(question, SpeechIn):
             vad, asr = self.listening()
             first: Frame = question
-            language = functools.partial(self.listening_language, session)  # asked only when needed
+            listen_for = functools.partial(self.listening_for, session)  # asked only when needed
             min_speech = settings.vad_min_speech_ms / 1000
-            stages.append(Recognise(asr, vad, language, threshold=settings.vad_threshold, min_speech=min_speech))
+            stages.append(Recognise(asr, vad, listen_for, threshold=settings.vad_threshold, min_speech=min_speech))
         else:
             first = UserText(self.check_text(question))
         stages += [Begin(lambda text: self._begin_turn(session, chat_id, text)), Generate(engines.llm), Check()]

@@ -26,11 +26,11 @@ from app.conversation.frames import (
     VideoOut,
 )
 from app.conversation.pipeline import Stage
-from app.core.engines import ASR, TTS, VAD, LipSync, LLMEngine, Notice
+from app.core.engines import ASR, TTS, VAD, LipSync, ListenFor, LLMEngine, Notice
 from app.core.errors import TutorError
 from app.core.media import PCM, Speech, Voice
 from app.speech.sentences import SentenceSplitter, speakable
-from app.speech.tts import FALLBACK_NOTICE
+from app.speech.tts import FALLBACK_NOTICE, LAST_RESORT_NOTICE, EspeakTTS
 from app.speech.vad import speech_seconds
 from avatars.animation import Animator
 from avatars.video import encode_mp4
@@ -47,12 +47,12 @@ class Recognise(Stage):
         self,
         asr: ASR,
         vad: VAD,
-        language: Callable[[], Awaitable[str | None]],
+        listen_for: Callable[[], Awaitable[ListenFor]],
         *,
         threshold: float,
         min_speech: float,
     ) -> None:
-        self.asr, self.vad, self.language = asr, vad, language
+        self.asr, self.vad, self.listen_for = asr, vad, listen_for
         self.threshold, self.min_speech = threshold, min_speech
 
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
@@ -67,8 +67,8 @@ class Recognise(Stage):
                 yield Transcription("", audio_seconds=frame.pcm.seconds)
                 yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
                 return
-            language = await self.language()
-            transcript = await asyncio.to_thread(self.asr.transcribe, frame.pcm, language)
+            listen = await self.listen_for()
+            transcript = await asyncio.to_thread(self.asr.transcribe, frame.pcm, listen.language, listen.hint)
         yield Transcription(transcript.text, transcript.language, transcript.audio_seconds, transcript.elapsed_ms)
         if transcript.text:
             meta = {
@@ -241,7 +241,8 @@ class Speak(Stage):
             return
         if speech.fallback and not self.noticed:
             self.noticed = True
-            yield NoticeFrame("tts_fallback", FALLBACK_NOTICE)
+            last_resort = speech.engine == EspeakTTS.name
+            yield NoticeFrame("tts_fallback", LAST_RESORT_NOTICE if last_resort else FALLBACK_NOTICE)
         self.rate = speech.pcm.sample_rate
         yield AudioOut(speech, self.seq, frame.final, (time.perf_counter() - started) * 1000)
         self.seq += 1

