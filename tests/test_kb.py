@@ -228,3 +228,22 @@ def test_a_chroma_server_when_chroma_host_is_set(start_server, chroma_server: in
     (collection,) = remote.list_collections()
     assert collection.count() == 2  # both chunks live on the server, not in DATA_DIR
     assert not (server.settings.data_dir / "chroma").exists()
+
+
+def test_the_multilingual_embedder_matches_chinese_and_english_meaning() -> None:
+    from kb.embeddings import UniversalEmbedder
+
+    embedder = UniversalEmbedder()
+    embedder.warmup()
+    question, answer, other, english = embedder.embed(
+        [
+            "光合作用需要什么？",
+            "光合作用需要阳光、水和二氧化碳。",
+            "长城位于中国北方。",
+            "Photosynthesis needs sunlight and water.",
+        ]
+    )
+    close = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731 (unit vectors)
+    assert len(question) == 512 and abs(close(question, question) - 1) < 1e-3
+    assert close(question, answer) > close(question, other) + 0.1
+    assert close(answer, english) > close(answer, other) + 0.1  # across languages too

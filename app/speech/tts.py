@@ -17,6 +17,7 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -177,10 +178,15 @@ LAST_RESORT_NOTICE = (
 )
 
 
+class OfflineVoice(TTS, Protocol):
+    def speaks(self, language: str) -> bool:
+        """Whether this voice is loaded and speaks `language` ("zh", "en", …)."""
+
+
 class SpeechRouter:
     """The TTS stage's engine: the online voice when it answers, the offline ones otherwise."""
 
-    def __init__(self, online: TTS | None, *offline: TTS, probe_seconds: float = 60) -> None:
+    def __init__(self, online: TTS | None, *offline: OfflineVoice, probe_seconds: float = 60) -> None:
         """`offline` in order of preference; an engine is asked only for the languages it speaks."""
         self.online = online
         self.offline = list(offline)
@@ -230,11 +236,18 @@ class SpeechRouter:
             log.warning("online TTS is down, using offline voices: %s", exc)
         self.outage.down(exc)
 
-    def _offline_for(self, language: str) -> TTS:
+    async def _offline(self, text: str, voice: Voice) -> Speech:
+        """The first offline voice for the language that can say it: a voice that fails (its
+        worker died) hands the sentence to the next, down to espeak-ng."""
+        failure: EngineUnavailable | None = None
         for engine in self.offline:
-            if engine.speaks(language):
-                return engine
-        raise EngineUnavailable(f"no offline voice here speaks {language!r} (install espeak-ng)")
+            if engine.speaks(voice.language):
+                try:
+                    return await engine.synthesize(text, voice)
+                except EngineUnavailable as exc:
+                    log.warning("%s could not speak, trying the next offline voice: %s", engine.name, exc)
+                    failure = exc
+        raise failure or EngineUnavailable(f"no offline voice here speaks {voice.language!r} (install espeak-ng)")
 
     async def synthesize(self, text: str, voice: Voice) -> Speech:
         online = self.online
@@ -246,7 +259,7 @@ class SpeechRouter:
             else:
                 self.outage.up()
                 return speech
-        speech = await self._offline_for(voice.language).synthesize(text, voice)
+        speech = await self._offline(text, voice)
         if online is None and speech.engine != EspeakTTS.name:
             return speech
         return Speech(speech.pcm, speech.text, speech.engine, speech.phonemes, fallback=True)

@@ -127,8 +127,11 @@ class Voice:
 
 
 def main() -> None:
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # a stray print must not corrupt the answers
+    # The answers get a copy of stdout; stdout itself, for Python and for TensorFlow's own C++
+    # alike, becomes stderr, so a stray print cannot corrupt them.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     voice = Voice()
 
     def send(header: dict, body: bytes = b"") -> None:

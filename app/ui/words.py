@@ -37,14 +37,15 @@ WORDS: dict[str, dict[str, str]] = {
 
 
 def words(language: str | None) -> dict[str, str]:
-    return WORDS.get((language or "en").split("-")[0].lower(), WORDS["en"])
+    return WORDS.get((language or "en").replace("_", "-").split("-")[0].lower(), WORDS["en"])
 
 
 def relabel(language: str | None, chat: list[dict[str, str]]) -> tuple[Any, ...]:
-    """Updates for (chat, question, send, microphone, speak, voice) in `language`; the chat
-    gets its messages too, as both come from the same event."""
+    """Updates for (picker, chat, question, send, microphone, speak, voice) in `language`; the
+    chat gets its messages too, as both come from the same event."""
     w = words(language)
     return (
+        gr.update(label=w["tutor"]),
         gr.update(value=chat, label=w["conversation"]),
         gr.update(placeholder=w["question"]),
         gr.update(value=w["send"]),
