@@ -25,7 +25,7 @@ from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, Engines, GenerationOptions, ListenFor
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
-from app.core.media import Voice
+from app.core.media import Voice, primary_language
 from app.core.settings import Settings
 from avatars.service import Avatars
 from kb.service import KnowledgeBases
@@ -208,7 +208,7 @@ class ConversationService:
         get no hint: its effect on tiny.en is unmeasured."""
         tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
         language = self._settings.asr_language_for(tutor.language)
-        if not tutor.language.lower().startswith("zh"):
+        if primary_language(tutor.language) != "zh":
             return ListenFor(language)
         titles = await asyncio.to_thread(self._titles, tutor.kb_ids)
         words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))

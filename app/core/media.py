@@ -54,6 +54,17 @@ DEFAULT_VOICES = {"zh": "zh-CN-XiaoxiaoNeural", "en": "en-US-AriaNeural"}
 _VOICE_LOCALE = re.compile(r"^([a-z]{2,3})-[A-Za-z]{2,4}-")
 
 
+def language_tag(language: str | None) -> str | None:
+    """A language as operators write it, made one form: `zh_CN`, `ZH-cn` → `zh-cn`; None (or
+    empty) stays None, which asks for the language to be detected."""
+    return (language.strip().replace("_", "-").lower() or None) if language is not None else None
+
+
+def primary_language(language: str | None) -> str:
+    """The language without its region or script: `zh_CN`, `zh-Hant` → `zh`; "" for None."""
+    return (language_tag(language) or "").split("-")[0]
+
+
 @dataclass(frozen=True)
 class Voice:
     name: str  # an Edge voice name; offline engines use only its language

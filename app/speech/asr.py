@@ -25,7 +25,7 @@ from typing import Any
 
 from app.core.engines import Transcript
 from app.core.errors import EngineUnavailable
-from app.core.media import ASR_RATE, PCM
+from app.core.media import ASR_RATE, PCM, language_tag, primary_language
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,6 @@ def multilingual_model_dir(cache: Path | None = None) -> str:
     except OSError as exc:
         raise EngineUnavailable(f"the multilingual speech model could not be assembled in {base}: {exc}") from exc
     return str(target)
-
-
-def language_tag(language: str | None) -> str | None:
-    """`zh_CN`, `ZH-cn` → `zh-cn`; None stays None (detect)."""
-    return language.strip().replace("_", "-").lower() or None if language is not None else None
 
 
 class WhisperASR:
@@ -209,8 +204,7 @@ class WhisperASR:
         """`language` as `language_tag` writes it; None: detect (English only, if that is all)."""
         if not self._warm:
             raise EngineUnavailable("speech recognition is still loading; try again in a moment")
-        main = (language or "").split("-")[0]
-        if main == "en" and "en" in self._models:
+        if primary_language(language) == "en" and "en" in self._models:
             whisper, lock, _ = self._models["en"]
         elif "*" in self._models:
             whisper, lock, _ = self._models["*"]
@@ -232,7 +226,7 @@ class WhisperASR:
         whisper, lock = self._model_for(language)
         if not whisper.model.is_multilingual:
             language = "en"
-        base = (language or "").split("-")[0] or None
+        base = primary_language(language) or None
         traditional = (language or "").startswith(_TRADITIONAL)
         instruction = INITIAL_PROMPTS.get("zh-hant" if traditional else base or "", "")
         # Whisper reads its prompt as the text before the audio: the course's terms there make

