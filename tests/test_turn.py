@@ -16,6 +16,7 @@ import pytest
 from aioice.stun import TransactionFailed
 
 from tests.kit.calls import loopback_coturn
+from tests.kit.live import free_port
 from turn import credentials
 from turn.coturn import CoturnConfig
 
@@ -94,6 +95,53 @@ async def test_released_allocations_free_their_ports_for_the_next_sessions(cotur
         await asyncio.sleep(0.3)
     assert all(coturn.min_port <= port <= coturn.max_port for port in ports)
     assert len(set(ports)) >= 3, ports  # the range is used round, not one port held
+
+
+async def _allocate_from(config: CoturnConfig, local_port: int, name: str) -> tuple[str, int]:
+    """Allocate from a given local port (the kernel hands a closed socket's port to a new one)."""
+    from aioice.turn import DEFAULT_CHANNEL_REFRESH_TIME, TurnClientUdpProtocol
+
+    issued = credentials.issue(SECRET, 300, name)
+    server = ("127.0.0.1", config.listening_port)
+    transport, client = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: TurnClientUdpProtocol(
+            server, issued.username, issued.credential, lifetime=60, channel_refresh_time=DEFAULT_CHANNEL_REFRESH_TIME
+        ),
+        local_addr=("127.0.0.1", local_port),
+        remote_addr=server,
+    )
+    try:
+        relayed = await asyncio.wait_for(client.connect(), 10)
+        await client.delete()
+        return relayed
+    finally:
+        transport.close()
+
+
+async def test_a_refused_client_leaves_nothing_in_the_way_of_the_next_one_on_its_port(coturn: CoturnConfig) -> None:
+    """A refusal (508, the range full) leaves a session keyed by the client's address. A new
+    socket on that port, with new credentials, met the old session's (437, signed with a key it
+    does not have) and waited out its whole gathering for a minute, coturn's default: the
+    config's max-allocate-timeout clears such sessions in seconds."""
+    from aioice.turn import create_turn_endpoint
+
+    await asyncio.sleep(1.0)  # ports the other tests just released come back first
+    held = []
+    for n in range(5):
+        issued = credentials.issue(SECRET, 300, f"full{n}")
+        server = ("127.0.0.1", coturn.listening_port)
+        held.append((await create_turn_endpoint(_Client, server, issued.username, issued.credential))[0])
+    port = free_port()
+    try:
+        with pytest.raises(TransactionFailed) as caught:
+            await _allocate_from(coturn, port, "refused")
+        assert caught.value.response.attributes["ERROR-CODE"][0] == 508
+    finally:
+        for transport in held:
+            transport.close()
+    await asyncio.sleep(coturn.max_allocate_timeout + 2)
+    host, relayed = await _allocate_from(coturn, port, "next-student")
+    assert coturn.min_port <= relayed <= coturn.max_port
 
 
 class _Echo(asyncio.DatagramProtocol):

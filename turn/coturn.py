@@ -39,6 +39,11 @@ class CoturnConfig:
     max_port: int = 49200
     realm: str = "virtual-tutor"
     max_allocate_lifetime: int = 120
+    # A client whose allocation failed (a full range's 508) leaves a session keyed by its
+    # address; a new socket that the kernel gives the same port meets that session's old
+    # credentials (437, unsigned for it) and waits out its whole gathering timeout. coturn's
+    # own default keeps such sessions 60 s.
+    max_allocate_timeout: int = 10
     loopback_for_tests: bool = False
 
     def render(self) -> str:
@@ -54,6 +59,7 @@ class CoturnConfig:
             "fingerprint",
             # A vanished peer frees its relay port after this long, whatever lifetime it asked.
             f"max-allocate-lifetime={self.max_allocate_lifetime}",
+            f"max-allocate-timeout={self.max_allocate_timeout}",
             "no-multicast-peers",
             "no-tls",
             "no-dtls",

@@ -58,6 +58,7 @@ def loopback_coturn(secret: str, ports: int = 5, max_allocate_lifetime: int = 60
             min_port=low,
             max_port=low + ports - 1,
             max_allocate_lifetime=max_allocate_lifetime,
+            max_allocate_timeout=3,  # calls follow each other fast: reused ports must not meet stale sessions
             loopback_for_tests=True,
         )
     )
