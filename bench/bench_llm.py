@@ -1,6 +1,6 @@
 """The LLM stage: the embedded model's speed, and how fast a dead Ollama is noticed.
 
-    python -m bench.bench_llm [--runs 5]
+    python -m bench.bench_llm [--runs 5] [--cmrc cmrc2018_trial.json [--first 40 --count 40]]
 
 1. Embedded model (SmolLM2-135M on llama.cpp, CPU): time to first token and tokens/s for a
    short question after a ~500-token context (persona + history). Target: TTFT <= 1.0 s,
@@ -8,17 +8,26 @@
 2. Fallback switch: time from a turn's start to the first piece of the fallback's answer (the
    notice) when Ollama refuses connections, and when it is black-holed (SYNs unanswered).
    Target: <= 2 s.
+3. Answer language (`--cmrc`, CMRC 2018 trial, fetched, never committed): CMRC questions put to
+   a Chinese tutor with no material, answered by the embedded model, the prompt asking for
+   Chinese in English only or in Chinese too. Per prompt: the answers written wholly in
+   Chinese, the pieces `KeepLanguage` drops, and the answers left with nothing (which the
+   tutor replaces with its apology). English questions to an English tutor as the control.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
+from pathlib import Path
 
+from app.conversation.language import written_in
 from app.conversation.prompt import StoredMessage, fit_prompt, system_prompt
 from app.core.engines import GenerationOptions, Notice
+from app.speech.sentences import SentenceSplitter
 from bench.common import free_port, report
 from tests.kit.live import BlackHole
 from tutors.llm.fallback import FallbackLLM
@@ -136,10 +145,61 @@ async def fallback(runs: int) -> list[dict]:
     return rows
 
 
+CHINESE_TUTOR = Tutor(id=2, name="李老师", subject="通识课", language="zh")
+IN_CHINESE = "请只用简体中文回答。"
+
+
+def _pieces(answer: str) -> list[str]:
+    splitter = SentenceSplitter()
+    pieces = splitter.push(answer)
+    return [*pieces, last] if (last := splitter.flush()) else pieces
+
+
+async def answer_language(path: Path, first: int, count: int) -> list[dict]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    asked = [q["question"].strip() for a in data for p in a["paragraphs"] for q in p["qas"]][first : first + count]
+    engine = LocalLLM()
+    engine.warmup()
+    chinese = system_prompt(CHINESE_TUTOR)
+    cases = [
+        ("zh tutor, asked for Chinese in English", "zh", chinese.replace(IN_CHINESE + "\n", ""), asked),
+        ("zh tutor, asked in Chinese too (shipped)", "zh", chinese, asked),
+        ("en tutor, English questions (control)", "en", system_prompt(PERSONA), QUESTIONS * 3),
+    ]
+    rows = []
+    for case, language, system, questions in cases:
+        whole = dropped = pieces = emptied = 0
+        for question in questions:
+            _, _, _, answer = await timed(engine, fit_prompt(engine, system, [], question, reserve=64), 64)
+            judged = [written_in(piece, language) for piece in _pieces(answer)]
+            whole += all(judged)
+            pieces += len(judged)
+            dropped += judged.count(False)
+            emptied += not any(judged)
+        rows.append(
+            {
+                "case": case,
+                "answers": len(questions),
+                "wholly_in_language_pct": round(100 * whole / len(questions), 1),
+                "pieces_dropped_pct": round(100 * dropped / max(pieces, 1), 1),
+                "answers_apologised_pct": round(100 * emptied / len(questions), 1),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cmrc", type=Path, help="CMRC 2018 JSON in SQuAD form (e.g. cmrc2018_trial.json)")
+    parser.add_argument("--first", type=int, default=40, help="the first CMRC question asked")
+    parser.add_argument("--count", type=int, default=40)
     args = parser.parse_args()
+    if args.cmrc:
+        rows = asyncio.run(answer_language(args.cmrc, args.first, args.count))
+        asked = f"CMRC 2018 trial, questions {args.first}-{args.first + args.count - 1}"
+        report("llm_language", rows, {"data_set": asked})
+        print()
     speed = asyncio.run(embedded(args.runs))
     summary = {}
     for case in ("cold prompt", "conversation turn"):

@@ -53,6 +53,7 @@ class TurnStarted(Frame):
 
     voice: Voice
     avatar: PreparedAvatar | None = None  # the tutor's avatar, when it has a ready one
+    language: str = ""  # the tutor's: what the answer must be written in ("" for any)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class AnswerText(Frame):
     engine: str = ""
     model: str | None = None
     grounding: dict[str, Any] = field(default_factory=dict)  # how it rests on the material, for the transcript
+    off_language: int = 0  # pieces of the model's answer dropped for not being in the tutor's language
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.engines import ChatMessage, LLMEngine
+from app.core.media import primary_language, writes_traditional
 from kb.grounding import Evidence
 from kb.passages import describe_source
 from tutors.store import Tutor
 
-LANGUAGES = {"zh": "Simplified Chinese", "en": "English"}
+LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "ja": "Japanese", "ko": "Korean"}
 NOT_COVERED = {
     "zh": "抱歉，课程资料里没有讲到这个问题。可以换个问法，或者问问老师。",
     "en": "Sorry, the course material doesn't cover that. Try asking another way, or ask your teacher.",
 }
+# What a tutor says when the model answered only in another language than the tutor's.
+OFF_LANGUAGE = {
+    "zh": "抱歉，这个问题我没能用中文回答好。可以换个问法再问一次，或者问问老师。",
+    "en": "Sorry, I couldn't answer that in English. Try asking another way, or ask your teacher.",
+}
+
+
+def said(table: dict[str, str], language: str) -> str:
+    """A tutor's set phrase in its language, English where there is none."""
+    return table.get(primary_language(language), table["en"])
+
+
+def _language_lines(language: str) -> list[str]:
+    """How the prompt asks for the tutor's language: in English, and for Chinese in Chinese
+    too (a small model follows an instruction written in the language it is to use better)."""
+    if primary_language(language) != "zh":
+        return [f"Answer in {LANGUAGES.get(primary_language(language), language)}."]
+    if writes_traditional(language):
+        return ["Answer in Traditional Chinese.", "請只用繁體中文回答。"]
+    return ["Answer in Simplified Chinese.", "请只用简体中文回答。"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +53,7 @@ def system_prompt(tutor: Tutor, evidence: list[Evidence] | None = None) -> str:
     lines = [f"You are {tutor.name}, a patient tutor{subject}."]
     if tutor.persona:
         lines.append(tutor.persona.strip())
-    language = LANGUAGES.get(tutor.language, tutor.language)
-    lines.append(f"Answer in {language}. Keep answers short, clear and correct.")
+    lines += [*_language_lines(tutor.language), "Keep answers short, clear and correct."]
     if evidence:
         lines.append(
             "Answer in one or two sentences, saying only what this course material says "

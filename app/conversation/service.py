@@ -18,9 +18,9 @@ from sqlalchemy import Connection, func, insert, select
 
 from app.conversation.frames import AnswerText, Frame, Grounded, LLMRequest, SpeechIn, TextDelta, TurnStarted, UserText
 from app.conversation.pipeline import Pipeline, Stage
-from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, system_prompt
+from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
-from app.conversation.stages import Animate, Begin, Check, Generate, Recognise, Sentences, Speak
+from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
 from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, Engines, GenerationOptions, ListenFor
@@ -65,6 +65,7 @@ class Answer:
                         "model": frame.model,
                         "sources": frame.sources,
                         **({"grounding": frame.grounding} if frame.grounding else {}),
+                        **({"off_language": frame.off_language} if frame.off_language else {}),
                     }
                     # Set first: the executor runs the save even if this task is cancelled
                     # while awaiting it (the student hung up), and the finally must not save twice.
@@ -161,7 +162,8 @@ class ConversationService:
         text = self.check_text(question.text)
         tutor = self._tutors.get(session.tutor_id)
         avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
-        started = TurnStarted(Voice.resolve(tutor.voice or settings.tts_voice, tutor.language), avatar)
+        voice = Voice.resolve(tutor.voice or settings.tts_voice, tutor.language)
+        started = TurnStarted(voice, avatar, tutor.language)
         named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
         kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
         grounding = None
@@ -172,7 +174,7 @@ class ConversationService:
             history = self._history(db, session.id, chat_id, limit) if limit else []
             self._insert(db, session.id, chat_id, "user", text, question.meta)
         if grounding is not None and not grounding.answered:
-            refusal = NOT_COVERED.get(tutor.language, NOT_COVERED["en"])
+            refusal = said(NOT_COVERED, tutor.language)
             return [started, AnswerText(refusal, engine="grounding", grounding=grounding.summary())]
         if grounding is not None and not self._phrases():
             quoted = {**grounding.summary(), "style": "quoted"}
@@ -247,7 +249,8 @@ class ConversationService:
             stages.append(Recognise(asr, vad, listen_for, threshold=settings.vad_threshold, min_speech=min_speech))
         else:
             first = UserText(self.check_text(question))
-        stages += [Begin(lambda text: self._begin_turn(session, chat_id, text)), Generate(engines.llm), Check()]
+        begin = Begin(lambda text: self._begin_turn(session, chat_id, text))
+        stages += [begin, Generate(engines.llm), KeepLanguage(), Check()]
         if speak and engines.tts is not None:
             stages += [Sentences(settings.tts_max_sentence_chars), Speak(engines.tts)]
             if animate and engines.lipsync is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -25,16 +26,20 @@ from app.conversation.frames import (
     UserText,
     VideoOut,
 )
+from app.conversation.language import written_in
 from app.conversation.pipeline import Stage
+from app.conversation.prompt import OFF_LANGUAGE, said
 from app.core.engines import ASR, TTS, VAD, LipSync, ListenFor, LLMEngine, Notice
 from app.core.errors import TutorError
 from app.core.media import PCM, Speech, Voice
-from app.speech.sentences import SentenceSplitter, speakable
+from app.speech.sentences import SentenceSplitter, rejoin, speakable
 from app.speech.tts import FALLBACK_NOTICE, LAST_RESORT_NOTICE, EspeakTTS
 from app.speech.vad import speech_seconds
 from avatars.animation import Animator
 from avatars.video import encode_mp4
 from kb.grounding import Grounding
+
+log = logging.getLogger(__name__)
 
 
 class Recognise(Stage):
@@ -132,6 +137,58 @@ class Generate(Stage):
         )
 
 
+class KeepLanguage(Stage):
+    """The model's answer stays in the tutor's language, piece by piece as it streams: a small
+    model drifts (SmolLM2 asked in Chinese answers in English), and a sentence the student
+    cannot read is dropped before it is shown or spoken. When nothing is left, a grounded
+    turn falls to its evidence (which `Check` then quotes) and any other turn says, in the
+    tutor's language, that it could not answer. Answers that never reached the model (quotes
+    of the material, refusals) pass untouched, and so does a turn with no language."""
+
+    accepts = (TextDelta, AnswerText)
+
+    def __init__(self) -> None:
+        self.language, self.grounded = "", False
+        self.splitter = SentenceSplitter()
+        self.kept: list[str] = []
+        self.dropped, self.streamed = 0, False
+
+    def observe(self, frame: Frame) -> None:
+        if isinstance(frame, TurnStarted):
+            self.language = frame.language
+        elif isinstance(frame, Grounded):
+            self.grounded = True
+
+    def _keep(self, pieces: list[str]) -> list[str]:
+        passed = [piece for piece in pieces if written_in(piece, self.language)]
+        self.dropped += len(pieces) - len(passed)
+        self.kept += passed
+        return passed
+
+    async def process(self, frame: Frame) -> AsyncIterator[Frame]:
+        if not self.language:
+            yield frame
+            return
+        if isinstance(frame, TextDelta):
+            self.streamed = True
+            for piece in self._keep(self.splitter.push(frame.text)):
+                yield TextDelta(piece + " ")  # the space tells the next splitter the piece ended
+            return
+        assert isinstance(frame, AnswerText)
+        for piece in self._keep([last] if (last := self.splitter.flush()) else []):
+            yield TextDelta(piece)
+        if not self.streamed or not self.dropped:
+            yield frame
+            return
+        log.info("dropped %d piece(s) of an answer not in %s", self.dropped, self.language)
+        if self.kept or self.grounded:
+            yield dataclasses.replace(frame, text=rejoin(self.kept), off_language=self.dropped)
+            return
+        apology = said(OFF_LANGUAGE, self.language)
+        yield TextDelta(apology)
+        yield dataclasses.replace(frame, text=apology, sources=[], off_language=self.dropped)
+
+
 class Check(Stage):
     """A phrased answer to a question about the material keeps only what its evidence
     supports, sentence by sentence as it streams: the first sentence that says more than the
@@ -175,7 +232,7 @@ class Check(Stage):
             yield TextDelta(rest[0])
         summary = {**grounding.summary(), "dropped": self.cut}
         if self.kept:
-            yield dataclasses.replace(frame, text=" ".join(self.kept), grounding={**summary, "style": "phrased"})
+            yield dataclasses.replace(frame, text=rejoin(self.kept), grounding={**summary, "style": "phrased"})
             return
         yield TextDelta(grounding.quote)
         yield dataclasses.replace(frame, text=grounding.quote, grounding={**summary, "style": "quoted"})

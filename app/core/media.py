@@ -65,6 +65,14 @@ def primary_language(language: str | None) -> str:
     return (language_tag(language) or "").split("-")[0]
 
 
+_TRADITIONAL = ("zh-tw", "zh-hk", "zh-mo", "zh-hant")
+
+
+def writes_traditional(language: str | None) -> bool:
+    """Whether a Chinese tag asks for Traditional characters: Taiwan, Hong Kong, Macau, Hant."""
+    return (language_tag(language) or "").startswith(_TRADITIONAL)
+
+
 @dataclass(frozen=True)
 class Voice:
     name: str  # an Edge voice name; offline engines use only its language

