@@ -1,7 +1,8 @@
 """Hybrid retrieval: dense vectors from Chroma and BM25 over CJK-aware keywords.
 
 Dense alone fails on Chinese with the English embedding model, and keywords alone miss
-paraphrases; each side proposes candidates, reciprocal-rank fusion orders them, and a passage
+paraphrases; each side proposes candidates, reciprocal-rank fusion orders them (the keyword
+side's ranks alone where the dense side cannot be trusted, below), and a passage
 counts as relevant when either side is confident about it (cosine similarity, or the share of
 the question's keywords the passage contains). When neither clears its threshold nothing is
 returned, and the tutor says the material does not cover the question. An English-only
@@ -88,7 +89,10 @@ class Candidate:
     def score(self, trust_dense: bool) -> float:
         return max(self.dense or 0.0, self.coverage) if trust_dense else self.coverage
 
-    @property
-    def fused(self) -> float:
-        # Reciprocal-rank fusion (k=60, as in the original paper).
-        return sum(1 / (60 + r) for r in (self.dense_rank, self.keyword_rank) if r is not None)
+    def fused(self, trust_dense: bool) -> float:
+        """Reciprocal-rank fusion (k=60, as in the original paper) of the sides to be trusted:
+        an English model's ranks of Chinese passages are noise, and fusing them pushed the
+        passage holding the answer out of the top five (CMRC trial recall@5: 0.635 fused,
+        0.829 on keywords alone)."""
+        ranks = (self.dense_rank, self.keyword_rank) if trust_dense else (self.keyword_rank,)
+        return sum(1 / (60 + r) for r in ranks if r is not None)
