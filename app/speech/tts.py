@@ -220,16 +220,21 @@ class SpeechRouter:
         return self.online is not None and self.outage.active
 
     @property
+    def _loaded(self) -> list[OfflineVoice]:
+        """The offline voices that warmed up: one that failed is in `status_detail`, not here."""
+        return [e for e in self.offline if e.name not in self._warm_errors]
+
+    @property
     def name(self) -> str:
         if self.online is not None and not self.fallback_active:
             return self.online.name
-        return "+".join(e.name for e in self.offline) or "none"
+        return "+".join(e.name for e in self._loaded) or "none"
 
     @property
     def description(self) -> str:
         if self.online is not None and not self.fallback_active:
             return self.online.description
-        return "; ".join(e.description for e in self.offline)
+        return "; ".join(e.description for e in self._loaded)
 
     @property
     def status_detail(self) -> str:
@@ -245,7 +250,7 @@ class SpeechRouter:
                 engine.warmup()
             except Exception as exc:  # one missing offline voice must not silence the others
                 self._warm_errors[engine.name] = str(exc)
-        if not any(e.name not in self._warm_errors for e in self.offline) and self.online is None:
+        if not self._loaded and self.online is None:
             raise EngineUnavailable("no speech engine could be loaded: " + self.status_detail)
         if self.online is not None:
             try:
