@@ -19,6 +19,30 @@ def test_health_reports_each_stage_engine(api: httpx.Client) -> None:
     assert body["sessions"] == {"active": 0, "max": 10}
 
 
+def test_a_load_balancer_reads_liveness_and_readiness(api: httpx.Client, server: LiveServer) -> None:
+    """Ready: every engine warm and the database answering; live whatever they do. Both open."""
+    from sqlalchemy import create_engine
+
+    deadline = time.monotonic() + 60
+    while (ready := api.get("/health/ready")).status_code != 200:
+        assert time.monotonic() < deadline, ready.json()
+        time.sleep(0.2)
+    assert ready.json() == {"ready": True, "reasons": []}
+    services = server.services
+    assert services is not None
+    llm = services.warmup.states["llm"]
+    llm.state = "failed"  # as a warm-up that raised leaves it
+    working, services.db.engine = services.db.engine, create_engine("sqlite:////nonexistent/folder/tutor.db")
+    try:
+        down = httpx.get(f"{api.base_url}/health/ready")  # no key needed
+        assert down.status_code == 503
+        assert down.json()["reasons"] == ["llm: failed", "database unreachable: OperationalError"]
+        assert httpx.get(f"{api.base_url}/health/live").json() == {"status": "alive"}
+    finally:
+        services.db.engine, llm.state = working, "ready"
+    assert api.get("/health/ready").status_code == 200
+
+
 def test_session_lifecycle(api: httpx.Client, server: LiveServer) -> None:
     tutor = new_tutor(api)
     created = api.post("/v1/sessions", json={"tutor_id": tutor["id"], "student_id": 123, "kb_id": "kb-001"})

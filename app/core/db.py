@@ -208,6 +208,15 @@ class Database:
         with self.engine.begin() as connection:
             yield connection
 
+    def reachable(self) -> str:
+        """Why a query cannot get through, or "" when it can (a load balancer's readiness)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except Exception as exc:  # any driver's error: the reason is what matters here
+            return f"database unreachable: {type(exc).__name__}"
+        return ""
+
     def migrate(self) -> None:
         from alembic import command
         from alembic.config import Config
