@@ -10,6 +10,7 @@ from app.conversation.service import ConversationService
 from app.conversation.sessions import SessionManager
 from app.core.db import Database
 from app.core.engines import Engines, Warmup
+from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.rtc.peers import Peers
 from app.speech.registry import ASR_ENGINES, TTS_ENGINES, VAD_ENGINES
@@ -42,6 +43,7 @@ class Services:
     conversation: ConversationService
     live: LiveConnections
     calls: Peers
+    metrics: Metrics
 
 
 def build_engines(settings: Settings) -> Engines:
@@ -82,9 +84,13 @@ def build_services(settings: Settings) -> Services:
     avatars = Avatars(db, settings.avatar_folder, settings.avatar_imports, limits, engines.lipsync)
     live = LiveConnections()
     sessions.on_end(live.session_ended)
-    conversation = ConversationService(db, tutors, engines, kbs, avatars, settings)
-    calls = Peers(settings, conversation, tutors, avatars)
+    metrics = Metrics()
+    conversation = ConversationService(db, tutors, engines, kbs, avatars, settings, metrics)
+    calls = Peers(settings, conversation, tutors, avatars, metrics)
     sessions.on_end(calls.session_ended)
+    metrics.watch("tutor_sessions_active", "Active sessions on this box", sessions.count_active)
+    metrics.watch("tutor_websockets", "Open student sockets", live.count)
+    metrics.watch("tutor_calls", "Live calls (WebRTC peers)", lambda: calls.summary()["peers"])
     return Services(
         settings,
         db,
@@ -99,6 +105,7 @@ def build_services(settings: Settings) -> Services:
         conversation,
         live,
         calls,
+        metrics,
     )
 
 

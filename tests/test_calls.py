@@ -253,6 +253,7 @@ async def test_two_hundred_sequential_calls_fit_through_a_five_port_relay(callin
         tutor_id = new_tutor(api)["id"]
         setups = [await _one_call(server, api, tutor_id) for _ in range(200)]
     assert server.services.calls.summary()["peers"] == 0
+    assert 'tutor_turn_relays_total{result="allocated"} 200.0' in server.services.metrics.exposition().decode()
     assert max(setups) < 10
     # Afterwards the whole range is free again: five allocations at once succeed.
     await asyncio.sleep(1.5)

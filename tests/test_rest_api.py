@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 
 import httpx
 import pytest
+import websockets
 
-from tests.kit.live import LiveServer, new_session, new_tutor
+from tests.kit.live import LiveServer, new_session, new_tutor, ws_url
 
 
 def test_health_reports_each_stage_engine(api: httpx.Client) -> None:
@@ -41,6 +43,23 @@ def test_a_load_balancer_reads_liveness_and_readiness(api: httpx.Client, server:
     finally:
         services.db.engine, llm.state = working, "ready"
     assert api.get("/health/ready").status_code == 200
+
+
+async def test_prometheus_reads_sessions_turns_and_stage_latency(api: httpx.Client, server: LiveServer) -> None:
+    session = new_session(api, new_tutor(api)["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "text", "content": "What is a cell?"}))
+        while json.loads(await ws.recv())["type"] != "text":
+            pass
+        scraped = httpx.get(f"{api.base_url}/metrics")  # open, like /health
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        lines = set(scraped.text.splitlines())
+        assert {"tutor_sessions_active 1.0", "tutor_websockets 1.0", "tutor_calls 0.0"} <= lines
+        assert 'tutor_stage_seconds_count{stage="llm"} 1.0' in lines
+    deadline = time.monotonic() + 5  # the turn is counted once its answer is stored
+    while 'tutor_turns_total{outcome="answered"} 1.0' not in api.get("/metrics").text:
+        assert time.monotonic() < deadline, api.get("/metrics").text
+        time.sleep(0.05)
 
 
 def test_session_lifecycle(api: httpx.Client, server: LiveServer) -> None:

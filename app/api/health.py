@@ -1,5 +1,5 @@
 """`GET /health`: which engine serves each stage; `/health/live` and `/health/ready` for a load
-balancer (open, no API key)."""
+balancer; `/metrics` for Prometheus (all open, no API key: nothing in them is a secret)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.deps import ServicesDep
 
@@ -41,3 +42,9 @@ async def ready(services: ServicesDep) -> JSONResponse:
     if problem := await asyncio.to_thread(services.db.reachable):
         reasons.append(problem)
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response:
+    # The gauges read the database: off the loop.
+    return Response(await asyncio.to_thread(services.metrics.exposition), media_type=CONTENT_TYPE_LATEST)

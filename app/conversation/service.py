@@ -16,7 +16,21 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from app.conversation.frames import AnswerText, Frame, Grounded, LLMRequest, SpeechIn, TextDelta, TurnStarted, UserText
+from app.conversation.frames import (
+    AnswerText,
+    AudioOut,
+    Frame,
+    Grounded,
+    Interrupted,
+    LLMRequest,
+    NoticeFrame,
+    SpeechIn,
+    TextDelta,
+    Transcription,
+    TurnStarted,
+    UserText,
+    VideoOut,
+)
 from app.conversation.pipeline import Pipeline, Stage
 from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
@@ -26,6 +40,7 @@ from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, Engines, GenerationOptions, ListenFor
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
 from app.core.media import Voice, primary_language
+from app.core.metrics import Metrics
 from app.core.settings import Settings
 from avatars.service import Avatars
 from kb.service import KnowledgeBases
@@ -42,20 +57,32 @@ class Answer:
     The answer is stored once the student has it; an answer cut off (interrupted, or its
     student gone) is stored as far as the student saw it, marked `interrupted`."""
 
-    def __init__(self, pipeline: Pipeline, store: Store) -> None:
+    def __init__(self, pipeline: Pipeline, store: Store, metrics: Metrics) -> None:
         self._pipeline = pipeline
         self._store = store
+        self._metrics = metrics
 
     async def interrupt(self) -> None:
         await self._pipeline.interrupt()
 
+    def _measure(self, frame: Frame) -> None:
+        metrics = self._metrics
+        if isinstance(frame, NoticeFrame) and frame.code.endswith("_fallback"):
+            metrics.fallbacks.labels(frame.code).inc()
+        elif (measured := _LATENCY.get(type(frame))) and (ms := getattr(frame, measured[1])):
+            metrics.stage_seconds.labels(measured[0]).observe(ms / 1000)
+
     async def __aiter__(self) -> AsyncIterator[Frame]:
         answered = False
+        outcome = "abandoned"  # until it ends otherwise: the student went away mid-answer
         partial: list[str] = []
         try:
             async for frame in self._pipeline:
+                self._measure(frame)
                 if isinstance(frame, TextDelta):
                     partial.append(frame.text)
+                elif isinstance(frame, Interrupted):
+                    outcome = "interrupted"
                 yield frame
                 if isinstance(frame, AnswerText):
                     meta = {
@@ -69,12 +96,26 @@ class Answer:
                     }
                     # Set first: the executor runs the save even if this task is cancelled
                     # while awaiting it (the student hung up), and the finally must not save twice.
-                    answered = True
+                    answered, outcome = True, "answered"
                     await asyncio.to_thread(self._store, frame.text, meta)
+        except Exception as exc:
+            outcome = "failed"
+            self._metrics.errors.labels(getattr(exc, "code", "internal")).inc()
+            raise
         finally:
+            self._metrics.turns.labels(outcome).inc()
             if not answered and partial:
                 # A quick local insert; awaiting a thread here would race a cancellation in progress.
                 self._store("".join(partial).strip(), {"interrupted": True})
+
+
+# Each stage's latency, from the frame that reports it: (stage, the frame's field in ms).
+_LATENCY: dict[type[Frame], tuple[str, str]] = {
+    Transcription: ("asr", "asr_ms"),
+    AnswerText: ("llm", "first_token_ms"),
+    AudioOut: ("tts", "synth_ms"),
+    VideoOut: ("lipsync", "render_ms"),
+}
 
 
 class ConversationService:
@@ -86,7 +127,9 @@ class ConversationService:
         kbs: KnowledgeBases,
         avatars: Avatars,
         settings: Settings,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self._avatars = avatars
         self._db = db
         self._tutors = tutors
@@ -259,4 +302,4 @@ class ConversationService:
         def store(content: str, meta: dict[str, Any]) -> None:
             self._save(session.id, chat_id, "assistant", content, meta)
 
-        return Answer(Pipeline(stages, first), store)
+        return Answer(Pipeline(stages, first), store, self.metrics)

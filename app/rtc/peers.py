@@ -29,6 +29,7 @@ from app.conversation.runner import TurnRunner
 from app.conversation.service import Answer, ConversationService
 from app.conversation.sessions import SessionInfo
 from app.core.errors import EngineUnavailable, InvalidInput, RelayUnavailable, TooBusy, TutorError
+from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.rtc.media import MicrophoneIn, Playout, tutor_tracks
 from app.speech.vad import SpeechStarted
@@ -129,7 +130,9 @@ class Peers:
         conversation: ConversationService,
         tutors: TutorStore,
         avatars: Avatars,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._settings = settings
         self._conversation = conversation
         self._tutors = tutors
@@ -244,12 +247,15 @@ class Peers:
             self._peers[peer.id] = peer
             try:
                 answer = await self._negotiate(peer, RTCSessionDescription(sdp=offer["sdp"], type="offer"), url)
+                self._metrics.relays.labels("allocated").inc()
                 break
             except RelayUnavailable:
                 await self.close(peer, "no relay")
                 early = peer.candidates
                 if time.monotonic() + RELAY_RETRY_SECONDS > deadline:
+                    self._metrics.relays.labels("unavailable").inc()
                     raise
+                self._metrics.relays.labels("refused_retried").inc()
                 log.info("relay refused for call %s; asking again", peer_id)
                 await asyncio.sleep(RELAY_RETRY_SECONDS)
             except BaseException:
