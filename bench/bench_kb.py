@@ -114,7 +114,7 @@ def chinese_quality(
         group = paragraphs[start : start + per_document]
         notes = "\n\n".join(f"{title}\n\n{p['context']}" for title, p in group)
         ingest(kbs, kb.id, f"notes-{start // per_document:02d}.txt", notes.encode())
-    asked = own or paragraphs[:indexed]
+    asked = (own or paragraphs)[:indexed]  # only what is indexed is answerable
     answerable = [(q["question"], q["answers"][0]["text"]) for _, p in asked for q in p["qas"]]
     uncovered = [q["question"] for _, p in paragraphs[indexed:] for q in p["qas"]]
     hits = refused = correct = 0

@@ -10,9 +10,9 @@
    Target: <= 2 s.
 3. Answer language (`--cmrc`, CMRC 2018 trial, fetched, never committed): CMRC questions put to
    a Chinese tutor with no material, answered by the embedded model, the prompt asking for
-   Chinese in English only or in Chinese too. Per prompt: the answers written wholly in
-   Chinese, the pieces `KeepLanguage` drops, and the answers left with nothing (which the
-   tutor replaces with its apology). English questions to an English tutor as the control.
+   Chinese in English only or in Chinese too. Per prompt: the answers `KeepLanguage` passes,
+   those it withholds (the tutor apologises instead), and those too short to tell. English
+   questions to an English tutor as the control.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from pathlib import Path
 from app.conversation.language import written_in
 from app.conversation.prompt import StoredMessage, fit_prompt, system_prompt
 from app.core.engines import GenerationOptions, Notice
-from app.speech.sentences import SentenceSplitter
 from bench.common import free_port, report
 from tests.kit.live import BlackHole
 from tutors.llm.fallback import FallbackLLM
@@ -149,10 +148,8 @@ CHINESE_TUTOR = Tutor(id=2, name="李老师", subject="通识课", language="zh"
 IN_CHINESE = "请只用简体中文回答。"
 
 
-def _pieces(answer: str) -> list[str]:
-    splitter = SentenceSplitter()
-    pieces = splitter.push(answer)
-    return [*pieces, last] if (last := splitter.flush()) else pieces
+def _share(verdicts: list[bool | None], verdict: bool | None) -> float:
+    return round(100 * verdicts.count(verdict) / len(verdicts), 1)
 
 
 async def answer_language(path: Path, first: int, count: int) -> list[dict]:
@@ -168,21 +165,17 @@ async def answer_language(path: Path, first: int, count: int) -> list[dict]:
     ]
     rows = []
     for case, language, system, questions in cases:
-        whole = dropped = pieces = emptied = 0
+        verdicts = []
         for question in questions:
             _, _, _, answer = await timed(engine, fit_prompt(engine, system, [], question, reserve=64), 64)
-            judged = [written_in(piece, language) for piece in _pieces(answer)]
-            whole += all(judged)
-            pieces += len(judged)
-            dropped += judged.count(False)
-            emptied += not any(judged)
+            verdicts.append(written_in(answer, language))
         rows.append(
             {
                 "case": case,
                 "answers": len(questions),
-                "wholly_in_language_pct": round(100 * whole / len(questions), 1),
-                "pieces_dropped_pct": round(100 * dropped / max(pieces, 1), 1),
-                "answers_apologised_pct": round(100 * emptied / len(questions), 1),
+                "in_language_pct": _share(verdicts, True),
+                "withheld_pct": _share(verdicts, False),  # the tutor's apology instead
+                "too_short_to_tell_pct": _share(verdicts, None),
             }
         )
     return rows

@@ -314,7 +314,7 @@ class KnowledgeBases:
                     candidates[chunk_id] = dataclasses.replace(candidate, coverage=coverage(wanted, terms))
         trust_dense = self.embedder.multilingual or not mostly_cjk(query)
         threshold = self.min_similarity if trust_dense else None
-        ranked = sorted(candidates.values(), key=lambda c: -c.fused(trust_dense))
+        ranked = sorted(candidates.values(), key=lambda c: (-c.fused(trust_dense), -c.coverage))  # ties: across KBs
         # The thresholds decide whether the material covers the question at all; once one
         # passage clears them, the best-ranked `k` go to the model (a passage below them can
         # still hold the answer: on SQuAD 2.0 this gate keeps recall@5 near the ranking's own).

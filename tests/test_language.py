@@ -14,7 +14,7 @@ import websockets
 from app.conversation.frames import AnswerText, Grounded, TextDelta, TurnStarted
 from app.conversation.language import written_in
 from app.conversation.pipeline import Pipeline
-from app.conversation.prompt import OFF_LANGUAGE, system_prompt
+from app.conversation.prompt import OFF_LANGUAGE, said, system_prompt
 from app.conversation.stages import Check, KeepLanguage
 from app.core.media import Voice
 from kb.grounding import Evidence, Grounding
@@ -27,19 +27,21 @@ from tutors.store import Tutor
     ("text", "language", "expected"),
     [
         ("牛顿第一定律说，物体保持静止或匀速直线运动。", "zh", True),
-        ("Python 是一种编程语言。", "zh-CN", True),  # an English term keeps a Chinese sentence Chinese
-        ("DNA 是 deoxyribonucleic acid 的缩写。", "zh", True),
+        ("Python 是一种很流行的编程语言。", "zh-CN", True),  # an English term keeps it Chinese
+        ("这句话的意思是猫在垫子上。例句：The cat is on the mat.", "zh", True),  # an English example
+        ("下面是例子：\n```python\nprint(hello_world(items, count))\nreturn value\n```\n这会打印结果。", "zh", True),
         ("Newton's first law says a body keeps its motion.", "zh", False),
-        ("Sure! 当然可以。", "zh", True),
-        ("42 [1]", "zh", True),  # no letters: in every language
+        ("Newton's first law says a body keeps its motion.", "yue", False),
+        ("Cat.", "zh", None),  # too short to tell
+        ("v = s / t", "zh", None),  # one-letter symbols are not words
         ("The word 光合作用 means photosynthesis.", "en", True),
         ("光合作用是植物制造养分的过程。", "en", False),
         ("光合作用是植物制造养分的过程。", "fr", False),
-        ("光合作用是植物制造养分的过程。", "ja", True),  # Japanese writes Chinese characters too
-        ("anything at all", "", True),
+        ("光合作用是植物制造养分的过程。", "ja", None),  # Japanese writes Chinese characters too
+        ("anything at all, in any words", "", None),
     ],
 )
-def test_a_piece_is_judged_by_its_script(text: str, language: str, expected: bool) -> None:
+def test_an_answer_is_judged_by_its_script(text: str, language: str, expected: bool | None) -> None:
     assert written_in(text, language) is expected
 
 
@@ -52,32 +54,30 @@ async def _kept(language: str, *deltas: str, grounding: Grounding | None = None)
     return [f for f in out if isinstance(f, TextDelta | AnswerText)]
 
 
-async def test_a_chinese_answer_passes_untouched() -> None:
-    *deltas, final = await _kept("zh", "牛顿第一定律", "说，物体保持静止", "或匀速直线运动。")
-    assert final == AnswerText("牛顿第一定律说，物体保持静止或匀速直线运动。", sources=[{"n": 1}])
-    assert "".join(d.text for d in deltas).strip() == final.text
-
-
-async def test_a_sentence_in_another_language_is_dropped_and_the_rest_kept() -> None:
-    pieces = ("物体保持静止或匀速直线运动。", "This is called inertia", ". 这就是惯性。")
+async def test_an_answer_in_the_tutors_language_flows_on_exactly_as_written() -> None:
+    pieces = ("1. 牛顿", "第一定律说，物体保持静止\n", "2. 例句：The cat ", "is on the mat.")
     *deltas, final = await _kept("zh", *pieces)
-    shown = "".join(d.text for d in deltas)
-    assert "inertia" not in shown and "这就是惯性" in shown
-    assert final.text == "物体保持静止或匀速直线运动。这就是惯性。"  # no space between Chinese sentences
-    assert final.off_language == 1 and final.sources == [{"n": 1}]
+    assert final == AnswerText("".join(pieces), sources=[{"n": 1}])
+    assert "".join(d.text for d in deltas) == "".join(pieces)  # newlines, spaces and all
+    assert len(deltas) == 3  # the first two are held together until they tell, the rest flow
 
 
 @pytest.mark.parametrize(
     ("language", "answer"),
     [
         ("zh", "Newton's first law says that a body keeps its motion. It is called inertia."),
-        ("en", "惯性是物体的性质。"),
+        ("en", "惯性是物体保持原来运动状态的性质。"),
+        ("fr", "惯性是物体保持原来运动状态的性质。"),
+        ("zh-TW", "Newton's first law says that a body keeps its motion."),
     ],
 )
-async def test_an_answer_wholly_in_another_language_is_an_apology_in_the_tutors(language: str, answer: str) -> None:
+async def test_an_answer_in_another_language_is_an_apology_in_the_tutors(language: str, answer: str) -> None:
     *deltas, final = await _kept(language, answer[:20], answer[20:])
-    assert [d.text for d in deltas] == [OFF_LANGUAGE[language]]
-    assert final.text == OFF_LANGUAGE[language] and final.sources == [] and final.off_language >= 1
+    apology = said(OFF_LANGUAGE, language)
+    assert [d.text for d in deltas] == [apology]
+    assert final.text == apology and final.sources == [] and final.off_language == len(answer)
+    if language == "zh-TW":
+        assert apology == OFF_LANGUAGE["zh-hant"]
 
 
 async def test_a_grounded_answer_in_another_language_falls_to_its_evidence() -> None:
@@ -85,7 +85,12 @@ async def test_a_grounded_answer_in_another_language_falls_to_its_evidence() -> 
     passage = Passage(text, 0.8, {"document": "力学.txt", "document_id": "d1"}, "c1")
     grounding = Grounding("什么是惯性？", [passage], [Evidence(text, passage, 1.0, 0.8)], "test")
     *_, final = await _kept("zh", "Inertia is the tendency of a body ", "to keep its motion.", grounding=grounding)
-    assert final.text == text and final.grounding["style"] == "quoted" and final.off_language == 1
+    assert final.text == text and final.grounding["style"] == "quoted" and final.off_language > 0
+
+
+async def test_an_answer_too_short_to_tell_passes() -> None:
+    *deltas, final = await _kept("zh", "Cat", ".")
+    assert "".join(d.text for d in deltas) == "Cat." and final.text == "Cat." and not final.off_language
 
 
 async def test_answers_that_never_reached_the_model_are_not_judged() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -16,7 +17,6 @@ import pytest
 from aioice.stun import TransactionFailed
 
 from tests.kit.calls import loopback_coturn
-from tests.kit.live import free_port
 from turn import credentials
 from turn.coturn import CoturnConfig
 
@@ -131,7 +131,9 @@ async def test_a_refused_client_leaves_nothing_in_the_way_of_the_next_one_on_its
         issued = credentials.issue(SECRET, 300, f"full{n}")
         server = ("127.0.0.1", coturn.listening_port)
         held.append((await create_turn_endpoint(_Client, server, issued.username, issued.credential))[0])
-    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a free UDP port, for the client
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     try:
         with pytest.raises(TransactionFailed) as caught:
             await _allocate_from(coturn, port, "refused")

@@ -110,7 +110,7 @@ class AnswerText(Frame):
     engine: str = ""
     model: str | None = None
     grounding: dict[str, Any] = field(default_factory=dict)  # how it rests on the material, for the transcript
-    off_language: int = 0  # pieces of the model's answer dropped for not being in the tutor's language
+    off_language: int = 0  # characters of the model's answer withheld: not in the tutor's language
 
 
 @dataclass(frozen=True)

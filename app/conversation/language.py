@@ -1,12 +1,14 @@
-"""Whether a piece of an answer is written in the tutor's language, as far as a student can
-tell at a glance: Chinese characters for a Chinese tutor, and not mostly Chinese characters
-for a tutor in a Latin-script language.
+"""Whether an answer is written in the tutor's language, as far as a student can tell at a
+glance: mostly Chinese characters for a Chinese tutor, mostly not for the others.
 
 Only the script is read, which is what a small model's drift changes: SmolLM2, asked in
-Chinese, answers in English, and a Chinese model asked in English may answer in Chinese.
-English terms inside a Chinese sentence ("Python 是一种编程语言") keep it Chinese; a Chinese
-term inside an English sentence keeps it English. Japanese and Korean mix Chinese characters
-into their own scripts, so for them nothing is judged.
+Chinese, answers in English, and a Chinese model asked in English may answer in Chinese. The
+answer is judged as a whole, not sentence by sentence: a Chinese teacher of English quotes
+English example sentences, a physics tutor writes `v = s / t`, a programming tutor shows code,
+and none of that is drift. So code (fenced or inline) and one-letter symbols do not count, and
+an answer is off its language only when the other script outweighs the tutor's three to one
+over at least `EVIDENCE` words. Japanese and Korean mix Chinese characters into their own
+scripts, so for them nothing is judged.
 """
 
 from __future__ import annotations
@@ -15,20 +17,33 @@ import re
 
 from app.core.media import primary_language
 
+HAN_LANGUAGES = frozenset({"zh", "yue", "wuu"})
+_NOT_JUDGED = frozenset({"ja", "ko"})
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
-_HAN_LANGUAGES = {"zh", "yue", "wuu"}
-_NOT_JUDGED = {"ja", "ko"}
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
+_CODE = re.compile(r"```.*?(```|$)|`[^`\n]*`", re.DOTALL)
+EVIDENCE = 6  # words (a Chinese character counts as one) before an answer is judged
 
 
-def written_in(text: str, language: str | None) -> bool:
-    """True unless `text` is plainly in another script than `language` is written in. A
-    piece with no letters at all (a number, a citation mark) is in every language."""
+def words_by_script(text: str) -> tuple[int, int]:
+    """(Chinese characters, Latin words of two letters or more) outside code."""
+    prose = _CODE.sub(" ", text)
+    return len(_HAN.findall(prose)), len(_LATIN_WORD.findall(prose))
+
+
+def judged(language: str | None) -> bool:
     primary = primary_language(language)
-    if not primary or primary in _NOT_JUDGED:
-        return True
-    # A Chinese word is one or two characters: one character counts as much as one word.
-    han, latin = len(_HAN.findall(text)), len(_LATIN_WORD.findall(text))
-    if primary in _HAN_LANGUAGES:
-        return han >= latin
-    return han <= 2 * latin
+    return bool(primary) and primary not in _NOT_JUDGED
+
+
+def written_in(text: str, language: str | None) -> bool | None:
+    """True or False once `text` holds enough words to tell; None while it does not (or for a
+    language whose script is not judged)."""
+    if not judged(language):
+        return None
+    han, latin = words_by_script(text)
+    if han + latin < EVIDENCE:
+        return None
+    if primary_language(language) in HAN_LANGUAGES:
+        return not 3 * han < latin
+    return not 3 * latin < han

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.conversation.language import HAN_LANGUAGES
 from app.core.engines import ChatMessage, LLMEngine
 from app.core.media import primary_language, writes_traditional
 from kb.grounding import Evidence
@@ -18,26 +19,32 @@ from tutors.store import Tutor
 LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "ja": "Japanese", "ko": "Korean"}
 NOT_COVERED = {
     "zh": "抱歉，课程资料里没有讲到这个问题。可以换个问法，或者问问老师。",
+    "zh-hant": "抱歉，課程資料裡沒有講到這個問題。可以換個問法，或者問問老師。",
     "en": "Sorry, the course material doesn't cover that. Try asking another way, or ask your teacher.",
 }
-# What a tutor says when the model answered only in another language than the tutor's.
+# What a tutor says when the model answered in another language than the tutor's.
 OFF_LANGUAGE = {
     "zh": "抱歉，这个问题我没能用中文回答好。可以换个问法再问一次，或者问问老师。",
-    "en": "Sorry, I couldn't answer that in English. Try asking another way, or ask your teacher.",
+    "zh-hant": "抱歉，這個問題我沒能用中文回答好。可以換個問法再問一次，或者問問老師。",
+    "en": "Sorry, I couldn't answer that properly. Try asking another way, or ask your teacher.",
 }
 
 
 def said(table: dict[str, str], language: str) -> str:
-    """A tutor's set phrase in its language, English where there is none."""
-    return table.get(primary_language(language), table["en"])
+    """A tutor's set phrase in its language (Chinese in its script), English where there is none."""
+    primary = primary_language(language)
+    if primary in HAN_LANGUAGES:
+        return table["zh-hant" if writes_traditional(language) or primary == "yue" else "zh"]
+    return table.get(primary, table["en"])
 
 
 def _language_lines(language: str) -> list[str]:
     """How the prompt asks for the tutor's language: in English, and for Chinese in Chinese
     too (a small model follows an instruction written in the language it is to use better)."""
-    if primary_language(language) != "zh":
-        return [f"Answer in {LANGUAGES.get(primary_language(language), language)}."]
-    if writes_traditional(language):
+    primary = primary_language(language)
+    if primary not in HAN_LANGUAGES:
+        return [f"Answer in {LANGUAGES.get(primary, language)}."]
+    if writes_traditional(language) or primary == "yue":
         return ["Answer in Traditional Chinese.", "請只用繁體中文回答。"]
     return ["Answer in Simplified Chinese.", "请只用简体中文回答。"]
 

@@ -26,7 +26,7 @@ from app.conversation.frames import (
     UserText,
     VideoOut,
 )
-from app.conversation.language import written_in
+from app.conversation.language import judged, written_in
 from app.conversation.pipeline import Stage
 from app.conversation.prompt import OFF_LANGUAGE, said
 from app.core.engines import ASR, TTS, VAD, LipSync, ListenFor, LLMEngine, Notice
@@ -138,20 +138,20 @@ class Generate(Stage):
 
 
 class KeepLanguage(Stage):
-    """The model's answer stays in the tutor's language, piece by piece as it streams: a small
-    model drifts (SmolLM2 asked in Chinese answers in English), and a sentence the student
-    cannot read is dropped before it is shown or spoken. When nothing is left, a grounded
-    turn falls to its evidence (which `Check` then quotes) and any other turn says, in the
-    tutor's language, that it could not answer. Answers that never reached the model (quotes
-    of the material, refusals) pass untouched, and so does a turn with no language."""
+    """The model's answer stays in the tutor's language: a small model drifts (SmolLM2 asked in
+    Chinese answers in English). The answer's first words are held until they tell
+    (`written_in`): in the tutor's language, they and the rest flow on untouched; in another,
+    nothing of the answer is shown or spoken, and a grounded turn falls to its evidence (which
+    `Check` then quotes) while any other says, in the tutor's language, that it could not
+    answer. Answers that never reached the model (quotes of the material, refusals), answers
+    too short to tell and turns with no language pass untouched."""
 
     accepts = (TextDelta, AnswerText)
 
     def __init__(self) -> None:
         self.language, self.grounded = "", False
-        self.splitter = SentenceSplitter()
-        self.kept: list[str] = []
-        self.dropped, self.streamed = 0, False
+        self.held: list[str] = []
+        self.verdict: bool | None = None
 
     def observe(self, frame: Frame) -> None:
         if isinstance(frame, TurnStarted):
@@ -159,34 +159,36 @@ class KeepLanguage(Stage):
         elif isinstance(frame, Grounded):
             self.grounded = True
 
-    def _keep(self, pieces: list[str]) -> list[str]:
-        passed = [piece for piece in pieces if written_in(piece, self.language)]
-        self.dropped += len(pieces) - len(passed)
-        self.kept += passed
-        return passed
-
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
-        if not self.language:
+        if not judged(self.language):
             yield frame
             return
         if isinstance(frame, TextDelta):
-            self.streamed = True
-            for piece in self._keep(self.splitter.push(frame.text)):
-                yield TextDelta(piece + " ")  # the space tells the next splitter the piece ended
+            if self.verdict is None:
+                self.held.append(frame.text)
+                self.verdict = written_in("".join(self.held), self.language)
+                if self.verdict:
+                    yield TextDelta("".join(self.held))
+                    self.held = []
+            elif self.verdict:
+                yield frame
+            else:
+                self.held.append(frame.text)  # withheld: only counted
             return
         assert isinstance(frame, AnswerText)
-        for piece in self._keep([last] if (last := self.splitter.flush()) else []):
-            yield TextDelta(piece)
-        if not self.streamed or not self.dropped:
+        if self.verdict is not False:
+            if self.held:
+                yield TextDelta("".join(self.held))
             yield frame
             return
-        log.info("dropped %d piece(s) of an answer not in %s", self.dropped, self.language)
-        if self.kept or self.grounded:
-            yield dataclasses.replace(frame, text=rejoin(self.kept), off_language=self.dropped)
+        withheld = len("".join(self.held))
+        log.info("withheld an answer of %d characters not in %s", withheld, self.language)
+        if self.grounded:
+            yield dataclasses.replace(frame, text="", off_language=withheld)
             return
         apology = said(OFF_LANGUAGE, self.language)
         yield TextDelta(apology)
-        yield dataclasses.replace(frame, text=apology, sources=[], off_language=self.dropped)
+        yield dataclasses.replace(frame, text=apology, sources=[], off_language=withheld)
 
 
 class Check(Stage):

@@ -189,13 +189,13 @@ class OfflineVoice(TTS, Protocol):
 
 
 # An English word or term inside another language's sentence ("Python", "DNA", "deoxyribonucleic acid").
-_LATIN_RUN = re.compile(r"[A-Za-z][A-Za-z0-9'’\-]*(?:[ .][A-Za-z0-9][A-Za-z0-9'’\-]*)*")
+_LETTER = "A-Za-z\u00c0-\u024f"  # with accents: Schrödinger, and pinyin's tone marks
+_LATIN_RUN = re.compile(rf"[{_LETTER}][{_LETTER}0-9'’+#_/:?=&%.\-]*(?: [{_LETTER}0-9][{_LETTER}0-9'’+#_/:?=&%.\-]*)*")
 
 
-def _joined(speeches: list[Speech], text: str, engine: str) -> Speech:
-    """Sentence parts spoken one after another as one speech, at the first part's rate, their
-    phoneme timings moved to where each part starts."""
-    rate = speeches[0].pcm.sample_rate
+def _joined(speeches: list[Speech], text: str, engine: str, rate: int) -> Speech:
+    """Sentence parts spoken one after another as one speech at `rate`, their phoneme timings
+    moved to where each part starts."""
     samples, phonemes, start = [], [], 0.0
     for speech in speeches:
         pcm = resample(speech.pcm, rate)
@@ -289,7 +289,9 @@ class SpeechRouter:
             at = match.end()
         parts.append((text[at:], engine, voice))
         spoken = [await who.synthesize(part, how) for part, who, how in parts if re.search(r"\w", part)]
-        return _joined(spoken, text, engine.name)
+        own = next((speech.pcm.sample_rate for speech in spoken if speech.engine == engine.name), None)
+        rate = own or spoken[0].pcm.sample_rate  # the sentence's own voice's, whichever part comes first
+        return await asyncio.to_thread(_joined, spoken, text, engine.name, rate)
 
     async def synthesize(self, text: str, voice: Voice) -> Speech:
         online = self.online
