@@ -33,7 +33,8 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+# Out of the OpenAPI schema, like /metrics: a 503 is its answer by design, not an error of the API.
+@router.get("/health/ready", include_in_schema=False)
 async def ready(services: ServicesDep) -> JSONResponse:
     """200 once every stage's engine is warm and the database answers; 503, with why, before
     that or when either is lost, so a balancer sends new sessions to another box."""
