@@ -205,7 +205,10 @@ async def test_the_recogniser_is_told_the_courses_own_words(api: httpx.Client, s
     tutor = new_tutor(api, "Ada", subject="Biology", language="zh", kb_ids=[course, "kb-gone"])
     session = server.services.sessions.require_active(new_session(api, tutor["id"])["session_id"])
     listen = await server.services.conversation.listening_for(session)
-    assert listen.language == "zh" and listen.hint == "Biology、curie、尤金袋鼠 第三章。"
+    assert listen.language == "zh" and listen.hint == "Biology、curie、尤金袋鼠 第三章。" and not listen.traditional
+    taiwan = new_tutor(api, "Lin", subject="生物", language="zh-TW")
+    session = server.services.sessions.require_active(new_session(api, taiwan["id"], student_id=2)["session_id"])
+    assert (await server.services.conversation.listening_for(session)).traditional
 
 
 async def test_a_4000_character_question_is_answered_or_declined(api: httpx.Client, course: str) -> None:

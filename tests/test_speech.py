@@ -213,6 +213,10 @@ def test_chinese_is_heard_offline_in_simplified_characters(asr: WhisperASR) -> N
     assert all(t.language == "zh" for t in heard)
     assert not set("區寶長說個這") & set("".join(t.text for t in heard))
     assert "長" in asr.transcribe(say_zh("请问长城有多长？"), "zh-TW").text
+    # ASR_LANGUAGE=zh or auto with a zh-TW tutor: the tutor's script, whatever the language says.
+    for language in ("zh", None):
+        traditional = asr.transcribe(say_zh("请问长城有多长？"), language, traditional=True).text
+        assert "長" in traditional and "长" not in traditional, (language, traditional)
     detected = asr.transcribe(say_zh(CHINESE[1]), None)  # ASR_LANGUAGE=auto
     assert detected.language == "zh" and cer(CHINESE[1], detected.text) <= 0.15
     english = asr.transcribe(say(QUESTION), None)

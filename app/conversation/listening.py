@@ -52,7 +52,9 @@ class LiveMicrophone:
             elif isinstance(event, Paused):
                 listen = await self._conversation.listening_for(self._session)
                 task = asyncio.ensure_future(
-                    asyncio.to_thread(self._asr.transcribe, event.audio, listen.language, listen.hint)
+                    asyncio.to_thread(
+                        self._asr.transcribe, event.audio, listen.language, listen.hint, listen.traditional
+                    )
                 )
                 task.add_done_callback(_consume)
                 self._early = (event.ended_at, task)

@@ -39,7 +39,7 @@ from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, Engines, GenerationOptions, ListenFor
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
-from app.core.media import Voice, primary_language
+from app.core.media import Voice, primary_language, writes_traditional
 from app.core.metrics import Metrics
 from app.core.settings import Settings
 from avatars.service import Avatars
@@ -257,7 +257,7 @@ class ConversationService:
             return ListenFor(language)
         titles = await asyncio.to_thread(self._titles, tutor.kb_ids)
         words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))
-        return ListenFor(language, f"{words}。" if words else "")
+        return ListenFor(language, f"{words}。" if words else "", writes_traditional(tutor.language))
 
     def _titles(self, kb_ids: list[str]) -> list[str]:
         """Document names as a person would say them: `光合作用_第三章.pdf` → `光合作用 第三章`."""

@@ -73,7 +73,9 @@ class Recognise(Stage):
                 yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
                 return
             listen = await self.listen_for()
-            transcript = await asyncio.to_thread(self.asr.transcribe, frame.pcm, listen.language, listen.hint)
+            transcript = await asyncio.to_thread(
+                self.asr.transcribe, frame.pcm, listen.language, listen.hint, listen.traditional
+            )
         yield Transcription(transcript.text, transcript.language, transcript.audio_seconds, transcript.elapsed_ms)
         if transcript.text:
             meta = {

