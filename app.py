@@ -18,7 +18,7 @@ import uvicorn  # noqa: E402
 
 from app.core import logs  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
-from app.server import create_app  # noqa: E402
+from app.server import DrainingServer, create_app  # noqa: E402
 from app.services import build_services  # noqa: E402
 
 log = logging.getLogger("virtual_tutor")
@@ -44,7 +44,7 @@ def main() -> int:
         ws_max_size=settings.ws_max_message_bytes * 2,
         log_level=settings.log_level.lower(),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, services)
     logs.install_redaction()
     log.info(
         "serving on http://%s:%d (UI at %s)",

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
+from types import FrameType
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -20,6 +23,42 @@ from app.core.errors import TutorError
 from app.services import Services
 
 log = logging.getLogger(__name__)
+
+
+async def drain(services: Services) -> None:
+    """SIGTERM's first step: take nothing new (`/health/ready` 503, a new session 503
+    `draining`), and let the answers in flight finish, for up to DRAIN_SECONDS. The server
+    stops after it: sockets close, calls hang up, and the transcripts hold every answer."""
+    services.sessions.draining = True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + services.settings.drain_seconds
+    log.info("draining: %d answer(s) in flight", services.conversation.turns_in_flight)
+    while services.conversation.turns_in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    if services.conversation.turns_in_flight:
+        log.warning("drain timed out with %d answer(s) in flight", services.conversation.turns_in_flight)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, draining on SIGTERM before it stops (a second signal, or Ctrl-C, stops at once)."""
+
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self.services = services
+        self._draining = False
+        self._drain: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self._draining:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        # A signal handler may run in the middle of one of the loop's steps: hand it over.
+        asyncio.get_event_loop().call_soon_threadsafe(self._start_drain, sig, frame)
+
+    def _start_drain(self, sig: int, frame: FrameType | None) -> None:
+        self._drain = asyncio.ensure_future(drain(self.services))
+        self._drain.add_done_callback(lambda _: super(DrainingServer, self).handle_exit(sig, frame))
 
 
 async def _sweep_idle(services: Services) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -277,6 +279,49 @@ def test_an_avatar_being_prepared_when_the_process_is_killed_is_finished_after_r
             assert time.monotonic() < deadline, state
             time.sleep(0.2)
         assert state["status"] == "ready" and state["progress"] == 1.0 and state["frames"] > 0, state
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+async def test_sigterm_lets_the_answer_in_flight_finish_and_takes_nothing_new(tmp_path: Path) -> None:
+    """A balancer stopping a box: SIGTERM drains it (not ready, no new session), the answer
+    being written reaches its student and the transcript, then the process stops."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _text_only_app(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "engines never warmed"
+            await asyncio.sleep(0.2)
+        tutor = httpx.post(f"{base}/v1/tutors", json={"name": "Ada", "subject": "biology"}).json()
+        session = httpx.post(f"{base}/v1/sessions", json={"tutor_id": tutor["id"]}).json()
+        async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
+            await ws.send(json.dumps({"type": "text", "content": "Tell me everything about cells, in detail."}))
+            while json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] != "text_delta":
+                pass
+            proc.send_signal(signal.SIGTERM)  # mid-answer
+            await asyncio.sleep(0.3)
+            ready = httpx.get(f"{base}/health/ready")
+            assert ready.status_code == 503 and "draining: the server is stopping" in ready.json()["reasons"]
+            refused = httpx.post(f"{base}/v1/sessions", json={"tutor_id": tutor["id"]})
+            assert refused.status_code == 503 and refused.json()["code"] == "draining"
+            while (message := json.loads(await asyncio.wait_for(ws.recv(), 60)))["type"] != "text":
+                assert message["type"] != "error", message
+            answer = message["content"]
+            with contextlib.suppress(websockets.ConnectionClosed):  # then the server closes the socket
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = _text_only_app(tmp_path, port)  # the transcript kept the whole answer
+    try:
+        stored = httpx.get(f"{base}/v1/sessions/{session['session_id']}/messages").json()
+        assert [m["content"] for m in stored if m["role"] == "assistant"] == [answer]
+        assert answer and "interrupted" not in stored[-1]["meta"]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

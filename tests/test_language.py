@@ -58,8 +58,7 @@ async def test_an_answer_in_the_tutors_language_flows_on_exactly_as_written() ->
     pieces = ("1. 牛顿", "第一定律说，物体保持静止\n", "2. 例句：The cat ", "is on the mat.")
     *deltas, final = await _kept("zh", *pieces)
     assert final == AnswerText("".join(pieces), sources=[{"n": 1}])
-    assert "".join(d.text for d in deltas) == "".join(pieces)  # newlines, spaces and all
-    assert len(deltas) == 3  # the first two are held together until they tell, the rest flow
+    assert [d.text for d in deltas] == list(pieces)  # at once, newlines, spaces and all
 
 
 @pytest.mark.parametrize(
@@ -89,8 +88,15 @@ async def test_a_grounded_answer_in_another_language_falls_to_its_evidence() -> 
 
 
 async def test_an_answer_too_short_to_tell_passes() -> None:
-    *deltas, final = await _kept("zh", "Cat", ".")
-    assert "".join(d.text for d in deltas) == "Cat." and final.text == "Cat." and not final.off_language
+    *deltas, final = await _kept("zh", "Cat", ".")  # leaning away: held to the end, then passed
+    assert [d.text for d in deltas] == ["Cat."] and final.text == "Cat." and not final.off_language
+
+
+async def test_what_leans_away_waits_and_what_fits_flows() -> None:
+    *deltas, final = await _kept("zh", "[Ada] ", "光合作用", "就是这样进行的。")
+    assert [d.text for d in deltas] == ["[Ada] 光合作用", "就是这样进行的。"]  # "[Ada] " waited for one piece
+    *deltas, final = await _kept("en", "Photosynthesis ", "happens in the leaves.")
+    assert [d.text for d in deltas] == ["Photosynthesis ", "happens in the leaves."]
 
 
 async def test_answers_that_never_reached_the_model_are_not_judged() -> None:

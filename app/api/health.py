@@ -42,6 +42,8 @@ async def ready(services: ServicesDep) -> JSONResponse:
     reasons = [f"{name}: {state['state']}" for name, state in stages.items() if not state["ready"]]
     if problem := await asyncio.to_thread(services.db.reachable):
         reasons.append(problem)
+    if services.sessions.draining:
+        reasons.append("draining: the server is stopping")
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
 

@@ -7,7 +7,8 @@ answer is judged as a whole, not sentence by sentence: a Chinese teacher of Engl
 English example sentences, a physics tutor writes `v = s / t`, a programming tutor shows code,
 and none of that is drift. So code (fenced or inline) and one-letter symbols do not count, and
 an answer is off its language only when the other script outweighs the tutor's three to one
-over at least `EVIDENCE` words. Japanese and Korean mix Chinese characters into their own
+over at least `EVIDENCE` words. Until then what leans to the tutor's script flows on at once,
+and only what leans away waits for the verdict. Japanese and Korean mix Chinese characters into their own
 scripts, so for them nothing is judged.
 """
 
@@ -36,14 +37,20 @@ def judged(language: str | None) -> bool:
     return bool(primary) and primary not in _NOT_JUDGED
 
 
-def written_in(text: str, language: str | None) -> bool | None:
-    """True or False once `text` holds enough words to tell; None while it does not (or for a
-    language whose script is not judged)."""
+def leans_to(text: str, language: str | None) -> bool:
+    """Whether `text` so far fits `language`'s script, however few words it has (a language
+    whose script is not judged fits always)."""
     if not judged(language):
-        return None
+        return True
     han, latin = words_by_script(text)
-    if han + latin < EVIDENCE:
-        return None
     if primary_language(language) in HAN_LANGUAGES:
         return not 3 * han < latin
     return not 3 * latin < han
+
+
+def written_in(text: str, language: str | None) -> bool | None:
+    """True or False once `text` holds enough words to tell; None while it does not (or for a
+    language whose script is not judged)."""
+    if not judged(language) or sum(words_by_script(text)) < EVIDENCE:
+        return None
+    return leans_to(text, language)

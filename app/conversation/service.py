@@ -57,10 +57,11 @@ class Answer:
     The answer is stored once the student has it; an answer cut off (interrupted, or its
     student gone) is stored as far as the student saw it, marked `interrupted`."""
 
-    def __init__(self, pipeline: Pipeline, store: Store, metrics: Metrics) -> None:
+    def __init__(self, pipeline: Pipeline, store: Store, metrics: Metrics, in_flight: Callable[[int], None]) -> None:
         self._pipeline = pipeline
         self._store = store
         self._metrics = metrics
+        self._in_flight = in_flight
 
     async def interrupt(self) -> None:
         await self._pipeline.interrupt()
@@ -76,6 +77,7 @@ class Answer:
         answered = False
         outcome = "abandoned"  # until it ends otherwise: the student went away mid-answer
         partial: list[str] = []
+        self._in_flight(+1)
         try:
             async for frame in self._pipeline:
                 self._measure(frame)
@@ -103,6 +105,7 @@ class Answer:
             self._metrics.errors.labels(getattr(exc, "code", "internal")).inc()
             raise
         finally:
+            self._in_flight(-1)
             self._metrics.turns.labels(outcome).inc()
             if not answered and partial:
                 # A quick local insert; awaiting a thread here would race a cancellation in progress.
@@ -130,6 +133,7 @@ class ConversationService:
         metrics: Metrics,
     ) -> None:
         self.metrics = metrics
+        self.turns_in_flight = 0  # what a drain waits for
         self._avatars = avatars
         self._db = db
         self._tutors = tutors
@@ -302,4 +306,7 @@ class ConversationService:
         def store(content: str, meta: dict[str, Any]) -> None:
             self._save(session.id, chat_id, "assistant", content, meta)
 
-        return Answer(Pipeline(stages, first), store, self.metrics)
+        return Answer(Pipeline(stages, first), store, self.metrics, self._count_in_flight)
+
+    def _count_in_flight(self, change: int) -> None:
+        self.turns_in_flight += change  # on the event loop only: no lock

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 
 from app.core.db import Database, SessionRow, TutorRow, utcnow
-from app.core.errors import NotFound, SessionEnded, SessionLimitReached, Unauthorized
+from app.core.errors import Draining, NotFound, SessionEnded, SessionLimitReached, Unauthorized
 
 ACTIVE = "active"
 ENDED = "ended"
@@ -83,6 +83,7 @@ class SessionManager:
     ) -> None:
         self._db = db
         self.max_sessions = max_sessions
+        self.draining = False  # SIGTERM: no new sessions (app.server.drain)
         self.timeout = dt.timedelta(seconds=timeout_seconds)
         self._clock = clock
         # Guards the live index: sync routes run in a thread pool, and counting plus inserting
@@ -113,6 +114,8 @@ class SessionManager:
 
     # -- create and read -----------------------------------------------------------------
     def create(self, tutor_id: int, student_id: int | None, kb_id: str | None) -> tuple[SessionInfo, str]:
+        if self.draining:
+            raise Draining("this server is stopping: create the session on another one")
         self.expire_idle()
         token = secrets.token_urlsafe(32)
         now = self._clock()

@@ -26,7 +26,7 @@ from app.conversation.frames import (
     UserText,
     VideoOut,
 )
-from app.conversation.language import judged, written_in
+from app.conversation.language import judged, leans_to, written_in
 from app.conversation.pipeline import Stage
 from app.conversation.prompt import OFF_LANGUAGE, said
 from app.core.engines import ASR, TTS, VAD, LipSync, ListenFor, LLMEngine, Notice
@@ -141,17 +141,18 @@ class Generate(Stage):
 
 class KeepLanguage(Stage):
     """The model's answer stays in the tutor's language: a small model drifts (SmolLM2 asked in
-    Chinese answers in English). The answer's first words are held until they tell
-    (`written_in`): in the tutor's language, they and the rest flow on untouched; in another,
-    nothing of the answer is shown or spoken, and a grounded turn falls to its evidence (which
-    `Check` then quotes) while any other says, in the tutor's language, that it could not
-    answer. Answers that never reached the model (quotes of the material, refusals), answers
-    too short to tell and turns with no language pass untouched."""
+    Chinese answers in English). What leans to the tutor's script flows on at once, exactly as
+    written; what leans away is held until the answer has words enough to tell (`written_in`).
+    An answer in another language is then neither shown nor spoken: a grounded turn falls to
+    its evidence (which `Check` then quotes) and any other says, in the tutor's language, that
+    it could not answer. Answers that never reached the model (quotes of the material,
+    refusals), answers too short to tell and turns with no language pass untouched."""
 
     accepts = (TextDelta, AnswerText)
 
     def __init__(self) -> None:
         self.language, self.grounded = "", False
+        self.so_far = ""
         self.held: list[str] = []
         self.verdict: bool | None = None
 
@@ -161,30 +162,32 @@ class KeepLanguage(Stage):
         elif isinstance(frame, Grounded):
             self.grounded = True
 
+    def _release(self, text: str) -> list[TextDelta]:
+        released, self.held = [*self.held, text], []
+        return [TextDelta("".join(released))]
+
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         if not judged(self.language):
             yield frame
             return
         if isinstance(frame, TextDelta):
             if self.verdict is None:
-                self.held.append(frame.text)
-                self.verdict = written_in("".join(self.held), self.language)
-                if self.verdict:
-                    yield TextDelta("".join(self.held))
-                    self.held = []
-            elif self.verdict:
-                yield frame
+                self.so_far += frame.text
+                self.verdict = written_in(self.so_far, self.language)
+            if self.verdict or (self.verdict is None and leans_to(self.so_far, self.language)):
+                for delta in self._release(frame.text):
+                    yield delta
             else:
-                self.held.append(frame.text)  # withheld: only counted
+                self.held.append(frame.text)  # until the verdict; withheld after a False one
             return
         assert isinstance(frame, AnswerText)
         if self.verdict is not False:
-            if self.held:
+            if self.held:  # too short to tell
                 yield TextDelta("".join(self.held))
             yield frame
             return
         withheld = len("".join(self.held))
-        log.info("withheld an answer of %d characters not in %s", withheld, self.language)
+        log.info("withheld %d characters of an answer not in %s", withheld, self.language)
         if self.grounded:
             yield dataclasses.replace(frame, text="", off_language=withheld)
             return

@@ -41,6 +41,13 @@ class SessionLimitReached(TutorError):
     http_status = 429
 
 
+class Draining(TutorError):
+    """The server is stopping (SIGTERM): it finishes what it has and takes nothing new."""
+
+    code = "draining"
+    http_status = 503
+
+
 class SessionEnded(TutorError):
     code = "session_ended"
     http_status = 410

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
 
     max_sessions: int = Field(10, ge=1)
     session_timeout_seconds: float = Field(3600, gt=0)
+    # SIGTERM: how long the answers in flight may take to finish before the server stops.
+    drain_seconds: float = Field(20, ge=0)
     session_sweep_seconds: float = Field(30, gt=0)
 
     # auto: Ollama when ENABLE_LLM, with the local model as a visible fallback; else local.
