@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -191,8 +192,10 @@ async def test_a_chinese_tutor_hears_and_answers_aloud_in_chinese_offline(start_
     samples, rate = _decoded(spoken[0])
     said = server.services.engines.asr.transcribe(resample(PCM(samples, rate), 16_000), "zh").text
     # The tutor's Chinese is understood: base hears 1-2 characters of 10 wrong here (bench_asr
-    # has the round trip over 80 sentences); espeak-ng's pinyin reading scores near 100 %.
-    assert cer(heard["content"], said) <= 0.3
+    # has the round trip over 80 sentences); espeak-ng's pinyin reading scores near 100 %. The
+    # scripted answer's "Li" is read by the English voice (test_speech), and is left out here.
+    chinese = lambda text: re.sub(r"[^\u4e00-\u9fff]", "", text)  # noqa: E731
+    assert cer(chinese(heard["content"]), chinese(said)) <= 0.3
 
 
 async def test_without_the_engines_for_a_language_the_student_is_told(start_server: Any) -> None:
