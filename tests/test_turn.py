@@ -40,9 +40,13 @@ class _Client(asyncio.DatagramProtocol):
 async def _allocate(config: CoturnConfig, username: str, password: str) -> tuple[str, int]:
     from aioice.turn import create_turn_endpoint
 
-    transport, client = await asyncio.wait_for(
-        create_turn_endpoint(_Client, ("127.0.0.1", config.listening_port), username, password, lifetime=60), 10
-    )
+    server = ("127.0.0.1", config.listening_port)
+    try:
+        transport, client = await asyncio.wait_for(create_turn_endpoint(_Client, server, username, password), 10)
+    except TransactionFailed:
+        # Once more, from a new port: the kernel may hand out the port of a client released a
+        # moment ago, whose session coturn is still closing (a refusal that lasts is refused again).
+        transport, client = await asyncio.wait_for(create_turn_endpoint(_Client, server, username, password), 10)
     try:
         return transport.get_extra_info("sockname")
     finally:
