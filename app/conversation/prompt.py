@@ -30,21 +30,27 @@ OFF_LANGUAGE = {
 }
 
 
+def _chinese_script(language: str) -> str | None:
+    """The `table` key of a language written in Chinese characters: `zh-hant` (Cantonese too)
+    or `zh`; None for any other language."""
+    primary = primary_language(language)
+    if primary not in HAN_LANGUAGES:
+        return None
+    return "zh-hant" if writes_traditional(language) or primary == "yue" else "zh"
+
+
 def said(table: dict[str, str], language: str) -> str:
     """A tutor's set phrase in its language (Chinese in its script), English where there is none."""
-    primary = primary_language(language)
-    if primary in HAN_LANGUAGES:
-        return table["zh-hant" if writes_traditional(language) or primary == "yue" else "zh"]
-    return table.get(primary, table["en"])
+    return table.get(_chinese_script(language) or primary_language(language), table["en"])
 
 
 def _language_lines(language: str) -> list[str]:
     """How the prompt asks for the tutor's language: in English, and for Chinese in Chinese
     too (a small model follows an instruction written in the language it is to use better)."""
-    primary = primary_language(language)
-    if primary not in HAN_LANGUAGES:
-        return [f"Answer in {LANGUAGES.get(primary, language)}."]
-    if writes_traditional(language) or primary == "yue":
+    script = _chinese_script(language)
+    if script is None:
+        return [f"Answer in {LANGUAGES.get(primary_language(language), language)}."]
+    if script == "zh-hant":
         return ["Answer in Traditional Chinese.", "請只用繁體中文回答。"]
     return ["Answer in Simplified Chinese.", "请只用简体中文回答。"]
 

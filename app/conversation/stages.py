@@ -162,9 +162,10 @@ class KeepLanguage(Stage):
         elif isinstance(frame, Grounded):
             self.grounded = True
 
-    def _release(self, text: str) -> list[TextDelta]:
-        released, self.held = [*self.held, text], []
-        return [TextDelta("".join(released))]
+    def _release(self, text: str) -> TextDelta:
+        """`text`, with what was held before it."""
+        released, self.held = "".join([*self.held, text]), []
+        return TextDelta(released)
 
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         if not judged(self.language):
@@ -175,8 +176,7 @@ class KeepLanguage(Stage):
                 self.so_far += frame.text
                 self.verdict = written_in(self.so_far, self.language)
             if self.verdict or (self.verdict is None and leans_to(self.so_far, self.language)):
-                for delta in self._release(frame.text):
-                    yield delta
+                yield self._release(frame.text)
             else:
                 self.held.append(frame.text)  # until the verdict; withheld after a False one
             return
