@@ -30,15 +30,16 @@ install-dev: install
 
 # Debian/Ubuntu packages: espeak-ng speaks the languages the bundled Piper voice cannot
 # (Chinese) when Edge TTS is unreachable; ffmpeg lets the UI stream the tutor's voice; the
-# tests add headless Chromium and coturn.
+# tests add headless Chromium, coturn and PostgreSQL (the replicas' tests start their own).
 APT_INSTALL = $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 runtime-deps:
 	@command -v espeak-ng >/dev/null 2>&1 && command -v ffmpeg >/dev/null 2>&1 || \
 		{ $(APT_INSTALL) espeak-ng ffmpeg >/dev/null; }
 
 system-deps: runtime-deps
-	@command -v chromium >/dev/null 2>&1 && command -v turnserver >/dev/null 2>&1 || \
-		{ $(APT_INSTALL) chromium coturn >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 && command -v turnserver >/dev/null 2>&1 && \
+		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ $(APT_INSTALL) chromium coturn postgresql >/dev/null; }
 
 run: install runtime-deps
 	$(BIN)/python app.py

@@ -77,6 +77,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.sessions.bind_loop(asyncio.get_running_loop())
+        services.events.start()
         if unanswered := await asyncio.to_thread(services.conversation.close_unanswered):
             log.warning("%d answer(s) were cut off when the server last stopped: stored as interrupted", unanswered)
         for doc_id in await asyncio.to_thread(services.kbs.unfinished):
@@ -96,6 +97,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
             await services.calls.close_all()
             await services.kbs.close()
             await services.avatars.close()
+            await asyncio.to_thread(services.events.close)
             services.db.close()
 
     app = FastAPI(

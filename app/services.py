@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from app.conversation.service import ConversationService
 from app.conversation.sessions import SessionManager
-from app.core.db import Database
+from app.core.db import Database, Pool
 from app.core.engines import Engines, Warmup
+from app.core.events import Events, replica_events
 from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.rtc.peers import Peers
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     db: Database
+    events: Events
     engines: Engines
     warmup: Warmup
     teachers: TeacherStore
@@ -60,12 +62,20 @@ def build_engines(settings: Settings) -> Engines:
 
 def build_services(settings: Settings) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database)
+    db = Database(settings.database, Pool(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout))
     db.migrate()
+    replica = settings.replica
+    events = replica_events(db.engine, db.shared, replica)
     teachers = TeacherStore(db)
     _bootstrap_admin(settings, teachers)
     tutors = TutorStore(db)
-    sessions = SessionManager(db, max_sessions=settings.max_sessions, timeout_seconds=settings.session_timeout_seconds)
+    sessions = SessionManager(
+        db,
+        max_sessions=settings.max_sessions,
+        timeout_seconds=settings.session_timeout_seconds,
+        replica=replica,
+        events=events,
+    )
     engines = build_engines(settings)
     kbs = KnowledgeBases(
         db,
@@ -74,6 +84,8 @@ def build_services(settings: Settings) -> Services:
         settings.data_dir / "kb_files",
         min_similarity=settings.kb_min_similarity,
         min_coverage=settings.kb_min_coverage,
+        replica=replica,
+        events=events,
     )
     limits = Limits(
         size=settings.avatar_size,
@@ -81,7 +93,9 @@ def build_services(settings: Settings) -> Services:
         max_video_seconds=settings.avatar_max_video_seconds,
     )
     settings.avatar_imports.mkdir(parents=True, exist_ok=True)
-    avatars = Avatars(db, settings.avatar_folder, settings.avatar_imports, limits, engines.lipsync)
+    avatars = Avatars(
+        db, settings.avatar_folder, settings.avatar_imports, limits, engines.lipsync, replica=replica, events=events
+    )
     live = LiveConnections()
     sessions.on_end(live.session_ended)
     metrics = Metrics()
@@ -94,6 +108,7 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings,
         db,
+        events,
         engines,
         Warmup(engines),
         teachers,

@@ -2,7 +2,9 @@
 background with progress, list, get, delete, and load a ready one for the lip-sync engines.
 
 Sources are copied into `AVATARS_DIR/sources/` (so preparation can resume after a restart);
-prepared avatars live in `AVATARS_DIR/<avatar_id>/` (see `avatars.prepare`).
+prepared avatars live in `AVATARS_DIR/<avatar_id>/` (see `avatars.prepare`). Replicas share
+one `AVATARS_DIR` (a network file system): prepared once by the box that took the video, read by
+all; a deletion is announced (`AVATAR_DELETED`) so no box keeps the frames it loaded.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from app.core.db import AvatarRow, Database, check_owner
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.events import AVATAR_DELETED, RESYNC, Events, OneBox
 from avatars.frames import AvatarFrames
 from avatars.prepare import Limits, PreparationFailed, prepare
 
@@ -52,9 +55,23 @@ def _avatar(row: AvatarRow) -> Avatar:
 
 
 class Avatars:
-    def __init__(self, db: Database, root: Path, import_dir: Path | None, limits: Limits, lipsync: Any = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        root: Path,
+        import_dir: Path | None,
+        limits: Limits,
+        lipsync: Any = None,
+        *,
+        replica: str = "",
+        events: Events | None = None,
+    ) -> None:
         self._lipsync = lipsync  # an engine with `prepare_avatar` adds its own data (MuseTalk's latents)
         self._db = db
+        self.replica = replica
+        self._events = events or OneBox()
+        self._events.subscribe(AVATAR_DELETED, lambda message: self._let_go(message["avatar_id"]))
+        self._events.subscribe(RESYNC, lambda _message: self._forget_loaded())
         self.root = root
         self.import_dir = import_dir
         self.limits = limits
@@ -84,7 +101,13 @@ class Avatars:
         write(path)
         with self._db.session() as db:
             row = AvatarRow(
-                id=avatar_id, source=source_name, status="preparing", progress=0.0, stage="queued", owner_id=owner_id
+                id=avatar_id,
+                source=source_name,
+                status="preparing",
+                progress=0.0,
+                stage="queued",
+                owner_id=owner_id,
+                replica=self.replica,
             )
             db.add(row)
             db.commit()
@@ -137,11 +160,7 @@ class Avatars:
 
     def delete(self, avatar_id: str) -> None:
         self.get(avatar_id)
-        task = self._tasks.pop(avatar_id, None)
-        if task is not None:
-            task.cancel()
-        with self._load_lock:
-            self._loaded.pop(avatar_id, None)
+        self._let_go(avatar_id)
         with self._db.session() as db:
             row = db.get(AvatarRow, avatar_id)
             if row is not None:
@@ -150,6 +169,19 @@ class Avatars:
         shutil.rmtree(self.root / avatar_id, ignore_errors=True)
         for source in self._sources.glob(f"{avatar_id}.*"):
             source.unlink(missing_ok=True)
+        self._events.publish(AVATAR_DELETED, avatar_id=avatar_id)
+
+    def _let_go(self, avatar_id: str) -> None:
+        """Stop preparing it and drop its loaded frames (this replica's hold on it)."""
+        task = self._tasks.pop(avatar_id, None)
+        if task is not None:
+            task.get_loop().call_soon_threadsafe(task.cancel)
+        with self._load_lock:
+            self._loaded.pop(avatar_id, None)
+
+    def _forget_loaded(self) -> None:
+        with self._load_lock:
+            self._loaded.clear()
 
     def frames(self, avatar_id: str | None) -> AvatarFrames | None:
         """A ready avatar's frames for the lip-sync engines (cached), or None."""
@@ -169,8 +201,12 @@ class Avatars:
 
     # -- preparation ---------------------------------------------------------------------------
     def unfinished(self) -> list[str]:
+        """Preparations a restart of this replica interrupted (another box finishes its own)."""
         with self._db.session() as db:
-            return list(db.scalars(select(AvatarRow.id).where(AvatarRow.status == "preparing")))
+            query = select(AvatarRow.id).where(
+                AvatarRow.status == "preparing", or_(AvatarRow.replica == self.replica, AvatarRow.replica.is_(None))
+            )
+            return list(db.scalars(query))
 
     def schedule(self, avatar_id: str) -> None:
         """Prepare in the background (call on the event loop)."""

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow, check_owner
 from app.core.engines import Embedder
 from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
+from app.core.events import KB_CHANGED, RESYNC, Events, OneBox
 from kb.chunking import chunk_sections
 from kb.grounding import Grounder, Grounding
 from kb.parsing import parse, sniff
@@ -88,8 +89,14 @@ class KnowledgeBases:
         *,
         min_similarity: float,
         min_coverage: float,
+        replica: str = "",
+        events: Events | None = None,
     ) -> None:
         self._db = db
+        self.replica = replica
+        self._events = events or OneBox()
+        self._events.subscribe(KB_CHANGED, self._changed_elsewhere)
+        self._events.subscribe(RESYNC, lambda _message: self._forget_all_keywords())
         self.embedder = embedder
         self._chroma_factory = chroma
         self._chroma_client: Any = None
@@ -136,14 +143,15 @@ class KnowledgeBases:
         return [self.get(kb_id) for kb_id in ids]
 
     def delete(self, kb_id: str) -> None:
-        for document in self.documents(kb_id):
-            (self.files / document.id).unlink(missing_ok=True)
+        removed = [document.id for document in self.documents(kb_id)]
+        for doc_id in removed:
+            (self.files / doc_id).unlink(missing_ok=True)
         self._drop_collection(kb_id)
         with self._db.session() as db:
             db.execute(delete(ChunkRow).where(ChunkRow.kb_id == kb_id))
             db.execute(delete(DocumentRow).where(DocumentRow.kb_id == kb_id))
             db.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id))
-        self._forget_keywords(kb_id)
+        self._forget_keywords(kb_id, removed)
 
     # -- documents -----------------------------------------------------------------------
     def add_document(self, kb_id: str, filename: str, data: bytes) -> Document:
@@ -160,7 +168,13 @@ class KnowledgeBases:
             if twin is not None:
                 raise Conflict(f"{filename} is already indexed in {kb_id} as document {twin.id} ({twin.filename})")
             row = DocumentRow(
-                id=str(uuid.uuid4()), kb_id=kb_id, filename=filename, kind=kind, sha256=digest, size=len(data)
+                id=str(uuid.uuid4()),
+                kb_id=kb_id,
+                filename=filename,
+                kind=kind,
+                sha256=digest,
+                size=len(data),
+                replica=self.replica,
             )
             # The original is kept: re-indexing (a new embedding model) and a restart mid-ingestion need it.
             self.files.mkdir(parents=True, exist_ok=True)
@@ -191,11 +205,20 @@ class KnowledgeBases:
             db.execute(delete(DocumentRow).where(DocumentRow.id == doc_id))
         self._remove_chunks(kb_id, doc_id)
         (self.files / doc_id).unlink(missing_ok=True)
+        self._forget_keywords(kb_id, [doc_id])
 
     def unfinished(self) -> list[str]:
-        """Documents a restart interrupted: queued or mid-ingestion."""
+        """Documents a restart of this replica interrupted: queued or mid-ingestion. Only the
+        box that took an upload holds its file, so only that one ingests it."""
         with self._db.session() as db:
-            return list(db.scalars(select(DocumentRow.id).where(DocumentRow.status.in_(("queued", "ingesting")))))
+            return list(
+                db.scalars(
+                    select(DocumentRow.id).where(
+                        DocumentRow.status.in_(("queued", "ingesting")),
+                        or_(DocumentRow.replica == self.replica, DocumentRow.replica.is_(None)),
+                    )
+                )
+            )
 
     def schedule(self, doc_id: str) -> None:
         """Ingest in the background (call on the event loop); progress shows on the document."""
@@ -389,9 +412,22 @@ class KnowledgeBases:
             db.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(chunks=0))
         self._forget_keywords(kb_id)
 
-    def _forget_keywords(self, kb_id: str) -> None:
+    def _forget_keywords(self, kb_id: str, removed: list[str] | None = None) -> None:
+        """The knowledge base's chunks changed here: rebuild its keyword index on next use,
+        here and on every other replica (which also drop the removed documents' files)."""
         with self._keyword_lock:
             self._keywords.pop(kb_id, None)
+        self._events.publish(KB_CHANGED, kb_id=kb_id, removed=removed or [])
+
+    def _changed_elsewhere(self, message: dict[str, Any]) -> None:
+        with self._keyword_lock:
+            self._keywords.pop(message["kb_id"], None)
+        for doc_id in message.get("removed", []):
+            (self.files / Path(doc_id).name).unlink(missing_ok=True)
+
+    def _forget_all_keywords(self) -> None:
+        with self._keyword_lock:
+            self._keywords.clear()
 
     def _keyword_index(self, kb_id: str) -> _Keywords:
         with self._keyword_lock:

@@ -21,6 +21,7 @@ from app.core.settings import Settings  # noqa: E402
 from tests.kit.browser import chromium  # noqa: E402
 from tests.kit.live import LiveServer, make_settings  # noqa: E402
 from tests.kit.scripted import ScriptedLLM  # noqa: E402
+from tests.kit.servers import Postgres, running_postgres  # noqa: E402
 from tutors import llm  # noqa: E402
 
 
@@ -67,6 +68,13 @@ def server(start_server: Any) -> LiveServer:
 def api(server: LiveServer) -> Iterator[httpx.Client]:
     with server.client() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL server for the run; each test asks it for a fresh database."""
+    with running_postgres() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import time
 from typing import Any
 
 import httpx
@@ -205,33 +204,10 @@ async def test_answers_are_grounded_cited_and_isolated(api: httpx.Client, server
 
 @pytest.fixture
 def chroma_server(tmp_path) -> Any:
-    """A real Chroma server (the `chroma` CLI from the chromadb wheel) on loopback."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.kit.servers import running_chroma
 
-    from tests.kit.live import free_port
-
-    port = free_port()
-    cli = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    proc = subprocess.Popen(
-        [cli, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "chroma server did not start"
-        time.sleep(0.2)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=20)
+    with running_chroma(tmp_path / "chroma-server") as port:
+        yield port
 
 
 def test_a_chroma_server_when_chroma_host_is_set(start_server, chroma_server: int) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import websockets
@@ -12,6 +15,8 @@ from sqlalchemy import create_engine, inspect
 
 from app.core.db import Base, Database
 from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def test_tutors_sessions_tokens_and_history_survive_a_restart(server) -> None:
@@ -48,6 +53,32 @@ def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == [], f"models and migrations disagree; write a migration: {diff}"
     assert {"tutors", "sessions", "messages", "alembic_version"} <= set(inspect(engine).get_table_names())
+
+
+def test_postgresql_from_an_operators_url_migrates_once_when_replicas_start_together(postgres) -> None:
+    """Five replicas' migrations let loose at the same instant on one empty PostgreSQL: one
+    builds the schema, the others wait for it and find nothing to do (none fails)."""
+    from app.core.settings import Settings
+
+    url = Settings(database_url=postgres.new_database()).database
+    assert url.startswith("postgresql+psycopg://")
+    go = time.time() + 4  # after every process has imported what it needs
+    script = (
+        "import sys, time; from app.core.db import Database; db = Database(sys.argv[1]); "
+        "time.sleep(max(0, float(sys.argv[2]) - time.time())); db.migrate()"
+    )
+    replicas = [
+        subprocess.Popen([sys.executable, "-c", script, url, str(go)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        for _ in range(5)
+    ]
+    failures = [p.stderr.read()[-2000:] for p in replicas if p.wait(timeout=60) != 0]
+    assert not failures, failures[0]
+    db = Database(url)
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0006"]
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    db.close()
+    assert diff == [], f"models and migrations disagree on PostgreSQL: {diff}"
 
 
 def test_migrating_twice_keeps_data(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
     active = await asyncio.to_thread(services.sessions.count_active)
     return {
         "status": "ok",
+        "replica": services.settings.replica,
         **services.warmup.summary(),
         "sessions": {"active": active, "max": services.settings.max_sessions},
         "websockets": services.live.count(),
@@ -36,11 +37,14 @@ async def live() -> dict[str, str]:
 # Out of the OpenAPI schema, like /metrics: a 503 is its answer by design, not an error of the API.
 @router.get("/health/ready", include_in_schema=False)
 async def ready(services: ServicesDep) -> JSONResponse:
-    """200 once every stage's engine is warm and the database answers; 503, with why, before
-    that or when either is lost, so a balancer sends new sessions to another box."""
+    """200 once every stage's engine is warm, the database answers and (replicas) the other
+    replicas' news is heard; 503, with why, before that or when one is lost, so a balancer
+    sends new sessions to another box."""
     stages = services.warmup.summary()["stages"]
     reasons = [f"{name}: {state['state']}" for name, state in stages.items() if not state["ready"]]
     if problem := await asyncio.to_thread(services.db.reachable):
+        reasons.append(problem)
+    if problem := services.events.problem():
         reasons.append(problem)
     if services.sessions.draining:
         reasons.append("draining: the server is stopping")

