@@ -52,6 +52,7 @@ test: install-dev system-deps
 bench: install-dev
 	$(BIN)/python -m bench.bench_startup
 	$(BIN)/python -m bench.bench_sessions
+	$(BIN)/python -m bench.bench_replicas
 	$(BIN)/python -m bench.bench_websocket
 	$(BIN)/python -m bench.bench_llm $(if $(CMRC),--cmrc $(CMRC))
 	$(BIN)/python -m bench.bench_kb $(if $(SQUAD_DEV),--squad $(SQUAD_DEV)) $(if $(CMRC),--cmrc $(CMRC)) $(if $(CMRC_TRAIN),--cmrc-held-out $(CMRC_TRAIN))

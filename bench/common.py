@@ -129,7 +129,7 @@ class RawHTTP:
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\n\r\n"
         ).encode()
         self._writer.write(head + payload)

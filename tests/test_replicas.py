@@ -219,6 +219,8 @@ def test_max_sessions_is_per_box_and_a_full_box_answers_429(pair: Pair) -> None:
             assert len(made) <= 4, "box A took more than its MAX_SESSIONS"
         assert response.status_code == 429 and response.json()["code"] == "session_limit", response.text
         assert a.get("/health").json()["sessions"] == {"active": 4, "max": 4} and len(made) == 4 - before
+        full = a.get("/health/ready")
+        assert full.status_code == 503 and "full: 4 of 4 sessions" in full.json()["reasons"]
         assert b.post("/v1/sessions", json={"tutor_id": tutor["id"]}).status_code == 201  # the balancer's next box
         for session_id in made:
             assert b.delete(f"/v1/sessions/{session_id}").status_code == 200
