@@ -66,6 +66,11 @@ def build_services(settings: Settings) -> Services:
     db.migrate()
     replica = settings.replica
     events = replica_events(db.engine, db.shared, replica)
+    if db.shared and not settings.chroma_host:
+        log.warning(
+            "DATABASE_URL is shared but CHROMA_HOST is not set: this box keeps its vectors to itself, "
+            "so documents indexed on another replica are found here by keywords only"
+        )
     teachers = TeacherStore(db)
     _bootstrap_admin(settings, teachers)
     tutors = TutorStore(db)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
-from app.core.db import AvatarRow, Database, check_owner
+from app.core.db import AvatarRow, Database, check_owner, claim_unfinished
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.events import AVATAR_DELETED, RESYNC, Events, OneBox
 from avatars.frames import AvatarFrames
@@ -202,11 +202,7 @@ class Avatars:
     # -- preparation ---------------------------------------------------------------------------
     def unfinished(self) -> list[str]:
         """Preparations a restart of this replica interrupted (another box finishes its own)."""
-        with self._db.session() as db:
-            query = select(AvatarRow.id).where(
-                AvatarRow.status == "preparing", or_(AvatarRow.replica == self.replica, AvatarRow.replica.is_(None))
-            )
-            return list(db.scalars(query))
+        return claim_unfinished(self._db, AvatarRow, AvatarRow.status == "preparing", self.replica)
 
     def schedule(self, avatar_id: str) -> None:
         """Prepare in the background (call on the event loop)."""

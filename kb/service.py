@@ -10,6 +10,7 @@ whatever it wrote.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -17,15 +18,16 @@ import logging
 import math
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, select, update
 
-from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow, check_owner
+from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow, check_owner, claim_unfinished
 from app.core.engines import Embedder
 from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
 from app.core.events import KB_CHANGED, RESYNC, Events, OneBox
@@ -143,15 +145,14 @@ class KnowledgeBases:
         return [self.get(kb_id) for kb_id in ids]
 
     def delete(self, kb_id: str) -> None:
-        removed = [document.id for document in self.documents(kb_id)]
-        for doc_id in removed:
-            (self.files / doc_id).unlink(missing_ok=True)
+        for document in self.documents(kb_id):
+            (self.files / document.id).unlink(missing_ok=True)
         self._drop_collection(kb_id)
         with self._db.session() as db:
             db.execute(delete(ChunkRow).where(ChunkRow.kb_id == kb_id))
             db.execute(delete(DocumentRow).where(DocumentRow.kb_id == kb_id))
             db.execute(delete(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id))
-        self._forget_keywords(kb_id, removed)
+        self._forget_keywords(kb_id)
 
     # -- documents -----------------------------------------------------------------------
     def add_document(self, kb_id: str, filename: str, data: bytes) -> Document:
@@ -205,20 +206,12 @@ class KnowledgeBases:
             db.execute(delete(DocumentRow).where(DocumentRow.id == doc_id))
         self._remove_chunks(kb_id, doc_id)
         (self.files / doc_id).unlink(missing_ok=True)
-        self._forget_keywords(kb_id, [doc_id])
 
     def unfinished(self) -> list[str]:
         """Documents a restart of this replica interrupted: queued or mid-ingestion. Only the
-        box that took an upload holds its file, so only that one ingests it."""
-        with self._db.session() as db:
-            return list(
-                db.scalars(
-                    select(DocumentRow.id).where(
-                        DocumentRow.status.in_(("queued", "ingesting")),
-                        or_(DocumentRow.replica == self.replica, DocumentRow.replica.is_(None)),
-                    )
-                )
-            )
+        box that took an upload holds its file, so only that one ingests it; one box takes
+        all, and of replicas only one takes those from before replicas had names."""
+        return claim_unfinished(self._db, DocumentRow, DocumentRow.status.in_(("queued", "ingesting")), self.replica)
 
     def schedule(self, doc_id: str) -> None:
         """Ingest in the background (call on the event loop); progress shows on the document."""
@@ -412,18 +405,33 @@ class KnowledgeBases:
             db.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(chunks=0))
         self._forget_keywords(kb_id)
 
-    def _forget_keywords(self, kb_id: str, removed: list[str] | None = None) -> None:
+    def _forget_keywords(self, kb_id: str) -> None:
         """The knowledge base's chunks changed here: rebuild its keyword index on next use,
-        here and on every other replica (which also drop the removed documents' files)."""
+        here and on every other replica."""
         with self._keyword_lock:
             self._keywords.pop(kb_id, None)
-        self._events.publish(KB_CHANGED, kb_id=kb_id, removed=removed or [])
+        self._events.publish(KB_CHANGED, kb_id=kb_id)
 
     def _changed_elsewhere(self, message: dict[str, Any]) -> None:
         with self._keyword_lock:
             self._keywords.pop(message["kb_id"], None)
-        for doc_id in message.get("removed", []):
-            (self.files / Path(doc_id).name).unlink(missing_ok=True)
+        self._drop_orphan_files()
+
+    def _drop_orphan_files(self) -> None:
+        """Originals this box keeps of documents another box deleted. Only older ones: a file
+        is written just before its document's row is committed."""
+        cutoff, old = time.time() - 60, []
+        for path in self.files.glob("*"):
+            with contextlib.suppress(FileNotFoundError):  # deleted here meanwhile
+                if path.stat().st_mtime < cutoff:
+                    old.append(path)
+        if not old:
+            return
+        with self._db.session() as db:
+            kept = set(db.scalars(select(DocumentRow.id).where(DocumentRow.id.in_([p.name for p in old]))))
+        for path in old:
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
 
     def _forget_all_keywords(self) -> None:
         with self._keyword_lock:

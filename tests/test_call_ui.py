@@ -39,6 +39,15 @@ SELECTED_PAIR = """async () => {
 }"""
 
 
+# A machine without a camera: video is refused as browsers refuse it, the microphone works.
+NO_CAMERA = """
+const media = navigator.mediaDevices, ask = media.getUserMedia.bind(media), list = media.enumerateDevices.bind(media);
+media.getUserMedia = (wanted) => wanted && wanted.video
+  ? Promise.reject(new DOMException("Requested device not found", "NotFoundError")) : ask(wanted);
+media.enumerateDevices = async () => (await list()).filter((device) => device.kind !== "videoinput");
+"""
+
+
 @pytest.fixture(scope="module")
 def coturn() -> Iterator[CoturnConfig]:
     with loopback_coturn(SECRET) as turn:
@@ -120,6 +129,38 @@ def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, lau
     _until(lambda: calls.summary()["peers"] == 0, 15, "the call to close")
     page.reload(wait_until="load")
     expect(page.locator("#chat")).to_contain_text("[Ada|0] What is the capital of France?", timeout=15_000)
+    page.close()
+
+
+def test_a_student_without_a_camera_calls_with_the_microphone_and_still_sees_the_tutor(
+    tmp_path, start_server, launch, coturn
+) -> None:
+    server = _call_server(start_server, coturn, tmp_path)
+    wav = tmp_path / "question.wav"
+    wav.write_bytes(wav_bytes(with_silence(say("What is the capital of Spain?", rate=48_000), 1.5, 40.0)))
+    browser = launch(
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+    page = browser.new_page()
+    page.add_init_script(RECORD_PEERS)
+    page.add_init_script(NO_CAMERA)
+    open_ui(page, server)
+    expect(page.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
+    page.locator("#live-call").get_by_role("button", name="Click to Access Webcam").click()
+    page.locator("#live-call").get_by_text("Start call").click()
+    calls = server.services.calls
+    _until(lambda: calls.summary()["connected"] == 1, 20, "the call to connect")
+    expect(page.locator("#chat")).to_contain_text("[Ada|0] What is the capital of Spain?", timeout=40_000)
+    sent = page.evaluate("() => window.__peers.at(-1).getSenders().filter(s => s.track).map(s => s.track.kind)")
+    assert sent == ["audio"], sent  # the microphone alone
+    page.wait_for_function(  # and the tutor's face all the same
+        "() => { const v = document.querySelector('#live-call video');"
+        " return v && v.videoWidth === 256 && v.currentTime > 1; }",
+        timeout=20_000,
+    )
     page.close()
 
 

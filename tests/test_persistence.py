@@ -119,3 +119,29 @@ def test_a_database_from_the_first_release_upgrades_in_place(tmp_path: Path) -> 
     assert tutor.name == "Old tutor" and tutor.language == "zh" and tutor.owner_id is None
     command.downgrade(config, "0001")  # and back, for an operator who must roll back
     command.upgrade(config, "head")
+
+
+def test_one_box_keeps_its_sessions_and_unfinished_work_under_a_new_name(tmp_path: Path) -> None:
+    """A container recreated with a new host name (or a new port) is still the only box: it
+    holds every active session and resumes every interrupted upload, whatever name made them."""
+    from app.conversation.sessions import SessionManager
+    from app.core.db import AvatarRow, DocumentRow, KnowledgeBaseRow, claim_unfinished
+    from tutors.store import TutorStore
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.migrate()
+    tutor = TutorStore(db).create({"name": "Ada"})
+    before = SessionManager(db, max_sessions=5, timeout_seconds=600, replica="old-host:9000")
+    info, token = before.create(tutor.id, None, None)
+    with db.session() as session:
+        session.add(KnowledgeBaseRow(id="kb", name="Notes"))
+        session.flush()  # the document's foreign key needs it first
+        session.add(DocumentRow(id="d1", kb_id="kb", filename="a.md", kind="md", sha256="0", size=1, replica="old"))
+        session.add(AvatarRow(id="face", source="f.mp4", status="preparing", replica="old"))
+
+    after = SessionManager(db, max_sessions=5, timeout_seconds=600, replica="new-host:9000")
+    assert after.count_active() == 1 and after.authenticate(info.id, token).id == info.id
+    assert [s.replica for s in after.list_active()] == ["new-host:9000"]
+    assert claim_unfinished(db, DocumentRow, DocumentRow.status == "queued", "new") == ["d1"]
+    assert claim_unfinished(db, AvatarRow, AvatarRow.status == "preparing", "new") == ["face"]
+    db.close()

@@ -282,12 +282,16 @@ async def test_a_replica_that_lost_the_databases_news_catches_up_when_it_listens
         info, _token = a.create(tutor.id, None, None)
         with db_b.transaction() as connection:  # cut A's LISTEN connection, as a network blip would
             connection.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
             )
-        assert b.end(info.id).status == "ended"  # announced while A is deaf
-        while not events_a.problem():
-            await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while not events_a.problem():  # A has noticed, and waits before listening again
+            assert time.monotonic() < deadline, "A never noticed its connection was cut"
+            await asyncio.sleep(0.02)
         assert "not listening" in events_a.problem()  # /health/ready says so meanwhile
+        assert b.end(info.id).status == "ended"  # announced while A cannot hear it
+        assert a.count_active() == 1
         ended = await asyncio.wait_for(let_go.get(), 10)
         assert ended.id == info.id and ended.status == "ended" and a.count_active() == 0
         assert events_a.problem() == ""

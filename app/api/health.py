@@ -38,8 +38,8 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", include_in_schema=False)
 async def ready(services: ServicesDep) -> JSONResponse:
     """200 once every stage's engine is warm, the database answers and (replicas) the other
-    replicas' news is heard; 503, with why, before that, when one is lost or when the box is
-    full, so a balancer sends new sessions to another box."""
+    replicas' news is heard; 503, with why, before that, when one is lost or when a replica
+    is full, so a balancer sends new sessions to another box."""
     stages = services.warmup.summary()["stages"]
     reasons = [f"{name}: {state['state']}" for name, state in stages.items() if not state["ready"]]
     if problem := await asyncio.to_thread(services.db.reachable):
@@ -48,8 +48,11 @@ async def ready(services: ServicesDep) -> JSONResponse:
         reasons.append(problem)
     if services.sessions.draining:
         reasons.append("draining: the server is stopping")
-    if (active := services.sessions.count_active()) >= services.settings.max_sessions:
-        reasons.append(f"full: {active} of {services.settings.max_sessions} sessions")
+    # Among replicas a full box sends the balancer to the next; a lone box stays in rotation,
+    # or the DELETE that frees a slot could not reach it.
+    full = services.sessions.count_active() >= services.settings.max_sessions
+    if full and services.db.shared:
+        reasons.append(f"full: {services.sessions.count_active()} of {services.settings.max_sessions} sessions")
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
 

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from app.core.db import Database, SessionRow, TutorRow, utcnow
 from app.core.errors import Draining, NotFound, SessionEnded, SessionLimitReached, Unauthorized
@@ -112,13 +112,15 @@ class SessionManager:
         self._load()
 
     def _load(self) -> None:
-        """This replica's sessions, after a restart: their students reconnect to it. Sessions
-        from before replicas had names are this box's (it was the only one)."""
+        """This replica's sessions, after a restart: their students reconnect to it. One box
+        (SQLite) holds every session, whatever name it had before (a new host name, another
+        port); so do replicas with sessions from before replicas had names."""
+        unclaimed = _COLUMNS.replica.is_(None)
+        if not self._db.shared:
+            unclaimed = or_(unclaimed, _COLUMNS.replica != self.replica)
         with self._db.transaction() as db:
             db.execute(
-                update(SessionRow.__table__)
-                .where(_COLUMNS.status == ACTIVE, _COLUMNS.replica.is_(None))
-                .values(replica=self.replica)
+                update(SessionRow.__table__).where(_COLUMNS.status == ACTIVE, unclaimed).values(replica=self.replica)
             )
             rows = db.execute(
                 select(SessionRow.__table__).where(_COLUMNS.status == ACTIVE, _COLUMNS.replica == self.replica)
@@ -276,10 +278,13 @@ class SessionManager:
     def _end_elsewhere(
         self, session_id: str | None, status: str, reason: str, idle_before: dt.datetime | None = None
     ) -> list[str]:
-        """End other replicas' sessions in the database and tell their holders to let go."""
-        query = update(SessionRow.__table__).where(_COLUMNS.status == ACTIVE, _COLUMNS.replica != self.replica)
+        """End sessions this replica does not hold (one named, or other replicas' idle ones) in
+        the database, and tell their holders to let go."""
+        query = update(SessionRow.__table__).where(_COLUMNS.status == ACTIVE)
         if session_id is not None:
             query = query.where(_COLUMNS.id == session_id)
+        else:
+            query = query.where(_COLUMNS.replica != self.replica)
         if idle_before is not None:
             query = query.where(_COLUMNS.last_activity_at < idle_before)
         now = self._clock()
@@ -297,20 +302,20 @@ class SessionManager:
         """Another replica ended one of ours in the database: close what we hold of it."""
         with self._db.transaction() as db:
             row = db.execute(select(SessionRow.__table__).where(_COLUMNS.id == session_id)).first()
+        if row is None or row.status == ACTIVE:
+            return  # a stale hint: the database says it goes on
         with self._lock:
             live = self._live.pop(session_id, None)
-        if live is not None and row is not None:
+        if live is not None:
             self._tell(_info(row))
 
     def _resync(self) -> None:
         """News may have been missed: let go of ours the database no longer calls active."""
+        held = list(self._live)  # before the query: a session made meanwhile is not in doubt
         with self._db.transaction() as db:
-            active = set(
-                db.execute(
-                    select(_COLUMNS.id).where(_COLUMNS.status == ACTIVE, _COLUMNS.replica == self.replica)
-                ).scalars()
-            )
-        for session_id in [sid for sid in list(self._live) if sid not in active]:
+            ended = db.execute(select(_COLUMNS.id).where(_COLUMNS.id.in_(held), _COLUMNS.status != ACTIVE)).scalars()
+            gone = list(ended)
+        for session_id in gone:
             self._let_go(session_id)
 
     def _live_or_expire(self, session_id: str) -> _Live | None:

@@ -29,7 +29,10 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    or_,
+    select,
     text,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -211,9 +214,12 @@ class Database:
 
     def __init__(self, url: str, pool: Pool = Pool()) -> None:
         self.url = url
-        self.shared = not url.startswith("sqlite")
+        sqlite = url.startswith("sqlite")
+        # Replicas share PostgreSQL only (advisory locks, LISTEN/NOTIFY); any other database
+        # is one box's, like SQLite.
+        self.shared = url.startswith("postgresql")
         options: dict[str, Any] = {}
-        if not self.shared:
+        if sqlite:
             # Sync routes run in FastAPI's thread pool, so connections cross threads.
             options["connect_args"] = {"check_same_thread": False, "timeout": 30}
             path = url.split("///", 1)[-1]
@@ -225,7 +231,7 @@ class Database:
                 pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.timeout, pool_pre_ping=True
             )
         self.engine = create_engine(url, **options)
-        if not self.shared:
+        if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -261,16 +267,13 @@ class Database:
             config.attributes["connection_url"] = self.url
             command.upgrade(config, "head")
             return
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
-            connection.commit()
-            try:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-                connection.commit()
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
-                connection.commit()
+        # One transaction holds the lock and the whole upgrade (Alembic joins a transaction it
+        # is given): the schema changes all or not at all, and the lock goes with the commit or
+        # the rollback, whatever fails.
+        with self.engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -284,6 +287,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def claim_unfinished(
+    db: Database, table: type[DocumentRow] | type[AvatarRow], unfinished: Any, replica: str
+) -> list[str]:
+    """Ids of the unfinished work (`unfinished`: a condition on `table`) this replica resumes.
+    One box resumes all of it. Replicas resume their own, and claim in one statement what has
+    no replica yet: of several starting together, one gets each."""
+    unclaimed = table.replica.is_(None)
+    if not db.shared:
+        unclaimed = or_(unclaimed, table.replica != replica)
+    with db.session() as session:
+        session.execute(update(table).where(unfinished, unclaimed).values(replica=replica))
+        return list(session.scalars(select(table.id).where(unfinished, table.replica == replica)))
 
 
 def check_owner(db: Session, owner_id: int | None) -> None:

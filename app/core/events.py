@@ -4,8 +4,9 @@ Every replica shares one database, so the database carries the news too: Postgre
 LISTEN/NOTIFY, no broker of our own to run. A replica acts on its own changes directly and only
 hears the others'. One box on SQLite has nobody to tell, so `OneBox` publishes nowhere.
 
-A notification is only a hint to re-read the database: one lost while a listener reconnects is
-made good by `RESYNC`, which tells every handler to drop what it caches and look again.
+A notification is only a hint to re-read the database: one lost before a replica listens, or
+while it reconnects, is made good by `RESYNC`, which tells every handler to drop what it
+caches and look again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "virtual_tutor"
 SESSION_ENDED = "session_ended"  # {"id"}: the replica holding it closes its socket and call
-KB_CHANGED = "kb_changed"  # {"kb_id"}: its chunks changed; keyword indexes are rebuilt
+KB_CHANGED = "kb_changed"  # {"kb_id"}: its chunks or documents changed; keyword indexes are rebuilt
 AVATAR_DELETED = "avatar_deleted"  # {"avatar_id"}: frames loaded from it are dropped
 RESYNC = "resync"  # {}: news may have been missed (a reconnect); forget every cache
 
@@ -78,9 +79,16 @@ class PostgresEvents:
         self.listening = threading.Event()  # set while LISTEN holds (readiness, tests)
 
     def publish(self, kind: str, **payload: Any) -> None:
+        """After the change is committed; best effort, because the change itself is done: a
+        lost notification is what `RESYNC` and the idle sweep make good."""
         message = json.dumps({"kind": kind, "from": self.replica, **payload})
-        with self._engine.begin() as connection:
-            connection.execute(text("SELECT pg_notify(:channel, :message)"), {"channel": CHANNEL, "message": message})
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    text("SELECT pg_notify(:channel, :message)"), {"channel": CHANNEL, "message": message}
+                )
+        except Exception as exc:  # the database's trouble shows in /health/ready; not this caller's
+            log.warning("replica events: could not announce %s (%s)", kind, type(exc).__name__)
 
     def subscribe(self, kind: str, handler: Handler) -> None:
         self._handlers[kind].append(handler)
@@ -100,22 +108,21 @@ class PostgresEvents:
     def _listen(self) -> None:
         import psycopg
 
-        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        first = True
+        # The pool's own connection arguments: the URL as SQLAlchemy parsed it, options and all.
+        args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
+        kwargs.setdefault("connect_timeout", 5)
         while not self._stop.is_set():
             try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+                with psycopg.connect(*args, **kwargs, autocommit=True) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
-                    if not first:
-                        self._dispatch({"kind": RESYNC})
-                    first = False
+                    # What changed before we listened (start-up, a reconnect) is read again.
+                    self._dispatch({"kind": RESYNC})
                     while not self._stop.is_set():
                         for note in connection.notifies(timeout=0.5):
                             self._dispatch(json.loads(note.payload))
             except Exception as exc:  # the database went away: say so, wait, listen again
                 self.listening.clear()
-                first = False
                 log.warning("replica events: lost the database (%s); listening again", type(exc).__name__)
                 self._stop.wait(self._retry)
         self.listening.clear()

@@ -156,6 +156,39 @@ class CallDesk:
             del self.calls[session_hash]
 
 
+# FastRTC's video call asks the browser for camera and microphone together, so a student with
+# no camera (or one another program holds) could not call at all. This goes into the page's
+# head: when the camera is what fails, the call asks for the microphone alone, and its offer
+# still asks to receive video, so the student hears and sees the tutor (the server's answer
+# only ever sends video: `Peers._negotiate`).
+CAMERA_OPTIONAL = """<script>
+(() => {
+  const media = navigator.mediaDevices;
+  if (!media || !window.RTCPeerConnection || media.tutorCameraOptional) return;
+  media.tutorCameraOptional = true;
+  const ask = media.getUserMedia.bind(media);
+  const noCamera = ["NotFoundError", "OverconstrainedError", "NotReadableError", "AbortError"];
+  let withoutCamera = false;
+  media.getUserMedia = async (wanted) => {
+    if (!wanted || !wanted.video || !wanted.audio) return ask(wanted);
+    if (!withoutCamera) {
+      try { return await ask(wanted); } catch (error) { if (!noCamera.includes(error.name)) throw error; }
+      withoutCamera = true;
+      console.info("no usable camera: the call goes on with the microphone alone");
+    }
+    return ask({ audio: wanted.audio });
+  };
+  const offer = RTCPeerConnection.prototype.createOffer;
+  RTCPeerConnection.prototype.createOffer = function (...args) {
+    const sending = this.getSenders().some((s) => s.track && s.track.kind === "audio");
+    const video = this.getTransceivers().some((t) => t.receiver.track.kind === "video");
+    if (withoutCamera && sending && !video) this.addTransceiver("video", { direction: "recvonly" });
+    return offer.apply(this, args);
+  };
+})();
+</script>"""
+
+
 def _failed(code: str, message: str) -> dict[str, Any]:
     return {"status": "failed", "meta": {"error": code, "message": message}}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from app.rtc.component import CAMERA_OPTIONAL
 from app.services import Services
 from app.ui.avatars import AvatarPanel
 from app.ui.knowledge import KnowledgePanel
@@ -34,7 +35,7 @@ def build_ui(services: Services) -> gr.Blocks:
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    with gr.Blocks(title="Virtual Tutor", analytics_enabled=False, theme=theme) as blocks:
+    with gr.Blocks(title="Virtual Tutor", analytics_enabled=False, theme=theme, head=CAMERA_OPTIONAL) as blocks:
         gr.Markdown("# Virtual Tutor")
         saved = gr.BrowserState(
             {}, storage_key="virtual-tutor-session", secret=_browser_secret(services.settings.data_dir)
