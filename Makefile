@@ -60,5 +60,6 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_asr $(if $(CMRC),--zh $(CMRC))
 	$(BIN)/python -m bench.bench_voice
 	$(BIN)/python -m bench.bench_avatar
+	$(BIN)/python -m bench.bench_gpu
 	$(BIN)/python -m bench.bench_webrtc
 	$(BIN)/python -m bench.bench_soak

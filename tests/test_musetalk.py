@@ -93,3 +93,31 @@ def test_missing_weights_are_named_and_auto_falls_back_visibly(tmp_path: Path) -
     assert chosen.fallback_active and chosen.name == "warp"
     assert "MuseTalk needs these files" in chosen.status_detail and "unet.pth" not in chosen.status_detail
     assert chosen.prepare_avatar(None)["musetalk"].startswith("not prepared: MuseTalk needs")  # type: ignore[arg-type]
+
+
+def test_the_gpu_benchmark_runs_scaled_down_where_there_is_no_gpu(tmp_path: Path) -> None:
+    """bench_gpu is run by hand on a lent GPU box; here it runs its whole path (the engine on
+    a prepared avatar, sessions at once, a converted random Whisper) at the tiny scale, so it
+    cannot rot between GPU boxes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["--scale", "tiny", "--batches", "2", "4", "--most-sessions", "1", "--answer", "Paris.", "--name", "gpu-ci"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_gpu", *args],
+        cwd=root,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = root / "bench" / "results" / "gpu-ci.json"
+    result = json.loads(written.read_text())
+    written.unlink()
+    assert result["scale"] == "tiny" and len(result["rows"]) == 5, result
+    assert "frames/s" in result["rows"][0]["result"] and "large" not in result["rows"][3]["what"]
+    assert result["rows"][-1]["what"].startswith("end of speech")
