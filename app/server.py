@@ -61,6 +61,21 @@ class DrainingServer(uvicorn.Server):
         self._drain.add_done_callback(lambda _: super(DrainingServer, self).handle_exit(sig, frame))
 
 
+# As many as the embedded model keeps contexts: its prompt cache holds no more.
+PREPARED_AT_START = 4
+
+
+async def _prepare_recent_tutors(services: Services, warm: asyncio.Task[None]) -> None:
+    """After the engines are warm: the prompts of the tutors edited last, computed before
+    their first student of the day asks."""
+    await asyncio.shield(warm)
+    tutors = await asyncio.to_thread(services.tutors.list)
+    # Rows always carry both times (the database's defaults).
+    recent = sorted(tutors, key=lambda t: t.updated_at or t.created_at, reverse=True)  # type: ignore[arg-type,return-value]
+    for tutor in recent[:PREPARED_AT_START]:
+        await services.conversation.prepare_tutor(tutor.id)
+
+
 async def _sweep_idle(services: Services) -> None:
     while True:
         await asyncio.sleep(services.settings.session_sweep_seconds)
@@ -77,6 +92,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.sessions.bind_loop(asyncio.get_running_loop())
+        services.conversation.bind_loop(asyncio.get_running_loop())
         services.events.start()
         if unanswered := await asyncio.to_thread(services.conversation.close_unanswered):
             log.warning("%d answer(s) were cut off when the server last stopped: stored as interrupted", unanswered)
@@ -84,8 +100,10 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
             services.kbs.schedule(doc_id)  # a restart interrupted these
         for avatar_id in await asyncio.to_thread(services.avatars.unfinished):
             services.avatars.schedule(avatar_id)
+        warm = asyncio.create_task(services.warmup.run(), name="warm-engines")
         tasks = [
-            asyncio.create_task(services.warmup.run(), name="warm-engines"),
+            warm,
+            asyncio.create_task(_prepare_recent_tutors(services, warm), name="prepare-tutors"),
             asyncio.create_task(_sweep_idle(services), name="sweep-idle-sessions"),
         ]
         try:

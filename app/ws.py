@@ -419,6 +419,8 @@ async def conversation_socket(websocket: WebSocket, connection_id: str, token: s
         await websocket.close(code=POLICY_VIOLATION)
         return
     await websocket.accept()
+    if session is not None:
+        services.conversation.prepare_tutor_soon(session.tutor_id)  # its prompt, while the student speaks
     conn = Connection(
         websocket, user_id, session, services.sessions, services.conversation, services.settings, services.calls
     )

@@ -45,6 +45,21 @@ HISTORY = [
 ] * 5
 
 
+# A teacher's persona as teachers write them (~300 tokens): the head of every prompt of theirs.
+LONG_PERSONA = (
+    "You teach biology to a class of fourteen-year-olds in their second year of secondary school. "
+    "Many of them find science hard and some are learning in their second language, so use short "
+    "sentences and everyday words, and explain any technical term the first time you use it. "
+    "Always give one concrete example from daily life: cooking, sport, the human body, the garden. "
+    "When a student is wrong, say what is right in their answer first, then correct the rest gently. "
+    "Never give the answer to a homework question outright: ask a guiding question back instead. "
+    "If a question is not about biology, say kindly that you only help with biology. "
+    "Follow the school's curriculum: cells and organisation, nutrition and digestion, respiration, "
+    "photosynthesis, the circulatory system, ecosystems, genetics and inheritance, and evolution. "
+    "Use metric units. Encourage students to draw diagrams and to check their ideas by experiment. "
+    "End every answer with a short question that checks the student understood, unless they said "
+    "they have to go. Be warm and patient, and never make a student feel foolish for asking."
+)
 QUESTIONS = [
     "So what does a mitochondrion do?",
     "And the nucleus?",
@@ -88,6 +103,29 @@ async def embedded(runs: int) -> list[dict]:
                 "tokens_per_s": round(rate, 1),
             }
         )
+    # A new session's first turn, with a teacher's long persona: nothing cached (a new tutor,
+    # a restart), then the same kind of prompt prepared beforehand (the server does it at
+    # start-up, when a student connects or picks the tutor, and when a teacher edits it).
+    for run in range(1, runs + 1):
+        fresh = LocalLLM()
+        fresh.warmup()
+        for case, tag in (("first turn, cold", "a"), ("first turn, prepared", "b")):
+            tutor = Tutor(id=2, name="Ada", subject="biology", persona=f"{LONG_PERSONA} (class {run}{tag})")
+            messages = fit_prompt(fresh, system_prompt(tutor), [], QUESTIONS[0], reserve=128)
+            if tag == "b":
+                await fresh.prepare(messages[:1])
+            ttft, tokens, rate, _ = await timed(fresh, messages)
+            rows.append(
+                {
+                    "case": case,
+                    "run": run,
+                    "content_tokens": sum(fresh.count_tokens(m.content) for m in messages),
+                    "reused_tokens": fresh.last_reused_tokens,
+                    "ttft_s": round(ttft, 3),
+                    "tokens": tokens,
+                    "tokens_per_s": round(rate, 1),
+                }
+            )
     # A conversation: each turn is the previous prompt plus the answer and a new question.
     history = list(HISTORY)
     for turn, question in enumerate(QUESTIONS[: runs + 1], start=1):
@@ -195,7 +233,7 @@ def main() -> None:
         print()
     speed = asyncio.run(embedded(args.runs))
     summary = {}
-    for case in ("cold prompt", "conversation turn"):
+    for case in ("cold prompt", "first turn, cold", "first turn, prepared", "conversation turn"):
         rows = [r for r in speed if r["case"] == case]
         summary[case] = {
             "median_ttft_s": statistics.median(r["ttft_s"] for r in rows),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from app.core.engines import ChatMessage, GenerationOptions
@@ -58,6 +59,37 @@ async def test_a_continued_conversation_reuses_its_cached_prefix() -> None:
     assert engine.last_reused_tokens >= 60
 
 
+async def test_a_prepared_system_prompt_leaves_only_the_question_to_compute() -> None:
+    """A tutor's prompt computed before its first student asks; a live conversation's context
+    is never taken for it."""
+    from tutors.llm import local
+
+    engine = LocalLLM(slots=2)
+    engine.warmup()
+    system = ChatMessage("system", "You are Ada, a patient tutor for biology. Keep answers short. " * 8)
+    await engine.prepare([system])
+    prefix = len(engine._tokens([system], answer=False))
+    started = time.perf_counter()
+    pieces = [
+        p
+        async for p in engine.stream([system, ChatMessage("user", "What is a cell?")], GenerationOptions(None, 0.2, 3))
+    ]
+    assert pieces and engine.last_reused_tokens >= prefix - 3, (engine.last_reused_tokens, prefix)
+    assert time.perf_counter() - started < 2.0
+    # Both contexts now hold conversations used just now: another tutor's prompt waits its turn.
+    other = [ChatMessage("system", "Du bist ein Mathelehrer."), ChatMessage("user", "Was ist eine Primzahl?")]
+    [p async for p in engine.stream(other, GenerationOptions(None, 0.2, 3))]
+    held = [list(slot.tokens) for slot in engine._slots]
+    await engine.prepare([ChatMessage("system", "You are Bo, a chemistry tutor.")])
+    assert [slot.tokens for slot in engine._slots] == held
+    local.PREPARE_IDLE_SECONDS, idle = 0, local.PREPARE_IDLE_SECONDS
+    try:  # once they have been idle long enough, the least recently used one is taken
+        await engine.prepare([ChatMessage("system", "You are Bo, a chemistry tutor.")])
+    finally:
+        local.PREPARE_IDLE_SECONDS = idle
+    assert sum(slot.tokens != before for slot, before in zip(engine._slots, held, strict=True)) == 1
+
+
 QUESTION_ZH = "第十一管区海上保安本部驻地在哪？"
 
 
@@ -80,3 +112,27 @@ async def test_streams_chinese_without_broken_characters() -> None:
     answer = "".join([p async for p in engine.stream(prompt, GenerationOptions(None, 0.0, 60))])
     assert "\ufffd" not in answer
     assert any("\u4e00" <= c <= "\u9fff" for c in answer), answer
+
+
+async def test_the_server_prepares_a_tutors_prompt_when_a_student_connects(start_server) -> None:
+    import websockets
+
+    from app.conversation.prompt import system_prompt
+    from tests.kit.live import new_session, new_tutor, ws_url
+
+    server = start_server(llm_engine="local")
+    engine = server.services.engines.llm
+    with server.client() as api:
+        deadline = time.monotonic() + 30
+        while api.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the embedded model never warmed"
+            time.sleep(0.1)
+        tutor = new_tutor(api, "Ada", subject="biology", persona="Explain with one everyday example. " * 12)
+        session = new_session(api, tutor["id"])
+    system = ChatMessage("system", system_prompt(server.services.tutors.get(tutor["id"])))
+    expected = engine._tokens([system], answer=False)
+    async with websockets.connect(ws_url(session)):
+        deadline = time.monotonic() + 15
+        while not any(slot.tokens == expected for slot in engine._slots):
+            assert time.monotonic() < deadline, "the tutor's prompt was not prepared"
+            await asyncio.sleep(0.05)

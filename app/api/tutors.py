@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from app.api.common import Id, IdPath, NotABool
-from app.deps import TranscriptsDep, TutorsDep
+from app.deps import ServicesDep, TranscriptsDep, TutorsDep
 from tutors.store import Tutor
 from tutors.transcripts import SessionSummary, Usage
 
@@ -88,9 +88,11 @@ def get_tutor(tutor_id: IdPath, tutors: TutorsDep) -> TutorOut:
 
 
 @router.patch("/{tutor_id}", response_model=TutorOut)
-def update_tutor(tutor_id: IdPath, body: TutorUpdate, tutors: TutorsDep) -> TutorOut:
+def update_tutor(tutor_id: IdPath, body: TutorUpdate, tutors: TutorsDep, services: ServicesDep) -> TutorOut:
     # Only fields the client sent change; an explicit null clears an optional field.
-    return TutorOut.of(tutors.update(tutor_id, body.model_dump(exclude_unset=True)))
+    updated = tutors.update(tutor_id, body.model_dump(exclude_unset=True))
+    services.conversation.prepare_tutor_soon(tutor_id)  # its new prompt, before the next question
+    return TutorOut.of(updated)
 
 
 @router.delete("/{tutor_id}", status_code=204)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
 from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
-from app.core.engines import ASR, VAD, Engines, GenerationOptions, ListenFor
+from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
 from app.core.media import Voice, primary_language, writes_traditional
 from app.core.metrics import Metrics
@@ -49,6 +50,8 @@ from tutors.store import TutorStore
 _MESSAGES = MessageRow.__table__
 _SESSIONS = SessionRow.__table__
 Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta) → the transcript
+
+log = logging.getLogger(__name__)
 
 
 class Answer:
@@ -140,6 +143,26 @@ class ConversationService:
         self.engines = engines
         self._kbs = kbs
         self._settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- a tutor's prompt kept warm ------------------------------------------------------------
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def prepare_tutor(self, tutor_id: int) -> None:
+        """Have the model compute this tutor's system prompt before a student asks (at
+        start-up, when a session opens, when a teacher edits the tutor): the first turn's
+        prompt is then mostly computed already. Best effort: a failure costs only speed."""
+        try:
+            tutor = await asyncio.to_thread(self._tutors.get, tutor_id)
+            await self.engines.llm.prepare([ChatMessage("system", system_prompt(tutor))])
+        except Exception as exc:  # the turn itself will meet and report any real problem
+            log.info("could not prepare tutor %s's prompt: %s", tutor_id, exc)
+
+    def prepare_tutor_soon(self, tutor_id: int) -> None:
+        """From a sync route's thread: prepare in the background, on the server's loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.prepare_tutor(tutor_id), self._loop)
 
     # Core queries, not the ORM, in as few transactions as possible: these run on every turn.
     def history(self, session_id: str, chat_id: str, limit: int | None = None) -> list[StoredMessage]:

@@ -71,6 +71,10 @@ class LLMEngine(Warmable, Protocol):
     def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str | Notice]:
         """Yield the answer piece by piece; closing the iterator cancels generation."""
 
+    async def prepare(self, messages: list[ChatMessage]) -> None:
+        """Get ready for prompts that begin with `messages` (a tutor's system prompt), so the
+        first turn starts sooner; an engine with nothing to keep warm does nothing."""
+
 
 # -- embeddings -----------------------------------------------------------------------------
 class Embedder(Warmable, Protocol):

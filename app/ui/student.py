@@ -111,6 +111,7 @@ class StudentTab:
     # -- sessions -------------------------------------------------------------------------
     async def live_session(self, tutor_id: int, saved: Saved) -> Saved:
         sessions = self.services.sessions
+        self.services.conversation.prepare_tutor_soon(tutor_id)  # while the student types
         if saved and saved.get("tutor_id") == tutor_id:
             try:
                 await asyncio.to_thread(sessions.authenticate, saved["session_id"], saved["token"])

@@ -29,6 +29,9 @@ class ScriptedLLM:
     def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1
 
+    async def prepare(self, messages: list[ChatMessage]) -> None:
+        pass  # nothing to keep warm
+
     def reply_for(self, messages: list[ChatMessage]) -> str:
         system = messages[0].content
         tutor = system.split(",", 1)[0].removeprefix("You are ")

@@ -51,6 +51,9 @@ class FallbackLLM(Composite):
         else:
             self.outage.up()
 
+    async def prepare(self, messages: list[ChatMessage]) -> None:
+        await self._current.prepare(messages)
+
     async def _primary_back(self) -> bool:
         if not self.outage.retry_due():
             return False

@@ -28,6 +28,7 @@ from app.core.errors import EngineUnavailable
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Each context costs ~47 MB of KV cache at 2048 tokens; four cover a few live conversations.
 CACHE_SLOTS = 4
+PREPARE_IDLE_SECONDS = 60
 _DONE = object()
 
 
@@ -104,18 +105,64 @@ class LocalLLM:
         if best is not None and _common_prefix(best.tokens, tokens) * 2 >= len(tokens):
             return best
         if len(self._slots) < self._slot_count:
-            from cyllama.llama.llama_cpp import LlamaContext, LlamaContextParams
-
-            params = LlamaContextParams()
-            params.n_ctx = self.context
-            params.n_batch = 512
-            # llama.cpp defaults to 4 threads; on a 2-core box that oversubscribes and slows prefill.
-            params.n_threads = params.n_threads_batch = max(1, os.cpu_count() or 1)
-            ctx = LlamaContext(self._model().model, params)
-            ctx.install_cancel_callback()
-            self._slots.append(_Slot(ctx))
-            return self._slots[-1]
+            return self._new_slot()
         return min(self._slots, key=lambda s: s.used)
+
+    def _new_slot(self) -> _Slot:
+        from cyllama.llama.llama_cpp import LlamaContext, LlamaContextParams
+
+        params = LlamaContextParams()
+        params.n_ctx = self.context
+        params.n_batch = 512
+        # llama.cpp defaults to 4 threads; on a 2-core box that oversubscribes and slows prefill.
+        params.n_threads = params.n_threads_batch = max(1, os.cpu_count() or 1)
+        ctx = LlamaContext(self._model().model, params)
+        ctx.install_cancel_callback()
+        self._slots.append(_Slot(ctx))
+        return self._slots[-1]
+
+    def _tokens(self, messages: list[ChatMessage], *, answer: bool = True) -> list[int]:
+        llm = self._model()
+        # cyllama's own helper (version pinned): the model's chat template.
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        prompt = llm._apply_template(chat, None, add_generation_prompt=answer)
+        return llm.vocab.tokenize(prompt, add_special=True, parse_special=True)
+
+    def _fill(self, slot: _Slot, tokens: list[int], stop: threading.Event) -> None:
+        """Make the slot's KV cache hold exactly `tokens`, computing only what it lacks."""
+        from cyllama.llama.llama_cpp import llama_batch_get_one
+
+        keep = _common_prefix(slot.tokens, tokens)
+        slot.ctx.memory_seq_rm(0, keep, -1)
+        slot.tokens = tokens[:keep]
+        for start in range(keep, len(tokens), 512):
+            if stop.is_set():
+                return
+            chunk = tokens[start : start + 512]
+            slot.ctx.decode(llama_batch_get_one(chunk, start))
+            slot.tokens.extend(chunk)
+
+    async def prepare(self, messages: list[ChatMessage]) -> None:
+        """Compute a prompt's head (a tutor's system prompt) before its first turn, so that
+        turn computes only its question. Only into a free context or one idle for
+        `PREPARE_IDLE_SECONDS`: a warm prefix must not push out a live conversation's."""
+        async with self._turn:
+            await asyncio.to_thread(self._prepare, messages)
+
+    def _prepare(self, messages: list[ChatMessage]) -> None:
+        tokens = self._tokens(messages, answer=False)
+        if any(_common_prefix(slot.tokens, tokens) == len(tokens) for slot in self._slots):
+            return  # already warm
+        idle = [s for s in self._slots if time.monotonic() - s.used >= PREPARE_IDLE_SECONDS]
+        if len(self._slots) < self._slot_count:
+            slot = self._new_slot()
+        elif idle:
+            slot = min(idle, key=lambda s: s.used)
+        else:
+            return
+        slot.used = time.monotonic()
+        slot.ctx.cancel = False  # the last stream's end cancels every context's decode
+        self._fill(slot, tokens, threading.Event())
 
     def _generate(
         self, messages: list[ChatMessage], options: GenerationOptions, emit: Any, stop: threading.Event
@@ -125,9 +172,7 @@ class LocalLLM:
 
         llm = self._model()
         vocab = llm.vocab
-        # cyllama's own helpers (version pinned): the model's chat template, and below its sampler chain.
-        prompt = llm._apply_template([{"role": m.role, "content": m.content} for m in messages], None)
-        tokens = vocab.tokenize(prompt, add_special=True, parse_special=True)
+        tokens = self._tokens(messages)
         if len(tokens) + options.max_tokens > self.context:
             raise EngineUnavailable(f"the prompt ({len(tokens)} tokens) leaves no room to answer in {self.context}")
         slot = self._slot_for(tokens)
@@ -135,17 +180,13 @@ class LocalLLM:
         ctx = slot.ctx
         ctx.cancel = False
         # Keep the shared prefix, but always recompute the last prompt token: its logits start the answer.
-        keep = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
-        ctx.memory_seq_rm(0, keep, -1)
-        slot.tokens = tokens[:keep]
-        self.last_reused_tokens = keep
-        for start in range(keep, len(tokens), 512):
-            if stop.is_set():
-                return
-            chunk = tokens[start : start + 512]
-            ctx.decode(llama_batch_get_one(chunk, start))
-            slot.tokens.extend(chunk)
+        self.last_reused_tokens = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
+        slot.tokens = slot.tokens[: self.last_reused_tokens]
+        self._fill(slot, tokens, stop)
+        if stop.is_set():
+            return
 
+        # cyllama's own helper (version pinned): its sampler chain.
         sampler = llm._ensure_sampler(
             cyllama.GenerationConfig(n_ctx=self.context, temperature=options.temperature, max_tokens=options.max_tokens)
         )

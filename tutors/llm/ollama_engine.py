@@ -52,6 +52,10 @@ class OllamaLLM:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
+    async def prepare(self, messages: list[ChatMessage]) -> None:
+        """Nothing: Ollama caches the prompt of the conversation it served last, and priming
+        it would push that one out."""
+
     async def stream(self, messages: list[ChatMessage], options: GenerationOptions) -> AsyncIterator[str]:
         model = options.model or self.default_model
         payload = [{"role": m.role, "content": m.content} for m in messages]
