@@ -18,7 +18,7 @@ import uvicorn  # noqa: E402
 
 from app.core import logs  # noqa: E402
 from app.core.settings import Settings  # noqa: E402
-from app.server import DrainingServer, create_app  # noqa: E402
+from app.server import GRACEFUL_SHUTDOWN_SECONDS, DrainingServer, create_app  # noqa: E402
 from app.services import build_services  # noqa: E402
 
 log = logging.getLogger("virtual_tutor")
@@ -43,6 +43,7 @@ def main() -> int:
         # Oversized messages are answered with an error by the handler, not a dropped socket.
         ws_max_size=settings.ws_max_message_bytes * 2,
         log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = DrainingServer(config, services)
     logs.install_redaction()

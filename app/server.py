@@ -61,19 +61,28 @@ class DrainingServer(uvicorn.Server):
         self._drain.add_done_callback(lambda _: super(DrainingServer, self).handle_exit(sig, frame))
 
 
+# After the drain, how long uvicorn waits for connections still open (a browser page's
+# event stream never ends by itself) before it closes them and stops.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 # As many as the embedded model keeps contexts: its prompt cache holds no more.
 PREPARED_AT_START = 4
 
 
-async def _prepare_recent_tutors(services: Services, warm: asyncio.Task[None]) -> None:
-    """After the engines are warm: the prompts of the tutors edited last, computed before
-    their first student of the day asks."""
+async def _prepare_prompts(services: Services, warm: asyncio.Task[None]) -> None:
+    """After the engines are warm: the conversations this box was in when it stopped (their
+    students ask again after a restart), then the tutors edited last, computed before their
+    next question. The embedded model takes as many as it has free contexts."""
     await asyncio.shield(warm)
+    conversation = services.conversation
+    chats = await asyncio.to_thread(conversation.latest_chats, PREPARED_AT_START)
+    for tutor_id, session_id, chat_id in chats:
+        await conversation.prepare_tutor(tutor_id, session_id, chat_id)
     tutors = await asyncio.to_thread(services.tutors.list)
     # Rows always carry both times (the database's defaults).
     recent = sorted(tutors, key=lambda t: t.updated_at or t.created_at, reverse=True)  # type: ignore[arg-type,return-value]
-    for tutor in recent[:PREPARED_AT_START]:
-        await services.conversation.prepare_tutor(tutor.id)
+    for tutor in recent[: PREPARED_AT_START - len(chats)]:
+        await conversation.prepare_tutor(tutor.id)
 
 
 async def _sweep_idle(services: Services) -> None:
@@ -103,7 +112,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
         warm = asyncio.create_task(services.warmup.run(), name="warm-engines")
         tasks = [
             warm,
-            asyncio.create_task(_prepare_recent_tutors(services, warm), name="prepare-tutors"),
+            asyncio.create_task(_prepare_prompts(services, warm), name="prepare-prompts"),
             asyncio.create_task(_sweep_idle(services), name="sweep-idle-sessions"),
         ]
         try:

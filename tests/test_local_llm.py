@@ -136,3 +136,42 @@ async def test_the_server_prepares_a_tutors_prompt_when_a_student_connects(start
         while not any(slot.tokens == expected for slot in engine._slots):
             assert time.monotonic() < deadline, "the tutor's prompt was not prepared"
             await asyncio.sleep(0.05)
+
+
+async def test_after_a_restart_the_conversations_it_held_are_prepared(start_server) -> None:
+    import json
+
+    import websockets
+
+    from app.conversation.prompt import system_prompt
+    from tests.kit.live import collect_answer, new_session, new_tutor, ws_url
+
+    server = start_server(llm_engine="local", llm_max_tokens=12)
+
+    def wait_ready() -> None:
+        with server.client() as api:
+            deadline = time.monotonic() + 30
+            while api.get("/health/ready").status_code != 200:
+                assert time.monotonic() < deadline, "the embedded model never warmed"
+                time.sleep(0.1)
+
+    wait_ready()
+    with server.client() as api:
+        tutor = new_tutor(api, "Ada", subject="biology")
+        session = new_session(api, tutor["id"])
+    async with websockets.connect(ws_url(session)) as ws:
+        await ws.send(json.dumps({"type": "text", "content": "What is a cell?", "session_id": 5}))
+        assert (await collect_answer(ws, timeout=60))[-1]["type"] == "text"
+
+    server.restart()
+    wait_ready()
+    services = server.services
+    assert services.conversation.latest_chats(4) == [(tutor["id"], session["session_id"], "5")]
+    history = services.conversation.history(session["session_id"], "5")
+    system = ChatMessage("system", system_prompt(services.tutors.get(tutor["id"])))
+    engine = services.engines.llm
+    expected = engine._tokens([system, *(ChatMessage(m.role, m.content) for m in history)], answer=False)
+    deadline = time.monotonic() + 15
+    while not any(slot.tokens == expected for slot in engine._slots):
+        assert time.monotonic() < deadline, "the conversation was not prepared after the restart"
+        await asyncio.sleep(0.05)

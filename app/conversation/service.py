@@ -149,15 +149,38 @@ class ConversationService:
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    async def prepare_tutor(self, tutor_id: int) -> None:
+    async def prepare_tutor(self, tutor_id: int, session_id: str | None = None, chat_id: str = "") -> None:
         """Have the model compute this tutor's system prompt before a student asks (at
-        start-up, when a session opens, when a teacher edits the tutor): the first turn's
-        prompt is then mostly computed already. Best effort: a failure costs only speed."""
+        start-up, when a session opens, when a teacher edits the tutor), and with a session,
+        that chat's history too (after a restart): the next turn's prompt is then mostly
+        computed already. Best effort: a failure costs only speed."""
         try:
             tutor = await asyncio.to_thread(self._tutors.get, tutor_id)
-            await self.engines.llm.prepare([ChatMessage("system", system_prompt(tutor))])
+            system = system_prompt(tutor)
+            if session_id is None:
+                messages = [ChatMessage("system", system)]
+            else:
+                limit = self._settings.history_max_messages
+                history = await asyncio.to_thread(self.history, session_id, chat_id, limit) if limit else []
+                # The next question is not known yet: everything before it.
+                messages = fit_prompt(self.engines.llm, system, history, "", self._settings.llm_max_tokens)[:-1]
+            await self.engines.llm.prepare(messages)
         except Exception as exc:  # the turn itself will meet and report any real problem
             log.info("could not prepare tutor %s's prompt: %s", tutor_id, exc)
+
+    def latest_chats(self, count: int) -> list[tuple[int, str, str]]:
+        """This replica's live chats spoken in last: (tutor, session, chat), newest first."""
+        latest = func.max(_MESSAGES.c.id)
+        query = (
+            select(_SESSIONS.c.tutor_id, _MESSAGES.c.session_id, _MESSAGES.c.chat_id)
+            .join(_SESSIONS, _SESSIONS.c.id == _MESSAGES.c.session_id)
+            .where(_SESSIONS.c.status == "active", _SESSIONS.c.replica == self._settings.replica)
+            .group_by(_SESSIONS.c.tutor_id, _MESSAGES.c.session_id, _MESSAGES.c.chat_id)
+            .order_by(latest.desc())
+            .limit(count)
+        )
+        with self._db.transaction() as db:
+            return [(row.tutor_id, row.session_id, row.chat_id) for row in db.execute(query)]
 
     def prepare_tutor_soon(self, tutor_id: int) -> None:
         """From a sync route's thread: prepare in the background, on the server's loop."""

@@ -14,7 +14,7 @@ import httpx
 import uvicorn
 
 from app.core.settings import Settings
-from app.server import create_app
+from app.server import GRACEFUL_SHUTDOWN_SECONDS, create_app
 from app.services import Services, build_services
 
 
@@ -52,6 +52,7 @@ class LiveServer:
             port=self.settings.management_api_port,
             log_level="warning",
             ws_max_size=self.settings.ws_max_message_bytes * 2,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
