@@ -81,6 +81,21 @@ async def timed(engine: LocalLLM, messages: list, max_tokens: int = 96) -> tuple
     return first - started, len(pieces), (len(pieces) - 1) / (done - first), "".join(pieces)
 
 
+async def measured(engine: LocalLLM, case: str, run: int, messages: list) -> tuple[dict, str]:
+    """One timed answer as a table row, and the answer."""
+    ttft, tokens, rate, answer = await timed(engine, messages)
+    row = {
+        "case": case,
+        "run": run,
+        "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
+        "reused_tokens": engine.last_reused_tokens,
+        "ttft_s": round(ttft, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(rate, 1),
+    }
+    return row, answer
+
+
 async def embedded(runs: int) -> list[dict]:
     engine = LocalLLM()
     engine.warmup()
@@ -91,18 +106,8 @@ async def embedded(runs: int) -> list[dict]:
         persona = system_prompt(PERSONA) + f" (class {run})"
         cold = [StoredMessage(m.role, f"[{run}] {m.content}") for m in HISTORY]
         messages = fit_prompt(engine, persona, cold, QUESTIONS[0], reserve=128)
-        ttft, tokens, rate, _ = await timed(engine, messages)
-        rows.append(
-            {
-                "case": "cold prompt",
-                "run": run,
-                "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
-                "reused_tokens": engine.last_reused_tokens,
-                "ttft_s": round(ttft, 3),
-                "tokens": tokens,
-                "tokens_per_s": round(rate, 1),
-            }
-        )
+        row, _ = await measured(engine, "cold prompt", run, messages)
+        rows.append(row)
     # A new session's first turn, with a teacher's long persona: nothing cached (a new tutor,
     # a restart), then the same kind of prompt prepared beforehand (the server does it at
     # start-up, when a student connects or picks the tutor, and when a teacher edits it).
@@ -114,18 +119,8 @@ async def embedded(runs: int) -> list[dict]:
             messages = fit_prompt(fresh, system_prompt(tutor), [], QUESTIONS[0], reserve=128)
             if tag == "b":
                 await fresh.prepare(messages[:1])
-            ttft, tokens, rate, _ = await timed(fresh, messages)
-            rows.append(
-                {
-                    "case": case,
-                    "run": run,
-                    "content_tokens": sum(fresh.count_tokens(m.content) for m in messages),
-                    "reused_tokens": fresh.last_reused_tokens,
-                    "ttft_s": round(ttft, 3),
-                    "tokens": tokens,
-                    "tokens_per_s": round(rate, 1),
-                }
-            )
+            row, _ = await measured(fresh, case, run, messages)
+            rows.append(row)
     # The same ~500-token conversation after a restart, prepared at start-up as the server does
     # (its history, without the question nobody has asked yet).
     for run in range(1, runs + 1):
@@ -135,37 +130,16 @@ async def embedded(runs: int) -> list[dict]:
         history = [StoredMessage(m.role, f"[{run}] {m.content}") for m in HISTORY]
         messages = fit_prompt(fresh, persona, history, QUESTIONS[0], reserve=128)
         await fresh.prepare(messages[:-1])
-        ttft, tokens, rate, _ = await timed(fresh, messages)
-        rows.append(
-            {
-                "case": "cold prompt, prepared",
-                "run": run,
-                "content_tokens": sum(fresh.count_tokens(m.content) for m in messages),
-                "reused_tokens": fresh.last_reused_tokens,
-                "ttft_s": round(ttft, 3),
-                "tokens": tokens,
-                "tokens_per_s": round(rate, 1),
-            }
-        )
+        row, _ = await measured(fresh, "cold prompt, prepared", run, messages)
+        rows.append(row)
     # A conversation: each turn is the previous prompt plus the answer and a new question.
     history = list(HISTORY)
     for turn, question in enumerate(QUESTIONS[: runs + 1], start=1):
         messages = fit_prompt(engine, system_prompt(PERSONA), history, question, reserve=128)
-        ttft, tokens, rate, answer = await timed(engine, messages)
+        row, answer = await measured(engine, "conversation turn", turn, messages)
         history += [StoredMessage("user", question), StoredMessage("assistant", answer)]
-        if turn == 1:
-            continue  # the conversation's first turn is a cold prompt, measured above
-        rows.append(
-            {
-                "case": "conversation turn",
-                "run": turn,
-                "content_tokens": sum(engine.count_tokens(m.content) for m in messages),
-                "reused_tokens": engine.last_reused_tokens,
-                "ttft_s": round(ttft, 3),
-                "tokens": tokens,
-                "tokens_per_s": round(rate, 1),
-            }
-        )
+        if turn > 1:  # the conversation's first turn is a cold prompt, measured above
+            rows.append(row)
     return rows
 
 
