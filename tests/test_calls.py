@@ -298,8 +298,11 @@ async def test_concurrent_calls_up_to_the_limit_all_connect(start_server: Any) -
                 await asyncio.gather(*(c.open(partial(offer_over, ws)) for c, ws in zip(calls, sockets, strict=True)))
                 assert server.services.calls.summary()["connected"] == 4
                 before = [len(c.video) for c in calls]
-                await asyncio.sleep(1.0)
-                assert all(len(c.video) - n >= 15 for c, n in zip(calls, before, strict=True))  # all flowing
+                await asyncio.sleep(2.0)
+                # All flowing (the rate, 25 fps per call, is bench_webrtc's to measure: on a
+                # loaded 2-core runner four calls dip below it for a moment).
+                flowed = [len(c.video) - n for c, n in zip(calls, before, strict=True)]
+                assert min(flowed) >= 20, flowed
                 # A new offer for a session replaces its call: still four, the old one closed.
                 (old,) = server.services.calls.of_session(sessions[0]["session_id"])
                 again = Call(config_of(server))
