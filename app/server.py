@@ -90,6 +90,7 @@ async def _sweep_idle(services: Services) -> None:
         await asyncio.sleep(services.settings.session_sweep_seconds)
         try:
             expired = await asyncio.to_thread(services.sessions.expire_idle)
+            expired += await asyncio.to_thread(services.sessions.expire_abandoned)
         except Exception:
             log.exception("idle-session sweep failed; retrying at the next interval")
             continue

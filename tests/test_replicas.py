@@ -299,3 +299,26 @@ async def test_a_replica_that_lost_the_databases_news_catches_up_when_it_listens
         events_a.close()
         db_a.close()
         db_b.close()
+
+
+def test_the_sweep_ends_a_dead_replicas_idle_sessions(postgres: Postgres) -> None:
+    """A box that died holds its sessions in the database forever unless another ends them:
+    any replica's sweep ends them once idle past the timeout (plus one write interval)."""
+    from app.conversation.sessions import SessionManager
+    from app.core.db import Database
+    from app.core.settings import Settings
+    from tutors.store import TutorStore
+
+    url = Settings(database_url=postgres.new_database()).database
+    db = Database(url)
+    db.migrate()
+    tutor = TutorStore(db).create({"name": "Ada"})
+    dead = SessionManager(db, max_sessions=5, timeout_seconds=600, replica="dead")
+    info, _token = dead.create(tutor.id, None, None)
+    alive = SessionManager(db, max_sessions=5, timeout_seconds=0.5, replica="alive")
+    assert alive.expire_idle() == [] and alive.expire_abandoned() == []  # not idle long enough yet
+    time.sleep(0.8)
+    assert alive.expire_idle() == []  # a request's sweep: this box's sessions only
+    assert alive.expire_abandoned() == [info.id]
+    assert alive.get(info.id).status == "expired"
+    db.close()

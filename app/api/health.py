@@ -50,9 +50,9 @@ async def ready(services: ServicesDep) -> JSONResponse:
         reasons.append("draining: the server is stopping")
     # Among replicas a full box sends the balancer to the next; a lone box stays in rotation,
     # or the DELETE that frees a slot could not reach it.
-    full = services.sessions.count_active() >= services.settings.max_sessions
-    if full and services.db.shared:
-        reasons.append(f"full: {services.sessions.count_active()} of {services.settings.max_sessions} sessions")
+    active, most = services.sessions.count_active(), services.settings.max_sessions
+    if active >= most and services.db.shared:
+        reasons.append(f"full: {active} of {most} sessions")
     return JSONResponse({"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200)
 
 

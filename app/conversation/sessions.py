@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import insert, select, update
 
-from app.core.db import Database, SessionRow, TutorRow, utcnow
+from app.core.db import Database, SessionRow, TutorRow, claimable, utcnow
 from app.core.errors import Draining, NotFound, SessionEnded, SessionLimitReached, Unauthorized
 from app.core.events import RESYNC, SESSION_ENDED, Events, OneBox
 
@@ -112,12 +112,9 @@ class SessionManager:
         self._load()
 
     def _load(self) -> None:
-        """This replica's sessions, after a restart: their students reconnect to it. One box
-        (SQLite) holds every session, whatever name it had before (a new host name, another
-        port); so do replicas with sessions from before replicas had names."""
-        unclaimed = _COLUMNS.replica.is_(None)
-        if not self._db.shared:
-            unclaimed = or_(unclaimed, _COLUMNS.replica != self.replica)
+        """This replica's sessions, after a restart: their students reconnect to it, and the
+        ones it claims (`claimable`: one box holds every session, whatever its old name)."""
+        unclaimed = claimable(self._db, _COLUMNS.replica, self.replica)
         with self._db.transaction() as db:
             db.execute(
                 update(SessionRow.__table__).where(_COLUMNS.status == ACTIVE, unclaimed).values(replica=self.replica)
@@ -265,15 +262,18 @@ class SessionManager:
         return ended or self.get(session_id)
 
     def expire_idle(self) -> list[str]:
-        now = self._clock()
-        cutoff = now - self.timeout
+        cutoff = self._clock() - self.timeout
         idle = [sid for sid, live in list(self._live.items()) if live.last_activity < cutoff]
-        expired = [sid for sid in idle if self._end(sid, EXPIRED, "idle_timeout")]
-        if self._db.shared:
-            # Another replica's idle sessions too: a box that died holds its sessions forever.
-            # Its row may lag its clock by one write interval, so allow that much more.
-            expired += self._end_elsewhere(None, EXPIRED, "idle_timeout", idle_before=cutoff - self._write_interval)
-        return expired
+        return [sid for sid in idle if self._end(sid, EXPIRED, "idle_timeout")]
+
+    def expire_abandoned(self) -> list[str]:
+        """Other replicas' sessions idle past the timeout: a box that died holds its sessions
+        forever. For the periodic sweep, not every request: it is a query across the service.
+        A row may lag its holder's clock by one write interval, so that much more is allowed."""
+        if not self._db.shared:
+            return []
+        idle_before = self._clock() - self.timeout - self._write_interval
+        return self._end_elsewhere(None, EXPIRED, "idle_timeout", idle_before=idle_before)
 
     def _end_elsewhere(
         self, session_id: str | None, status: str, reason: str, idle_before: dt.datetime | None = None
@@ -302,21 +302,25 @@ class SessionManager:
         """Another replica ended one of ours in the database: close what we hold of it."""
         with self._db.transaction() as db:
             row = db.execute(select(SessionRow.__table__).where(_COLUMNS.id == session_id)).first()
-        if row is None or row.status == ACTIVE:
-            return  # a stale hint: the database says it goes on
-        with self._lock:
-            live = self._live.pop(session_id, None)
-        if live is not None:
-            self._tell(_info(row))
+        if row is not None and row.status != ACTIVE:  # else a stale hint: the database says it goes on
+            self._release(row)
 
     def _resync(self) -> None:
         """News may have been missed: let go of ours the database no longer calls active."""
         held = list(self._live)  # before the query: a session made meanwhile is not in doubt
         with self._db.transaction() as db:
-            ended = db.execute(select(_COLUMNS.id).where(_COLUMNS.id.in_(held), _COLUMNS.status != ACTIVE)).scalars()
-            gone = list(ended)
-        for session_id in gone:
-            self._let_go(session_id)
+            ended = db.execute(
+                select(SessionRow.__table__).where(_COLUMNS.id.in_(held), _COLUMNS.status != ACTIVE)
+            ).all()
+        for row in ended:
+            self._release(row)
+
+    def _release(self, row: object) -> None:
+        """Drop an ended session (its row) from this box's index and tell the listeners."""
+        with self._lock:
+            live = self._live.pop(row.id, None)  # type: ignore[attr-defined]
+        if live is not None:
+            self._tell(_info(row))
 
     def _live_or_expire(self, session_id: str) -> _Live | None:
         live = self._live.get(session_id)

@@ -289,17 +289,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def claimable(db: Database, column: Any, replica: str) -> Any:
+    """Rows a starting replica takes as its own (`column`: their `replica`): one box (SQLite)
+    takes all, whatever name it had before; replicas take those from before replicas had names.
+    Claimed in one UPDATE, so of several replicas starting together one gets each."""
+    unclaimed = column.is_(None)
+    return unclaimed if db.shared else or_(unclaimed, column != replica)
+
+
 def claim_unfinished(
     db: Database, table: type[DocumentRow] | type[AvatarRow], unfinished: Any, replica: str
 ) -> list[str]:
-    """Ids of the unfinished work (`unfinished`: a condition on `table`) this replica resumes.
-    One box resumes all of it. Replicas resume their own, and claim in one statement what has
-    no replica yet: of several starting together, one gets each."""
-    unclaimed = table.replica.is_(None)
-    if not db.shared:
-        unclaimed = or_(unclaimed, table.replica != replica)
+    """Ids of the unfinished work (`unfinished`: a condition on `table`) this replica resumes:
+    its own, and what it claims."""
     with db.session() as session:
-        session.execute(update(table).where(unfinished, unclaimed).values(replica=replica))
+        session.execute(update(table).where(unfinished, claimable(db, table.replica, replica)).values(replica=replica))
         return list(session.scalars(select(table.id).where(unfinished, table.replica == replica)))
 
 
