@@ -84,11 +84,11 @@ def _call_server(start_server: Any, coturn: CoturnConfig, tmp_path: Any) -> Live
     return server
 
 
-def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, launch, coturn) -> None:
-    server = _call_server(start_server, coturn, tmp_path)
+def _called(server: LiveServer, launch: Any, tmp_path: Any, question: str, *scripts: str) -> Any:
+    """A Student tab page whose fake microphone asks `question` once, on a connected call."""
     wav = tmp_path / "question.wav"
     # Chromium loops the file: the question once, then a long silence while the tutor answers.
-    wav.write_bytes(wav_bytes(with_silence(say("What is the capital of France?", rate=48_000), 1.5, 40.0)))
+    wav.write_bytes(wav_bytes(with_silence(say(question, rate=48_000), 1.5, 40.0)))
     browser = launch(
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
@@ -96,13 +96,20 @@ def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, lau
         "--autoplay-policy=no-user-gesture-required",
     )
     page = browser.new_page()
-    page.add_init_script(RECORD_PEERS)
+    for script in (RECORD_PEERS, *scripts):
+        page.add_init_script(script)
     open_ui(page, server)
     expect(page.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
     page.locator("#live-call").get_by_role("button", name="Click to Access Webcam").click()
     page.locator("#live-call").get_by_text("Start call").click()
+    _until(lambda: server.services.calls.summary()["connected"] == 1, 20, "the call to connect")
+    return page
+
+
+def test_a_student_talks_to_the_tutor_on_a_live_call(tmp_path, start_server, launch, coturn) -> None:
+    server = _call_server(start_server, coturn, tmp_path)
+    page = _called(server, launch, tmp_path, "What is the capital of France?")
     calls = server.services.calls
-    _until(lambda: calls.summary()["connected"] == 1, 20, "the call to connect")
     chat = page.locator("#chat")
     expect(chat).to_contain_text("🎤 What is the capital of France?", timeout=30_000)
     expect(chat).to_contain_text("[Ada|0] What is the capital of France?", timeout=30_000)
@@ -136,23 +143,7 @@ def test_a_student_without_a_camera_calls_with_the_microphone_and_still_sees_the
     tmp_path, start_server, launch, coturn
 ) -> None:
     server = _call_server(start_server, coturn, tmp_path)
-    wav = tmp_path / "question.wav"
-    wav.write_bytes(wav_bytes(with_silence(say("What is the capital of Spain?", rate=48_000), 1.5, 40.0)))
-    browser = launch(
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-        "--autoplay-policy=no-user-gesture-required",
-    )
-    page = browser.new_page()
-    page.add_init_script(RECORD_PEERS)
-    page.add_init_script(NO_CAMERA)
-    open_ui(page, server)
-    expect(page.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
-    page.locator("#live-call").get_by_role("button", name="Click to Access Webcam").click()
-    page.locator("#live-call").get_by_text("Start call").click()
-    calls = server.services.calls
-    _until(lambda: calls.summary()["connected"] == 1, 20, "the call to connect")
+    page = _called(server, launch, tmp_path, "What is the capital of Spain?", NO_CAMERA)
     expect(page.locator("#chat")).to_contain_text("[Ada|0] What is the capital of Spain?", timeout=40_000)
     sent = page.evaluate("() => window.__peers.at(-1).getSenders().filter(s => s.track).map(s => s.track.kind)")
     assert sent == ["audio"], sent  # the microphone alone
