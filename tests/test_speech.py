@@ -13,8 +13,13 @@ import av
 import numpy as np
 import pytest
 
+from app.conversation.frames import SpeechIn
+from app.conversation.listening import LiveMicrophone
+from app.core.engines import ListenFor
 from app.core.errors import EngineUnavailable, InvalidAudio
 from app.core.media import PCM, Voice
+from app.core.settings import Settings
+from app.speech import asr as asr_module
 from app.speech import audio
 from app.speech.asr import EMBEDDED_EN, WhisperASR, multilingual_model_dir
 from app.speech.audio import decode, wav_bytes
@@ -27,6 +32,7 @@ from app.speech.vad import (
     TurnConfig,
     TurnDetector,
     UtteranceEnded,
+    sounds,
     speech_seconds,
 )
 from app.speech.zhvoice import ZhTTS
@@ -176,6 +182,90 @@ def test_a_turn_that_never_pauses_is_cut_and_flush_ends_one() -> None:
     assert detector.flush() is not None
 
 
+@pytest.mark.parametrize(
+    ("heard", "verdict"),
+    [
+        ("What is an atom?", "finished"),
+        ("Why is the sky blue.", "finished"),
+        ("光合作用需要哪些原料？", "finished"),
+        ("是的。", "finished"),  # 的 ends whole answers too
+        ("What is the", "hanging"),
+        ("Tell me about the.", "hanging"),  # Whisper closes fragments as well
+        ("So, um,", "hanging"),
+        ("I think that...", "hanging"),
+        ("光合作用和", "hanging"),
+        ("如果", "hanging"),
+        ("Why is that?", "finished"),
+        ("what causes earthquakes", None),  # open: the plain pause decides
+        ("光合作用需要哪些原料", None),
+        ("", None),
+    ],
+)
+def test_what_the_words_say_about_the_end_of_a_turn(heard: str, verdict: str | None) -> None:
+    assert sounds(heard) == verdict
+
+
+def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
+    def voiced(text: str) -> PCM:  # without Piper's own leading and trailing silence
+        pcm = say(text)
+        loud = np.flatnonzero(np.abs(pcm.samples) > 0.02)
+        return PCM(pcm.samples[loud[0] : loud[-1] + 1], 16_000)
+
+    first, rest = voiced("What is the"), voiced("boiling point of water?")
+    # A 0.9 s hesitation: past the plain pause (0.6 s), within the hold (1.2 s).
+    hesitant = PCM(np.concatenate([with_silence(first, 0.5, 0.9).samples, with_silence(rest, 0, 1.5).samples]), 16_000)
+
+    def turns(stream: PCM, verdict: str | None, **config: object) -> list[tuple[float, UtteranceEnded]]:
+        detector = TurnDetector(SileroVAD(), TurnConfig(pause_ms=600, **{"by_words": True, **config}))
+        ended = []
+        for start in range(0, len(stream.samples), 320):  # judged as it is heard
+            for event in detector.feed(stream.samples[start : start + 320]):
+                if isinstance(event, Paused) and verdict != "unjudged":
+                    detector.judge(event.ended_at - 0.5, verdict)  # stale: the student has gone on since
+                    detector.judge(event.ended_at, verdict)
+                elif isinstance(event, UtteranceEnded):
+                    ended.append(((start + 320) / 16_000, event))
+        return ended
+
+    assert len(turns(hesitant, None)) == 2  # the plain pause cuts the question in two
+    assert len(turns(hesitant, "hanging", by_words=False)) == 2
+    (_, held), *more = turns(hesitant, "hanging")
+    assert not more and held.audio.seconds > first.seconds + 0.9 + rest.seconds * 0.8  # one turn
+    question = with_silence(say(QUESTION), 0.5, 1.0)
+    [(plain_at, plain)] = turns(question, None)
+    [(finished_at, finished)] = turns(question, "finished")
+    assert finished.ended_at == plain.ended_at and finished_at - finished.ended_at < 0.3 < plain_at - plain.ended_at
+    # A recogniser slower than the pause is waited for (up to the hold), not overtaken by it.
+    [(awaited_at, awaited)] = turns(with_silence(say(QUESTION), 0.5, 2.0), "unjudged")
+    assert 1.1 < awaited_at - awaited.ended_at < 1.4
+
+
+async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finished(asr: WhisperASR) -> None:
+    class Listening:  # the part of the conversation service a microphone asks
+        def listening(self) -> tuple[SileroVAD, WhisperASR]:
+            return SileroVAD(), asr
+
+        async def listening_for(self, session: object) -> ListenFor:
+            return ListenFor("en")
+
+    speech = say(QUESTION)
+    stream = with_silence(speech, 0.3, 1.5)
+    spoken_until = 0.3 + (np.flatnonzero(np.abs(speech.samples) > 0.02)[-1] + 1) / 16_000
+
+    async def silence_before_the_turn(rule: str) -> float:
+        microphone = LiveMicrophone(Listening(), None, Settings(_env_file=None, vad_end_of_turn=rule))
+        for start in range(0, len(stream.samples), 320):
+            heard = await microphone.hear(stream.samples[start : start + 320])
+            if others := asyncio.all_tasks() - {asyncio.current_task()}:
+                await asyncio.wait(others)  # a recogniser faster than speech: its guess lands at once
+            if any(isinstance(turn, SpeechIn) for turn in heard):
+                assert wer(QUESTION, (await next(t for t in heard if isinstance(t, SpeechIn)).early).text) <= 0.2
+                return (start + 320) / 16_000 - spoken_until
+        raise AssertionError("the turn never ended")
+
+    assert await silence_before_the_turn("words") < 0.45 < 0.6 <= await silence_before_the_turn("pause")
+
+
 # -- recognition ----------------------------------------------------------------------------
 def test_whisper_hears_synthetic_and_real_speech(asr: WhisperASR) -> None:
     assert wer(QUESTION, asr.transcribe(say(QUESTION), "en").text) == 0
@@ -190,6 +280,47 @@ def test_clipped_and_narrowband_speech_is_still_heard(asr: WhisperASR) -> None:
     assert wer(QUESTION, asr.transcribe(clipped, "en").text) <= 0.2
     phone = decode(wav_bytes(audio.resample(speech, 8_000)), max_seconds=60)
     assert wer(QUESTION, asr.transcribe(phone, "en").text) <= 0.2
+
+
+def test_a_short_question_is_encoded_over_a_short_window_and_heard_again_when_unsure(
+    asr: WhisperASR, monkeypatch
+) -> None:
+    """On a CPU the encoder sees the speech and a margin, not 30 s; a result below the
+    confidence floor, or none, is heard again over the full window."""
+    windows: list[int | None] = []
+    windowed = type(asr._model_for("en")[0])
+    encode = windowed.encode
+    monkeypatch.setattr(
+        windowed, "encode", lambda self, features: windows.append(self.frames) or encode(self, features)
+    )
+    speech = say(QUESTION)
+    assert wer(QUESTION, asr.transcribe(speech, "en").text) == 0
+    assert len(windows) == 1 and abs(windows[0] - (speech.seconds + asr_module.SHORT_MARGIN_S["en"]) * 100) <= 2
+    windows.clear()
+    monkeypatch.setitem(asr_module.FULL_WINDOW_BELOW, "en", 0.0)  # every result is unsure
+    assert wer(QUESTION, asr.transcribe(speech, "en").text) == 0
+    assert len(windows) == 2 and windows[0] < 3000 and windows[1] is None
+    windows.clear()
+    full = WhisperASR("", short_window=False)
+    full.warmup()
+    windows.clear()
+    assert wer(QUESTION, full.transcribe(speech, "en").text) == 0 and windows == [None]
+
+
+@pytest.mark.parametrize(
+    ("heard", "twice"),
+    [
+        ("Why is the sky blue? Why is the sky blue?", True),
+        ("who wrote Hamlet? Who wrote Hamlet? Who wr", True),
+        ("什么是光合作用？什么是光合作用？", True),
+        ("该校于1967年正式启用2003年转为高中学校2003年转为高中学校", True),
+        ("No, no, no, no.", False),  # a word said again and again is speech
+        ("谢谢谢谢", False),
+        ("What is an atom made of?", False),
+    ],
+)
+def test_words_written_twice_over_are_heard_again(heard: str, twice: bool) -> None:
+    assert asr_module._repeats(heard) is twice
 
 
 CHINESE = [

