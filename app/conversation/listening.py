@@ -34,7 +34,9 @@ class LiveMicrophone:
         self._conversation = conversation
         self._session = session
         vad, self._asr = conversation.listening()
-        self._detector = TurnDetector(vad, turn_config(settings))
+        config = turn_config(settings)
+        self._detector = TurnDetector(vad, config)
+        self._hold_s = config.hold_ms / 1000
         self._early: tuple[float, asyncio.Future[Transcript]] | None = None
         self._judged: float | None = None  # the early guess whose words the detector has heard
 
@@ -45,6 +47,10 @@ class LiveMicrophone:
     async def hear(self, samples: np.ndarray, *, end: bool = False) -> list[SpeechStarted | SpeechIn]:
         """16 kHz mono float32 in; out, in order: `SpeechStarted` when the student starts
         speaking, and each finished turn as a `SpeechIn`."""
+        if self._early and self._detector.awaiting and not self._early[1].done():
+            # Audio coming faster than it is spoken (a client sending a recording as chunks)
+            # waits for the words here, as a live microphone's would in the pause.
+            await asyncio.wait([self._early[1]], timeout=self._hold_s)
         self._judge()
         events = await asyncio.to_thread(self._detector.feed, samples) if len(samples) else []
         if end and (last := self._detector.flush()) is not None:

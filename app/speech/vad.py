@@ -199,6 +199,11 @@ class TurnDetector:
         self._utterance, self._speech_run, self._silence_run, self._verdict = [], 0, 0, "plain"
         return event
 
+    @property
+    def awaiting(self) -> bool:
+        """A `Paused` went out and its words are not judged yet."""
+        return self._verdict == "awaited"
+
     def judge(self, ended_at: float, verdict: Verdict | None) -> None:
         """What the words before the silence at `ended_at` say (`sounds`; None: nothing to go
         on, or no transcript); the next frame acts on it. Stale, and ignored, once the student
