@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     # Speech in: Silero VAD decides when the student has finished; Whisper transcribes.
     # ASR_MODEL empty: the embedded tiny.en (English) and base (the rest); e.g. large-v3 with
-    # ASR_DEVICE=cuda. ASR_SHORT_WINDOW: on a CPU, encode the speech and 4 s, not Whisper's 30 s.
+    # ASR_DEVICE=cuda. ASR_SHORT_WINDOW: on a CPU, base encodes the speech and 4 s, not 30 s.
     enable_asr: bool = True
     vad_engine: str = "silero"
     asr_engine: str = "whisper"
