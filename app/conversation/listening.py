@@ -38,7 +38,6 @@ class LiveMicrophone:
         self._detector = TurnDetector(vad, config)
         self._hold_s = config.hold_ms / 1000
         self._early: tuple[float, asyncio.Future[Transcript]] | None = None
-        self._judged: float | None = None  # the early guess whose words the detector has heard
 
     @property
     def speaking(self) -> bool:
@@ -47,11 +46,12 @@ class LiveMicrophone:
     async def hear(self, samples: np.ndarray, *, end: bool = False) -> list[SpeechStarted | SpeechIn]:
         """16 kHz mono float32 in; out, in order: `SpeechStarted` when the student starts
         speaking, and each finished turn as a `SpeechIn`."""
-        if self._early and self._detector.awaiting and not self._early[1].done():
-            # Audio coming faster than it is spoken (a client sending a recording as chunks)
-            # waits for the words here, as a live microphone's would in the pause.
-            await asyncio.wait([self._early[1]], timeout=self._hold_s)
-        self._judge()
+        if self._early and self._detector.awaiting:
+            if not self._early[1].done():
+                # Audio coming faster than it is spoken (a client sending a recording as
+                # chunks) waits for the words here, as a live microphone's would in the pause.
+                await asyncio.wait([self._early[1]], timeout=self._hold_s)
+            self._judge(*self._early)
         events = await asyncio.to_thread(self._detector.feed, samples) if len(samples) else []
         if end and (last := self._detector.flush()) is not None:
             events.append(last)
@@ -74,10 +74,8 @@ class LiveMicrophone:
                 heard.append(SpeechIn(event.audio, early))
         return heard
 
-    def _judge(self) -> None:
-        if self._early is None or self._judged == self._early[0] or not self._early[1].done():
-            return
-        ended_at, guess = self._early
-        self._judged = ended_at
+    def _judge(self, ended_at: float, guess: asyncio.Future[Transcript]) -> None:
+        if not guess.done():
+            return  # the hold ran out first; the next chunk looks again
         failed = guess.cancelled() or guess.exception() is not None
         self._detector.judge(ended_at, None if failed else sounds(guess.result().text))

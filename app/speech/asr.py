@@ -55,7 +55,7 @@ _CONVERTERS: dict[str, Any] = {}
 # tiny.en keeps 30 s: with an 8 s margin its WER was the same over 60 questions, but it heard
 # "France" as "friends" in the suite's own question, run after run.
 SHORT_MARGIN_S = {"*": 4.0}
-FULL_WINDOW_BELOW = {"en": -0.5, "*": -0.6}
+FULL_WINDOW_BELOW = {"*": -0.6}
 FULL_TEMPERATURES = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # faster-whisper's default
 
 # One copy of each model per process, with the lock that keeps its decodes one at a time
@@ -254,8 +254,8 @@ class WhisperASR:
         with lock:
             try:
                 text, info, confidence = self._decode(whisper, pcm, base, prompt, short=self._short(whisper))
-                unsure = not text or confidence < FULL_WINDOW_BELOW[_kind(whisper)] or _repeats(text)
-                if whisper.frames is not None and unsure:
+                short = whisper.frames is not None
+                if short and (not text or confidence < FULL_WINDOW_BELOW[_kind(whisper)] or _repeats(text)):
                     text, info, _ = self._decode(whisper, pcm, base, prompt, short=False)
             except ValueError as exc:  # a language code Whisper does not know (`xx`)
                 raise EngineUnavailable(f"Whisper cannot hear {language!r}: {exc}") from None
@@ -268,9 +268,10 @@ class WhisperASR:
 
     def _decode(self, whisper: Any, pcm: PCM, language: str | None, prompt: str, *, short: bool) -> tuple:
         """(text, info, the worst segment's mean log-probability); the caller holds the lock."""
-        margin = SHORT_MARGIN_S.get(_kind(whisper), 30.0)
-        frames = (int((pcm.seconds + margin) * 100) + 1) // 2 * 2  # 10 ms frames, stride 2
-        whisper.frames = frames if short and frames < 3000 else None
+        whisper.frames = None
+        if short:
+            frames = (int((pcm.seconds + SHORT_MARGIN_S[_kind(whisper)]) * 100) + 1) // 2 * 2  # 10 ms, stride 2
+            whisper.frames = frames if frames < 3000 else None
         segments, info = whisper.transcribe(
             pcm.samples,
             language=language,
