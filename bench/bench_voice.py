@@ -1,6 +1,7 @@
 """A spoken turn end to end, on this machine's embedded engines, through the real server.
 
-    python -m bench.bench_voice [--turns 20] [--barge-ins 10] [--set VAD_END_OF_TURN=pause ...]
+    python -m bench.bench_voice [--turns 20] [--barge-ins 10] [--modes streamed ptt zh barge-in]
+                                [--set VAD_END_OF_TURN=pause ...]
 
 The server runs `app.py` with the embedded engines (SmolLM2 on llama.cpp, Whisper tiny.en,
 Silero VAD, Piper). A client speaks Piper-voiced questions over the contract WebSocket in
@@ -167,12 +168,12 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> list[dict[str,
         "/v1/tutors", json={"name": "李老师", "subject": "科学", "persona": "你给孩子们讲科学。", "language": "zh"}
     ).json()
     results: list[dict[str, Any]] = []
-    modes = [
-        ("streamed microphone (VAD end of turn)", True, tutor, QUESTIONS, "Hello."),
-        ("push-to-talk", False, tutor, QUESTIONS, "Hello."),
-        ("zh tutor, streamed microphone", True, chinese, QUESTIONS_ZH, "你好。"),
-    ]
-    for mode, streamed, who, questions, hello in modes:
+    modes = {
+        "streamed": ("streamed microphone (VAD end of turn)", True, tutor, QUESTIONS, "Hello."),
+        "ptt": ("push-to-talk", False, tutor, QUESTIONS, "Hello."),
+        "zh": ("zh tutor, streamed microphone", True, chinese, QUESTIONS_ZH, "你好。"),
+    }
+    for mode, streamed, who, questions, hello in (modes[name] for name in args.modes if name in modes):
         session = api.post("/v1/sessions", json={"tutor_id": who["id"]}).json()
         language = who.get("language") or "en"
         turns = []
@@ -192,6 +193,8 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> list[dict[str,
         row["server ASR p50 (s)"] = f"{latency_summary(asr_ms)['p50_ms'] / 1000:.2f}"
         row["server LLM TTFT p50 (s)"] = f"{latency_summary([v for v in llm_ms if v])['p50_ms'] / 1000:.2f}"
         results.append(row)
+    if "barge-in" not in args.modes:
+        return results
     session = api.post("/v1/sessions", json={"tutor_id": tutor["id"]}).json()
     async with websockets.connect(f"{session['engine_url']}?token={session['engine_token']}") as ws:
         rounds = [await barge_in(ws) for _ in range(args.barge_ins)]
@@ -212,6 +215,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--barge-ins", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=80)
+    parser.add_argument("--modes", nargs="*", default=["streamed", "ptt", "zh", "barge-in"])
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="e.g. VAD_END_OF_TURN=pause")
     args = parser.parse_args()
     server = ServerProcess(
@@ -226,7 +230,8 @@ def main() -> None:
         rows = asyncio.run(run(args, server))
     finally:
         server.stop()
-    extra = {"targets": {"first_audio_s": 1.5, "barge_in_ms": 300}, "max_tokens": args.max_tokens, "set": args.set}
+    extra = {"targets": {"first_audio_s": 1.5, "barge_in_ms": 300}, "max_tokens": args.max_tokens}
+    extra |= {"set": args.set, "modes": args.modes}
     report("voice", rows, extra)
 
 

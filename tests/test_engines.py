@@ -42,7 +42,7 @@ def test_a_stage_turned_off_has_no_engine_and_is_not_reported(tmp_path: Path) ->
         _env_file=None, data_dir=tmp_path, llm_engine="local", enable_asr=False, enable_tts=False, enable_avatar=False
     )
     engines = build_engines(settings)
-    assert (engines.vad, engines.asr, engines.tts, engines.lipsync) == (None, None, None, None)
+    assert (engines.vad, engines.asr, engines.turn_end, engines.tts, engines.lipsync) == (None,) * 5
     assert list(Warmup(engines).summary()["engines"]) == ["llm", "embeddings"]
     everything = build_engines(Settings(_env_file=None, data_dir=tmp_path, llm_engine="local", tts_engine="offline"))
-    assert list(everything.stages()) == ["llm", "embeddings", "vad", "asr", "tts", "lipsync"]
+    assert list(everything.stages()) == ["llm", "embeddings", "vad", "asr", "turn_end", "tts", "lipsync"]

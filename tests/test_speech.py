@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from app.conversation.frames import SpeechIn
-from app.conversation.listening import LiveMicrophone
+from app.conversation.listening import LiveMicrophone, _guess
 from app.core.engines import ListenFor
 from app.core.errors import EngineUnavailable, InvalidAudio
 from app.core.media import PCM, Voice
@@ -25,6 +25,7 @@ from app.speech.asr import EMBEDDED_EN, WhisperASR, multilingual_model_dir
 from app.speech.audio import decode, wav_bytes
 from app.speech.sentences import SentenceSplitter, speakable
 from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
+from app.speech.turn_end import SmolTurnEnd
 from app.speech.vad import (
     Paused,
     SileroVAD,
@@ -132,6 +133,26 @@ def test_the_first_piece_ends_at_a_clause_so_speech_starts_sooner() -> None:
     assert out == ["Photosynthesis is the process,", "in plants and algae, that makes 1,000 sugars.", "Next, water."]
 
 
+def test_a_chinese_first_clause_is_as_short_as_an_english_one() -> None:
+    # Counted in characters, a Chinese clause had to be 24 characters long before it was
+    # spoken (about 50 of SmolLM2's tokens); a character weighs three Latin letters now.
+    splitter = SentenceSplitter()
+    text = "光合作用是植物的本领，它利用阳光把水变成糖。然后呢？"
+    out = [s for char in text for s in splitter.push(char)] + [splitter.flush()]
+    assert out == ["光合作用是植物的本领，", "它利用阳光把水变成糖。", "然后呢？"]
+    # A first sentence written without marks is spoken once it is three clauses wide (72
+    # letters), cut at its last space if it has one, else where the width runs out.
+    for text, first in [
+        ("光合作用" * 10, "光合作用" * 6),
+        (
+            "Photosynthesis happens in every green leaf that grows in the sunny garden",
+            "Photosynthesis happens in every green leaf that grows in the sunny",
+        ),
+    ]:
+        splitter = SentenceSplitter()
+        assert [s for char in text for s in splitter.push(char)] == [first]
+
+
 # -- turn-taking ----------------------------------------------------------------------------
 def _feed(detector: TurnDetector, pcm: PCM, chunk: int = 320) -> list[tuple[float, object]]:
     events = []
@@ -198,11 +219,47 @@ def test_a_turn_that_never_pauses_is_cut_and_flush_ends_one() -> None:
         ("Why is that?", "finished"),
         ("what causes earthquakes", None),  # open: the plain pause decides
         ("光合作用需要哪些原料", None),
+        ("尤金袋鼠分布在。", "hanging"),  # no question word yet: Whisper closed a fragment
+        ("我不明白这个。", "hanging"),  # the cost: a Chinese statement is held too
         ("", None),
     ],
 )
 def test_what_the_words_say_about_the_end_of_a_turn(heard: str, verdict: str | None) -> None:
     assert sounds(heard) == verdict
+
+
+@pytest.fixture(scope="module")
+def turn_end() -> SmolTurnEnd:
+    engine = SmolTurnEnd()
+    engine.warmup()
+    return engine
+
+
+@pytest.mark.parametrize(
+    ("heard", "verdict"),
+    [
+        # Whisper closes fragments with a question mark; the model knows they go on.
+        ("How many legs does a spider?", "hanging"),
+        ("What is the largest?", "hanging"),
+        ("What is the boiling point of water", "finished"),  # open, but whole
+        ("How many legs does a spider have?", "finished"),
+        ("What is the", "hanging"),  # the rule's reading is not overruled
+        ("光合作用需要哪些原料？", "finished"),  # Chinese: the rule alone (the model does not read it)
+        ("光合作用需要哪些原料", None),
+    ],
+)
+def test_a_language_model_reads_the_end_of_an_english_turn(
+    turn_end: SmolTurnEnd, heard: str, verdict: str | None
+) -> None:
+    assert sounds(heard, turn_end) == verdict
+
+
+def test_a_failed_end_of_turn_reader_leaves_the_punctuation_to_decide(asr: WhisperASR, tmp_path: Path) -> None:
+    broken = SmolTurnEnd(tmp_path / "missing.gguf")
+    with pytest.raises(EngineUnavailable, match="VAD_END_OF_TURN=words"):
+        broken.warmup()
+    transcript, verdict = _guess(asr, broken, say(QUESTION), ListenFor("en"))
+    assert wer(QUESTION, transcript.text) == 0 and verdict == "finished"  # `sounds` alone: the turn goes on
 
 
 def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
@@ -240,10 +297,18 @@ def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
     assert 1.1 < awaited_at - awaited.ended_at < 1.4
 
 
-async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finished(asr: WhisperASR) -> None:
+async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finished(
+    asr: WhisperASR, turn_end: SmolTurnEnd
+) -> None:
     class Listening:  # the part of the conversation service a microphone asks
+        def __init__(self, rule: str) -> None:
+            self.rule = rule
+
         def listening(self) -> tuple[SileroVAD, WhisperASR]:
             return SileroVAD(), asr
+
+        def turn_end(self) -> SmolTurnEnd | None:
+            return turn_end if self.rule == "model" else None
 
         async def listening_for(self, session: object) -> ListenFor:
             return ListenFor("en")
@@ -253,7 +318,7 @@ async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finish
     spoken_until = 0.3 + (np.flatnonzero(np.abs(speech.samples) > 0.02)[-1] + 1) / 16_000
 
     async def silence_before_the_turn(rule: str) -> float:
-        microphone = LiveMicrophone(Listening(), None, Settings(_env_file=None, vad_end_of_turn=rule))
+        microphone = LiveMicrophone(Listening(rule), None, Settings(_env_file=None, vad_end_of_turn=rule))
         for start in range(0, len(stream.samples), 320):
             heard = await microphone.hear(stream.samples[start : start + 320])
             if others := asyncio.all_tasks() - {asyncio.current_task()}:
@@ -264,6 +329,7 @@ async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finish
         raise AssertionError("the turn never ended")
 
     assert await silence_before_the_turn("words") < 0.45 < 0.6 <= await silence_before_the_turn("pause")
+    assert await silence_before_the_turn("model") < 0.5  # the model's reading costs tens of ms
 
 
 # -- recognition ----------------------------------------------------------------------------

@@ -4,13 +4,14 @@ streamed `audio` chunks, a WebRTC peer's audio track).
 The VAD's turn-taking says when the student starts (a barge-in signal) and stops speaking.
 Recognition begins in the closing pause: if the student goes on, that guess is discarded; if
 the turn ends, its transcript is already under way. What that guess says also decides when the
-pause is over (`sounds`): a finished question ends the turn as soon as it is heard, words left
-hanging wait longer.
+pause is over (`sounds`, with the conversation's end-of-turn reader where one runs): a
+finished question ends the turn as soon as it is heard, words left hanging wait longer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,13 @@ import numpy as np
 from app.conversation.frames import SpeechIn
 from app.conversation.service import ConversationService
 from app.conversation.sessions import SessionInfo
-from app.core.engines import Transcript
+from app.core.engines import ASR, ListenFor, Transcript, TurnEnd, Verdict
 from app.core.settings import Settings
 from app.speech.registry import turn_config
 from app.speech.vad import Paused, SpeechStarted, TurnDetector, sounds
+
+log = logging.getLogger(__name__)
+Guess = tuple[Transcript, Verdict | None]
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -29,15 +33,30 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()  # a discarded guess's error is nobody's business
 
 
+def _guess(asr: ASR, judge: TurnEnd | None, pcm: Any, listen: ListenFor) -> Guess:
+    """The early transcript and what its words say of the turn, in one trip off the loop."""
+    transcript = asr.transcribe(pcm, listen.language, listen.hint, listen.traditional)
+    try:
+        return transcript, sounds(transcript.text, judge)
+    except Exception as exc:  # a failed reader costs its reading, never the turn
+        log.warning("the end-of-turn reader failed (%s); the words' punctuation decides", exc)
+        return transcript, sounds(transcript.text)
+
+
+async def _transcript(guess: asyncio.Future[Guess]) -> Transcript:
+    return (await guess)[0]
+
+
 class LiveMicrophone:
     def __init__(self, conversation: ConversationService, session: SessionInfo, settings: Settings) -> None:
         self._conversation = conversation
         self._session = session
         vad, self._asr = conversation.listening()
+        self._judge_with = conversation.turn_end()
         config = turn_config(settings)
         self._detector = TurnDetector(vad, config)
         self._hold_s = config.hold_ms / 1000
-        self._early: tuple[float, asyncio.Future[Transcript]] | None = None
+        self._early: tuple[float, asyncio.Future[Guess]] | None = None
 
     @property
     def speaking(self) -> bool:
@@ -62,20 +81,21 @@ class LiveMicrophone:
             elif isinstance(event, Paused):
                 listen = await self._conversation.listening_for(self._session)
                 task = asyncio.ensure_future(
-                    asyncio.to_thread(
-                        self._asr.transcribe, event.audio, listen.language, listen.hint, listen.traditional
-                    )
+                    asyncio.to_thread(_guess, self._asr, self._judge_with, event.audio, listen)
                 )
                 task.add_done_callback(_consume)
                 self._early = (event.ended_at, task)
             else:
-                early = self._early[1] if self._early and self._early[0] == event.ended_at else None
+                guess = self._early[1] if self._early and self._early[0] == event.ended_at else None
                 self._early = None
+                early = asyncio.ensure_future(_transcript(guess)) if guess else None
+                if early:
+                    early.add_done_callback(_consume)
                 heard.append(SpeechIn(event.audio, early))
         return heard
 
-    def _judge(self, ended_at: float, guess: asyncio.Future[Transcript]) -> None:
+    def _judge(self, ended_at: float, guess: asyncio.Future[Guess]) -> None:
         if not guess.done():
             return  # the hold ran out first; the next chunk looks again
         failed = guess.cancelled() or guess.exception() is not None
-        self._detector.judge(ended_at, None if failed else sounds(guess.result().text))
+        self._detector.judge(ended_at, None if failed else guess.result()[1])

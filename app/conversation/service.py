@@ -38,7 +38,7 @@ from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
 from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
-from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor
+from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor, TurnEnd
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
 from app.core.media import Voice, primary_language, writes_traditional
 from app.core.metrics import Metrics
@@ -296,6 +296,10 @@ class ConversationService:
         if vad is None or asr is None:
             raise EngineUnavailable("speech input is turned off on this server (ENABLE_ASR=false); send text")
         return vad, asr
+
+    def turn_end(self) -> TurnEnd | None:
+        """What reads the early transcript for the end of a turn, where one runs."""
+        return self.engines.turn_end
 
     async def listening_for(self, session: SessionInfo) -> ListenFor:
         """What the recogniser listens for in this session: the language (None: detect) and,

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -124,6 +124,16 @@ class ASR(Warmable, Protocol):
         `traditional`: Chinese heard is written in Traditional characters, else Simplified."""
 
 
+# -- end of turn ----------------------------------------------------------------------------
+Verdict = Literal["finished", "hanging"]
+
+
+class TurnEnd(Warmable, Protocol):
+    def judge(self, text: str) -> Verdict | None:
+        """Whether a student's words so far (an early transcript) read as a finished turn or
+        one left hanging; None: cannot tell. Blocking, called off the event loop."""
+
+
 # -- speech synthesis -----------------------------------------------------------------------
 class TTS(Warmable, Protocol):
     async def synthesize(self, text: str, voice: Voice) -> Speech: ...
@@ -163,6 +173,7 @@ class Engines:
     embeddings: Embedder
     vad: VAD | None = None
     asr: ASR | None = None
+    turn_end: TurnEnd | None = None
     tts: TTS | None = None
     lipsync: LipSync | None = None
 

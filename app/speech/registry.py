@@ -57,6 +57,6 @@ def turn_config(settings: Settings) -> TurnConfig:
         preroll_ms=settings.vad_preroll_ms,
         early_ms=settings.vad_early_ms,
         hold_ms=settings.vad_hold_ms,
-        by_words=settings.vad_end_of_turn == "words",
+        by_words=settings.vad_end_of_turn in ("model", "words"),
         max_seconds=settings.asr_max_seconds,
     )

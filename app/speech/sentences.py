@@ -4,8 +4,13 @@ A boundary is end punctuation (. ! ? … and the CJK 。！？；) followed by t
 sentence; waiting for that next character is what tells "3.14", "e.g." and the answer's very
 last sentence apart, and costs one token. A run-on without punctuation is cut at a comma or a
 space once it grows long, so speech never waits for the whole answer. The answer's first
-piece may end at a comma too (once it has `first_min_chars`): the first audio then waits only
-for a clause, which is where a student notices the delay.
+piece may end at a comma too (once it has `first_min_chars`), or at a space once it is three
+times that long: the first audio then waits only for a clause, which is where a student
+notices the delay.
+
+Lengths are counted in Latin letters: a Chinese character weighs `CJK_WIDTH` of them, since it
+carries about as much as a short word (and costs a small model several tokens to write). A
+count in characters made a Chinese tutor's first clause twice as long as an English one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,15 @@ def speakable(text: str) -> str:
 
 _CLAUSE_END = ",，、:：;；"
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+CJK_WIDTH = 3
+
+
+def _widths(text: str) -> list[int]:
+    """The length of each prefix of `text`, in Latin letters: widths[i] is text[:i]'s."""
+    widths = [0]
+    for char in text:
+        widths.append(widths[-1] + (CJK_WIDTH if _CJK.fullmatch(char) else 1))
+    return widths
 
 
 def rejoin(pieces: list[str]) -> str:
@@ -65,6 +79,7 @@ class SentenceSplitter:
 
     def _boundary(self) -> int | None:
         text = self._buffer
+        widths = _widths(text)
         for i, char in enumerate(text):
             if i + 1 >= len(text):
                 break
@@ -75,17 +90,28 @@ class SentenceSplitter:
                 return i + 1
             if char == "\n" and text[:i].strip():
                 return i + 1
-            eager = self._first and self.first_min_chars is not None and i + 1 >= self.first_min_chars
+            eager = self._first and self.first_min_chars is not None and widths[i + 1] >= self.first_min_chars
             if eager and char in _CLAUSE_END and (following.isspace() or char not in ",:;"):
                 return i + 1
-        if len(text) > self.max_chars:
-            window = text[: self.max_chars]
-            for mark in ("，", ",", "、", ":", "：", " "):
-                at = window.rfind(mark)
-                if at > self.max_chars // 3:
-                    return at + 1
-            return self.max_chars
+        longest = self.max_chars
+        if self._first and self.first_min_chars is not None:
+            longest = min(longest, 3 * self.first_min_chars)
+        if widths[-1] > longest:
+            return self._cut(text, widths, longest)
         return None
+
+    @staticmethod
+    def _cut(text: str, widths: list[int], longest: int) -> int:
+        """Where to cut a run-on whose width passed `longest`: its last clause mark or space
+        in the second two-thirds of that width, else where the width runs out (Chinese
+        writes no spaces, and a sentence without marks must still be spoken)."""
+        end = next(i for i, width in enumerate(widths) if width > longest) - 1
+        window = text[:end]
+        for mark in ("，", ",", "、", ":", "：", " "):
+            at = window.rfind(mark)
+            if widths[at + 1] > longest // 3:
+                return at + 1
+        return max(end, 1)
 
     @staticmethod
     def _abbreviation(text: str, dot: int) -> bool:

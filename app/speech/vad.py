@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from app.core.engines import VAD, VADStream
+from app.core.engines import VAD, TurnEnd, VADStream, Verdict
 from app.core.media import ASR_RATE, PCM
 
 
@@ -88,7 +87,6 @@ class UtteranceEnded:
 
 
 VoiceEvent = SpeechStarted | Paused | UtteranceEnded
-Verdict = Literal["finished", "hanging"]
 
 # Words a sentence does not end on, whatever punctuation Whisper gave it: articles,
 # conjunctions, prepositions, auxiliaries, fillers (not "that", "this": "Why is that?" is
@@ -103,19 +101,34 @@ _HANGING_ZH = re.compile(  # not 的, 是, 在, 对: "是的。", "对。" and "
     r"(?:[和与及或跟把被让给从向而但因如若]|因为|所以|如果|但是|而且|然后|就是|那个|这个)$"
 )
 _CLOSED = re.compile(r"(?<![.…])[.?!。？！]$")  # "…" or "...": trailing off
+# A Chinese question asks with one of these wherever it stands ("首届比赛在哪里举行"); Whisper
+# closes a fragment with "。" as readily as a question, so without one the words are held.
+_ASKS_ZH = re.compile(r"什么|什麼|哪|谁|誰|几|幾|多[少大高长長久远遠]|怎|如何|吗|嗎|呢|是否|何|啥|咋")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
-def sounds(text: str) -> Verdict | None:
-    """Whether an early transcript reads as a finished turn, one left hanging, or neither."""
+def sounds(text: str, judge: TurnEnd | None = None) -> Verdict | None:
+    """Whether an early transcript reads as a finished turn, one left hanging, or neither: by
+    its last word and punctuation, then by `judge` (a language model's reading, which knows a
+    fragment Whisper punctuated as a question) where it can tell. Blocking with a judge."""
     text = text.strip().strip("\"'”’」")
     if not text:
         return None
+    rule = _by_rule(text)
+    if rule == "hanging" or judge is None:
+        return rule
+    return judge.judge(text) or rule
+
+
+def _by_rule(text: str) -> Verdict | None:
     words = re.findall(r"[A-Za-z']+", text)
     bare = re.sub(r"[\s\W]+$", "", text)  # the last word or character, without what closes it
     if (words and bare.endswith(words[-1]) and words[-1].lower() in HANGING_WORDS) or _HANGING_ZH.search(bare):
         return "hanging"
     if text.endswith((",", "，", "、", "...", "…", "-", "—")):
         return "hanging"
+    if len(_HAN.findall(text)) > 3 and not _ASKS_ZH.search(text):
+        return "hanging"  # short replies ("是的。", "谢谢。") are whole as they are
     # Open (no closing punctuation): the plain pause decides. Whisper leaves English fragments
     # open ("what is", 6 of bench_asr's 60 tuning halves) but whole questions too (2 of 30),
     # and Chinese either way; holding those cost more than it saved (bench_turns).
