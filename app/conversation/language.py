@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 
 from app.core.media import primary_language
+from app.speech.vad import HAN
 
 HAN_LANGUAGES = frozenset({"zh", "yue", "wuu"})
 _NOT_JUDGED = frozenset({"ja", "ko"})
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]{2,}")
 _CODE = re.compile(r"```.*?(```|$)|`[^`\n]*`", re.DOTALL)
 EVIDENCE = 6  # words (a Chinese character counts as one) before an answer is judged
@@ -29,7 +29,7 @@ EVIDENCE = 6  # words (a Chinese character counts as one) before an answer is ju
 def words_by_script(text: str) -> tuple[int, int]:
     """(Chinese characters, Latin words of two letters or more) outside code."""
     prose = _CODE.sub(" ", text)
-    return len(_HAN.findall(prose)), len(_LATIN_WORD.findall(prose))
+    return len(HAN.findall(prose)), len(_LATIN_WORD.findall(prose))
 
 
 def judged(language: str | None) -> bool:

@@ -27,10 +27,10 @@ from typing import Any
 
 from app.core.engines import Verdict
 from app.core.errors import EngineUnavailable
+from app.speech.vad import HAN
 
 FINISHED_FROM = -14.0
 _CLOSING = re.compile(r"[\s.?!…,;:\"'”’)]+$")
-_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
 
@@ -71,7 +71,7 @@ class SmolTurnEnd:
     def judge(self, text: str) -> Verdict | None:
         """Finished or hanging; None for words it does not read (Chinese)."""
         words = _CLOSING.sub("", text.strip())
-        if not _LATIN.search(words) or _HAN.search(words):
+        if not _LATIN.search(words) or HAN.search(words):
             return None
         with self._lock:
             llm, context, end, vocabulary = self._load()

@@ -104,7 +104,7 @@ _CLOSED = re.compile(r"(?<![.…])[.?!。？！]$")  # "…" or "...": trailing 
 # A Chinese question asks with one of these wherever it stands ("首届比赛在哪里举行"); Whisper
 # closes a fragment with "。" as readily as a question, so without one the words are held.
 _ASKS_ZH = re.compile(r"什么|什麼|哪|谁|誰|几|幾|多[少大高长長久远遠]|怎|如何|吗|嗎|呢|是否|何|啥|咋")
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # Chinese characters
 
 
 def sounds(text: str, judge: TurnEnd | None = None) -> Verdict | None:
@@ -127,7 +127,7 @@ def _by_rule(text: str) -> Verdict | None:
         return "hanging"
     if text.endswith((",", "，", "、", "...", "…", "-", "—")):
         return "hanging"
-    if len(_HAN.findall(text)) > 3 and not _ASKS_ZH.search(text):
+    if len(HAN.findall(text)) > 3 and not _ASKS_ZH.search(text):
         return "hanging"  # short replies ("是的。", "谢谢。") are whole as they are
     # Open (no closing punctuation): the plain pause decides. Whisper leaves English fragments
     # open ("what is", 6 of bench_asr's 60 tuning halves) but whole questions too (2 of 30),
