@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.core.engines import TurnEnd
+from app.core.engines import TurnEnd, Verdict
 from app.core.media import PCM
 from app.speech.asr import WhisperASR
 from app.speech.turn_end import SmolTurnEnd
@@ -86,7 +86,7 @@ def _first_turn(pcm: PCM, rule: str, asr: WhisperASR, language: str, judge: Turn
     """(when the first turn ended on the simulated clock, where its speech ended)."""
     by_words = rule in ("words", "model")
     detector = TurnDetector(SileroVAD(), TurnConfig(by_words=by_words))
-    guess: tuple[float, float, str] | None = None  # (lands at, ended_at, text)
+    guess: tuple[float, float, Verdict | None] | None = None  # (lands at, ended_at, what the words say)
     for start in range(0, len(pcm.samples), CHUNK):
         now = (start + CHUNK) / 16_000
         if guess and guess[0] <= now:

@@ -230,8 +230,8 @@ def main() -> None:
         rows = asyncio.run(run(args, server))
     finally:
         server.stop()
-    extra = {"targets": {"first_audio_s": 1.5, "barge_in_ms": 300}, "max_tokens": args.max_tokens}
-    extra |= {"set": args.set, "modes": args.modes}
+    targets = {"first_audio_s": 1.5, "barge_in_ms": 300}
+    extra = {"targets": targets, "max_tokens": args.max_tokens, "set": args.set, "modes": args.modes}
     report("voice", rows, extra)
 
 
