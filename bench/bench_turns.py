@@ -147,7 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     asr, judge = WhisperASR(""), SmolTurnEnd()
     asr.warmup()
-    judge.warmup()
+    if "model" in args.rules:
+        judge.warmup()
     rows = []
     if "en" in args.languages:
         rows += measure("English, Piper", "en", HELD_OUT + QUESTIONS, asr, judge, args)
