@@ -91,6 +91,7 @@ def build_services(settings: Settings) -> Services:
         settings.data_dir / "kb_files",
         min_similarity=settings.kb_min_similarity,
         min_coverage=settings.kb_min_coverage,
+        min_coverage_cjk=settings.kb_min_coverage_cjk,
         replica=replica,
         events=events,
     )

@@ -42,21 +42,22 @@ from kb.embeddings import EMBEDDING_ENGINES
 from kb.service import KnowledgeBases, chroma_client
 
 
-def service(
-    engine: str = "sentence-transformers", min_similarity: float = 0.4, min_coverage: float = 0.5
-) -> KnowledgeBases:
+def service(engine: str = "sentence-transformers") -> KnowledgeBases:
+    """A knowledge base service as the app makes it by default, on `engine`."""
     data = Path(tempfile.mkdtemp(prefix="vt-kb-bench-"))
     db = Database(f"sqlite:///{data / 'kb.db'}")
     db.migrate()
-    embedder = EMBEDDING_ENGINES.create(Settings(_env_file=None, data_dir=data, embedding_engine=engine))
+    settings = Settings(_env_file=None, data_dir=data, embedding_engine=engine)
+    embedder = EMBEDDING_ENGINES.create(settings)
     embedder.warmup()
     return KnowledgeBases(
         db,
         embedder,
         lambda: chroma_client(data, None, 0),
         data / "files",
-        min_similarity=min_similarity,
-        min_coverage=min_coverage,
+        min_similarity=settings.kb_min_similarity,
+        min_coverage=settings.kb_min_coverage,
+        min_coverage_cjk=settings.kb_min_coverage_cjk,
     )
 
 

@@ -25,6 +25,16 @@ class Chunk:
     page: int | None
     heading: str | None
 
+    @property
+    def searchable(self) -> str:
+        """What retrieval matches: the text under its heading, since a passage cut from a
+        section seldom names the section's topic itself."""
+        return with_heading(self.text, self.heading)
+
+
+def with_heading(text: str, heading: str | None) -> str:
+    return f"{heading}\n{text}" if heading else text
+
 
 def split_sentences(text: str) -> list[str]:
     cuts = {m.end() for m in _CJK_END.finditer(text)} | {m.start() for m in _BLANK_LINE.finditer(text)}

@@ -2,7 +2,8 @@
 
 The file's bytes decide what it is, not its name: a renamed executable is refused, a PDF is a
 PDF whatever it is called. Supported: PDF (per page), DOCX and Markdown and HTML (per heading),
-plain text; UTF-8, or GB18030 for Chinese text files.
+plain text (per heading too: a short line standing alone above a paragraph); UTF-8, or
+GB18030 for Chinese text files.
 """
 
 from __future__ import annotations
@@ -160,5 +161,34 @@ def _html(data: bytes, filename: str) -> list[Section]:
     return [*parser.sections, Section("\n".join(parser.lines), heading=parser.heading)]
 
 
+# A plain-text heading: one short line, blank lines around it, no sentence end, a paragraph
+# below. Course notes are written so ("光合作用" over its paragraph), and the passages cut from
+# that paragraph then know their topic, which their sentences rarely repeat.
+_BLOCKS = re.compile(r"\n\s*\n")
+_SENTENCE_END = re.compile(r"[。！？；，、.!?;,:：]$|[。！？；，]")  # ending a line, or a Chinese clause in it
+HEADING_CHARS = 60
+
+
+def _is_heading(block: str) -> bool:
+    line = block.strip()
+    return (
+        0 < len(line) <= HEADING_CHARS
+        and "\n" not in line
+        and not _SENTENCE_END.search(line)
+        and any(ch.isalpha() for ch in line)
+    )
+
+
 def _text(data: bytes, filename: str) -> list[Section]:
-    return [Section(decode(data, filename))]
+    blocks = [b for b in _BLOCKS.split(decode(data, filename)) if b.strip()]
+    sections: list[Section] = []
+    heading, lines = None, []
+    for n, block in enumerate(blocks):
+        # A heading-like line over another one, or at the end, is content (a list, a poem).
+        if _is_heading(block) and n + 1 < len(blocks) and not _is_heading(blocks[n + 1]):
+            sections.append(Section("\n\n".join(lines), heading=heading))
+            heading, lines = block.strip(), []
+        else:
+            lines.append(block)
+    sections.append(Section("\n\n".join(lines), heading=heading))
+    return sections

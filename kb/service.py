@@ -31,7 +31,7 @@ from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow, check
 from app.core.engines import Embedder
 from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
 from app.core.events import KB_CHANGED, RESYNC, Events, OneBox
-from kb.chunking import chunk_sections
+from kb.chunking import chunk_sections, with_heading
 from kb.grounding import Grounder, Grounding
 from kb.parsing import parse, sniff
 from kb.passages import Passage
@@ -91,6 +91,7 @@ class KnowledgeBases:
         *,
         min_similarity: float,
         min_coverage: float,
+        min_coverage_cjk: float,
         replica: str = "",
         events: Events | None = None,
     ) -> None:
@@ -106,6 +107,7 @@ class KnowledgeBases:
         self.files = files
         self.min_similarity = min_similarity
         self.min_coverage = min_coverage
+        self.min_coverage_cjk = min_coverage_cjk
         self.grounder = Grounder(embedder.embed)
         self._keywords: dict[str, _Keywords] = {}
         self._keyword_lock = threading.Lock()
@@ -259,7 +261,7 @@ class KnowledgeBases:
             ids = [f"{doc_id}:{n}" for n in range(len(chunks))]
             vectors: list[list[float]] = []
             for start in range(0, len(chunks), EMBED_BATCH):
-                vectors += self.embedder.embed([c.text for c in chunks[start : start + EMBED_BATCH]])
+                vectors += self.embedder.embed([c.searchable for c in chunks[start : start + EMBED_BATCH]])
                 progress(0.15 + 0.75 * min(1.0, (start + EMBED_BATCH) / len(chunks)))
             self._collection(kb_id).add(
                 ids=ids,
@@ -334,7 +336,8 @@ class KnowledgeBases:
         # The thresholds decide whether the material covers the question at all; once one
         # passage clears them, the best-ranked `k` go to the model (a passage below them can
         # still hold the answer: on SQuAD 2.0 this gate keeps recall@5 near the ranking's own).
-        if not any(c.relevant(threshold, self.min_coverage) for c in ranked):
+        min_coverage = self.min_coverage_cjk if mostly_cjk(query) else self.min_coverage
+        if not any(c.relevant(threshold, min_coverage) for c in ranked):
             return []
         return self._passages(ranked[:k], trust_dense)
 
@@ -442,8 +445,10 @@ class KnowledgeBases:
             index = self._keywords.get(kb_id)
             if index is None:
                 with self._db.session() as db:
-                    rows = db.execute(select(ChunkRow.id, ChunkRow.text).where(ChunkRow.kb_id == kb_id)).all()
-                terms = [keywords(text) for _, text in rows]
+                    rows = db.execute(
+                        select(ChunkRow.id, ChunkRow.text, ChunkRow.heading).where(ChunkRow.kb_id == kb_id)
+                    ).all()
+                terms = [keywords(with_heading(text, heading)) for _, text, heading in rows]
                 index = _Keywords([r[0] for r in rows], terms, BM25(terms))
                 self._keywords[kb_id] = index
             return index

@@ -93,6 +93,39 @@ def test_every_kind_is_ingested_and_found_with_its_source(api: httpx.Client, kb:
     assert chinese["source"]["document"] == "光合作用.txt" and "叶绿体" in chinese["text"]
 
 
+FISH_NOTES = """鱼类笔记
+
+蓝线裸顶鲷
+
+蓝线裸顶鲷为辐鳍鱼纲鲈形目龙占鱼科的其中一个种，分布于印度洋及西太平洋。体长可达80公分。
+
+红鳍笛鲷
+
+红鳍笛鲷为辐鳍鱼纲鲈形目笛鲷科的其中一个种，分布于西太平洋。体长可达30公分。
+
+鲤鱼
+
+鲫鱼
+
+草鱼
+""".encode()
+
+
+def test_plain_text_headings_give_each_passage_its_topic(api: httpx.Client, kb: str) -> None:
+    """A short line alone above a paragraph is its heading: the passages under it are about
+    it, though "体长可达80公分" never names the fish; without it the question's rare words
+    pick the sentence that only names it."""
+    indexed(api, kb, "鱼类.txt", FISH_NOTES)
+    (found, *_) = _search(api, kb, "红鳍笛鲷分布在哪里？")
+    assert found["source"]["section"] == "红鳍笛鲷" and found["text"].startswith("红鳍笛鲷为")
+    body = api.post(f"/v1/kbs/{kb}/answer", json={"query": "蓝线裸顶鲷的体长可达多少公分？"}).json()
+    assert body["answered"] and "80公分" in body["answer"], body
+    assert body["evidence"][0]["section"] == "蓝线裸顶鲷"
+    # Heading-like lines with no paragraph under them are content, not headings: nothing is lost.
+    (listed, *_) = _search(api, kb, "草鱼")
+    assert "鲫鱼" in listed["text"] and listed["source"]["section"] == "红鳍笛鲷"
+
+
 def test_a_chinese_question_ranks_its_passage_by_keywords_not_by_an_english_model(api: httpx.Client, kb: str) -> None:
     """With the English embedding model, Chinese passages' dense ranks are noise: fused into the
     keyword ranks they put other passages of the same pattern first (4 of these 32, before)."""
@@ -117,6 +150,15 @@ def test_unanswerable_questions_find_nothing(api: httpx.Client, kb: str, query: 
     indexed(api, kb, "biology.md", BIOLOGY_MD)
     indexed(api, kb, "光合作用.txt", CHINESE_TXT)
     assert _search(api, kb, query) == []
+
+
+def test_a_chinese_question_is_covered_by_a_smaller_share_of_its_keywords(api: httpx.Client, kb: str) -> None:
+    """44 % of this question's characters and pairs are in the passage: the pairs that
+    straddle two words ("时植", "会放") are in no passage, so half would refuse it."""
+    indexed(api, kb, "光合作用.txt", CHINESE_TXT)
+    (found,) = _search(api, kb, "光合作用时植物会放出哪种气体？")
+    assert "氧气" in found["text"]
+    assert _search(api, kb, "足球比赛有哪些规则？") == []
 
 
 def test_bad_files_are_refused_or_fail_cleanly(start_server) -> None:
