@@ -221,6 +221,11 @@ def test_a_turn_that_never_pauses_is_cut_and_flush_ends_one() -> None:
         ("光合作用需要哪些原料", None),
         ("尤金袋鼠分布在。", "hanging"),  # no question word yet: Whisper closed a fragment
         ("我不明白这个。", "hanging"),  # the cost: a Chinese statement is held too
+        ("1992年4月，罗", "hanging"),  # numbers and Latin words count as characters
+        ("1998年。", "finished"),
+        ("为什么会？", "hanging"),  # 为什么 wants what it asks about ...
+        ("为什么不？", "finished"),  # ... unless it is the whole question
+        ("心脏是怎？", "hanging"),  # 怎 never ends one
         ("", None),
     ],
 )
@@ -291,7 +296,10 @@ def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
     question = with_silence(say(QUESTION), 0.5, 1.0)
     [(plain_at, plain)] = turns(question, None)
     [(finished_at, finished)] = turns(question, "finished")
-    assert finished.ended_at == plain.ended_at and finished_at - finished.ended_at < 0.3 < plain_at - plain.ended_at
+    [(eager_at, eager)] = turns(question, "finished", min_pause_ms=0)
+    assert finished.ended_at == plain.ended_at == eager.ended_at
+    # A finished question waits out a hesitation's length (VAD_MIN_PAUSE_MS), not the pause.
+    assert eager_at - eager.ended_at < 0.3 < finished_at - finished.ended_at < plain_at - plain.ended_at
     # A recogniser slower than the pause is waited for (up to the hold), not overtaken by it.
     [(awaited_at, awaited)] = turns(with_silence(say(QUESTION), 0.5, 2.0), "unjudged")
     assert 1.1 < awaited_at - awaited.ended_at < 1.4
@@ -328,8 +336,10 @@ async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finish
                 return (start + 320) / 16_000 - spoken_until
         raise AssertionError("the turn never ended")
 
-    assert await silence_before_the_turn("words") < 0.45 < 0.6 <= await silence_before_the_turn("pause")
-    assert await silence_before_the_turn("model") < 0.5  # the model's reading costs tens of ms
+    # Finished words end the turn after VAD_MIN_PAUSE_MS (0.45 s) of silence, the plain pause after 0.6 s.
+    plain = await silence_before_the_turn("pause")
+    assert 0.45 <= await silence_before_the_turn("words") < plain - 0.1 and plain >= 0.6
+    assert await silence_before_the_turn("model") < plain - 0.1
 
 
 # -- recognition ----------------------------------------------------------------------------

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     vad_pause_ms: float = Field(600, ge=64)
     vad_preroll_ms: float = Field(200, ge=0)
     vad_early_ms: float = Field(200, ge=32)
+    vad_min_pause_ms: float = Field(450, ge=0)
     # words: the early transcript ends a finished question at once and holds a hanging one
     # for VAD_HOLD_MS; model: the same, with a small language model reading English words
     # (app/speech/turn_end.py); pause: every turn ends after VAD_PAUSE_MS of silence.

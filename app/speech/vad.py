@@ -59,6 +59,10 @@ class TurnConfig:
     preroll_ms: float = 200  # audio kept from before the onset, so the first syllable is whole
     early_ms: float = 200  # silence after which recognition starts, betting that the turn is over
     hold_ms: float = 1200  # the pause after words left hanging (`judge`); pause_ms or less: never held
+    # The least pause that ends a turn, however finished its words sound: a short fragment is
+    # recognised before a hesitation is over ("天空为什么", 400 ms, "是蓝色的？"), and a whole
+    # question is seldom recognised sooner.
+    min_pause_ms: float = 450
     # True: after a `Paused` the turn waits (up to hold_ms) for `judge`, which its owner must
     # call, whatever the recogniser did; False: `judge` is ignored, every turn ends at pause_ms.
     by_words: bool = False
@@ -98,13 +102,16 @@ HANGING_WORDS = frozenset(
     um uh er erm like""".split()
 )
 _HANGING_ZH = re.compile(  # not 的, 是, 在, 对: "是的。", "对。" and "他不在。" are whole answers
-    r"(?:[和与及或跟把被让给从向而但因如若]|因为|所以|如果|但是|而且|然后|就是|那个|这个)$"
+    # 怎 is always followed (怎么, 怎样); 为什么 wants what it asks about ("为什么会…"), not
+    # "为什么不？" or "为什么呢？"
+    r"(?:[和与及或跟把被让给从向而但因如若怎]|因为|所以|如果|但是|而且|然后|就是|那个|这个|为什么[是会在要能把被让给对从向用])$"
 )
 _CLOSED = re.compile(r"(?<![.…])[.?!。？！]$")  # "…" or "...": trailing off
 # A Chinese question asks with one of these wherever it stands ("首届比赛在哪里举行"); Whisper
 # closes a fragment with "。" as readily as a question, so without one the words are held.
 _ASKS_ZH = re.compile(r"什么|什麼|哪|谁|誰|几|幾|多[少大高长長久远遠]|怎|如何|吗|嗎|呢|是否|何|啥|咋")
 HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # Chinese characters
+_NUMBER_OR_LATIN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z]+")  # each weighs one character: "1992年4月，罗"
 
 
 def sounds(text: str, judge: TurnEnd | None = None) -> Verdict | None:
@@ -127,8 +134,9 @@ def _by_rule(text: str) -> Verdict | None:
         return "hanging"
     if text.endswith((",", "，", "、", "...", "…", "-", "—")):
         return "hanging"
-    if len(HAN.findall(text)) > 3 and not _ASKS_ZH.search(text):
-        return "hanging"  # short replies ("是的。", "谢谢。") are whole as they are
+    han = len(HAN.findall(text))
+    if han and han + len(_NUMBER_OR_LATIN.findall(text)) > 3 and not _ASKS_ZH.search(text):
+        return "hanging"  # short replies ("是的。", "谢谢。", "1998年。") are whole as they are
     # Open (no closing punctuation): the plain pause decides. Whisper leaves English fragments
     # open ("what is", 6 of bench_asr's 60 tuning halves) but whole questions too (2 of 30),
     # and Chinese either way; holding those cost more than it saved (bench_turns).
@@ -145,6 +153,7 @@ class TurnDetector:
         self._pause_frames = max(1, round(config.pause_ms / frame_ms))
         self._early_frames = max(1, min(self._pause_frames - 1, round(config.early_ms / frame_ms)))
         self._hold_frames = max(self._pause_frames, round(config.hold_ms / frame_ms))
+        self._finished_frames = min(self._pause_frames, max(self._early_frames, round(config.min_pause_ms / frame_ms)))
         # On the words before the current silence: "plain" (the pause decides), "awaited" (the
         # recogniser is still at them), or a `Verdict`.
         self._verdict = "plain"
@@ -197,7 +206,7 @@ class TurnDetector:
             self._last_speech_frame = index
         else:
             self._silence_run += 1
-        pause = {"finished": self._early_frames, "plain": self._pause_frames}.get(self._verdict, self._hold_frames)
+        pause = {"finished": self._finished_frames, "plain": self._pause_frames}.get(self._verdict, self._hold_frames)
         if self._silence_run >= pause or index - self._start_frame + 1 >= self._max_frames:
             return self._finish()
         if self._silence_run == self._early_frames:
