@@ -25,14 +25,10 @@ class Chunk:
     page: int | None
     heading: str | None
 
-    @property
-    def searchable(self) -> str:
-        """What retrieval matches: the text under its heading, since a passage cut from a
-        section seldom names the section's topic itself."""
-        return with_heading(self.text, self.heading)
-
 
 def with_heading(text: str, heading: str | None) -> str:
+    """What retrieval matches (embeddings and keywords alike): the text under its heading,
+    since a passage cut from a section seldom names the section's topic itself."""
     return f"{heading}\n{text}" if heading else text
 
 

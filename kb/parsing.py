@@ -181,11 +181,12 @@ def _is_heading(block: str) -> bool:
 
 def _text(data: bytes, filename: str) -> list[Section]:
     blocks = [b for b in _BLOCKS.split(decode(data, filename)) if b.strip()]
+    looks = [_is_heading(b) for b in blocks]
     sections: list[Section] = []
     heading, lines = None, []
-    for n, block in enumerate(blocks):
+    for block, this, below in zip(blocks, looks, [*looks[1:], True], strict=True):
         # A heading-like line over another one, or at the end, is content (a list, a poem).
-        if _is_heading(block) and n + 1 < len(blocks) and not _is_heading(blocks[n + 1]):
+        if this and not below:
             sections.append(Section("\n\n".join(lines), heading=heading))
             heading, lines = block.strip(), []
         else:

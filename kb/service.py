@@ -261,7 +261,9 @@ class KnowledgeBases:
             ids = [f"{doc_id}:{n}" for n in range(len(chunks))]
             vectors: list[list[float]] = []
             for start in range(0, len(chunks), EMBED_BATCH):
-                vectors += self.embedder.embed([c.searchable for c in chunks[start : start + EMBED_BATCH]])
+                vectors += self.embedder.embed(
+                    [with_heading(c.text, c.heading) for c in chunks[start : start + EMBED_BATCH]]
+                )
                 progress(0.15 + 0.75 * min(1.0, (start + EMBED_BATCH) / len(chunks)))
             self._collection(kb_id).add(
                 ids=ids,
@@ -330,13 +332,14 @@ class KnowledgeBases:
                 if chunk_id in position:
                     terms = index.terms[position[chunk_id]]
                     candidates[chunk_id] = dataclasses.replace(candidate, coverage=coverage(wanted, terms))
-        trust_dense = self.embedder.multilingual or not mostly_cjk(query)
+        chinese = mostly_cjk(query)
+        trust_dense = self.embedder.multilingual or not chinese
         threshold = self.min_similarity if trust_dense else None
         ranked = sorted(candidates.values(), key=lambda c: (-c.fused(trust_dense), -c.coverage))  # ties: across KBs
         # The thresholds decide whether the material covers the question at all; once one
         # passage clears them, the best-ranked `k` go to the model (a passage below them can
         # still hold the answer: on SQuAD 2.0 this gate keeps recall@5 near the ranking's own).
-        min_coverage = self.min_coverage_cjk if mostly_cjk(query) else self.min_coverage
+        min_coverage = self.min_coverage_cjk if chinese else self.min_coverage
         if not any(c.relevant(threshold, min_coverage) for c in ranked):
             return []
         return self._passages(ranked[:k], trust_dense)
