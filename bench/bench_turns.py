@@ -8,7 +8,8 @@ from a microphone; a recognition started in the pause lands as many chunks later
 Three rules: `pause` (every turn ends after VAD_PAUSE_MS, 600 ms, of silence), `words` (the
 early transcript, started after VAD_EARLY_MS, ends a finished question when it lands and holds
 words left hanging for VAD_HOLD_MS) and `model` (the default: `words`, with SmolLM2 reading
-English words for the end of a turn; its time counts in when the guess lands).
+English words and Gemma 3 270M Chinese ones for the end of a turn; their time counts in when
+the guess lands).
 
 1. Finished questions: end of speech → end of turn, p50/p95, and how many were cut at a pause
    of their own.
