@@ -5,7 +5,9 @@ the turn runner queues, refuses, interrupts and translates failures."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -25,10 +27,12 @@ from app.conversation.frames import (
 )
 from app.conversation.pipeline import Pipeline, Stage
 from app.conversation.runner import TurnRunner
+from app.conversation.service import Answer
 from app.conversation.stages import Generate, Sentences, Speak
 from app.core.engines import ChatMessage, GenerationOptions
 from app.core.errors import EngineUnavailable, InvalidInput, TooBusy
 from app.core.media import PCM, Speech, Voice
+from app.core.metrics import Metrics
 from tests.kit.scripted import ScriptedLLM
 
 
@@ -349,3 +353,50 @@ async def test_closing_the_runner_cancels_the_answer_in_flight() -> None:
     await turns.runner.close()
     assert turns.gates["held"].cancelled == 1
     assert not turns.runner.answering
+
+
+@pytest.mark.parametrize(
+    ("hang_up", "stored"),
+    [
+        ("sending the answer", ("Hello there.", False)),
+        ("after the answer", ("Hello there.", False)),
+        ("mid-stream", ("Hel", True)),
+    ],
+    ids=["sending-the-answer", "after-the-answer", "mid-stream"],
+)
+async def test_a_student_who_hangs_up_keeps_what_was_said_and_the_stages_stop(
+    hang_up: str, stored: tuple[str, bool]
+) -> None:
+    """The socket closes while a frame is being sent, or just after the answer's text went out
+    while its save waits for a worker: the runner is closed then. The answer is stored all the
+    same (whole once its text was handed over, else as far as it went) and its voice stage is
+    stopped, not left to the GC."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    free = threading.Event()
+    busy = loop.run_in_executor(None, free.wait)  # the one worker taken: a save waits its turn
+    saved: list[tuple[str, dict[str, Any]]] = []
+    voice = Slow()
+    pipeline = Pipeline([voice], TextDelta("Hel"), Sentence("Hello there."), AnswerText("Hello there."))
+    answer = Answer(pipeline, lambda text, meta: saved.append((text, meta)), Metrics(), lambda _: None)
+    sending = asyncio.Event()
+    blocks_on = TextDelta if hang_up == "mid-stream" else AnswerText
+
+    async def sink(frame: Frame, question: Any) -> None:
+        if isinstance(frame, blocks_on):
+            sending.set()
+            if hang_up != "after the answer":
+                await asyncio.Event().wait()  # a send that never completes: the student has gone
+
+    runner: TurnRunner[str] = TurnRunner(lambda _: answer, sink, max_pending=1)
+    runner.ask("hi")
+    async with asyncio.timeout(5):
+        await sending.wait()
+        await voice.started.wait()
+        await runner.close()
+        free.set()
+        await busy
+        while len(saved) < 1:
+            await asyncio.sleep(0.01)
+    assert [(text, bool(meta.get("interrupted"))) for text, meta in saved] == [stored]
+    assert voice.cancelled == 1

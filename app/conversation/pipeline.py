@@ -15,7 +15,7 @@ cancelled, which closes its engine's stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 from app.conversation.frames import Frame, Interrupted
@@ -104,7 +104,7 @@ class Pipeline:
         emit(_END)
         self.interrupted = False
 
-    async def __aiter__(self) -> AsyncIterator[Frame]:
+    async def __aiter__(self) -> AsyncGenerator[Frame, None]:
         if not self.interrupted:
             for link in self._links:
                 link.start()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Generic, Protocol, TypeVar
 
 from app.conversation.frames import Failure, Frame, Interrupted
@@ -26,7 +27,7 @@ Q = TypeVar("Q")
 class Interruptible(Protocol):
     """An answer in flight (`ConversationService.answer`)."""
 
-    def __aiter__(self) -> AsyncIterator[Frame]: ...
+    def __aiter__(self) -> AsyncGenerator[Frame, None]: ...
 
     async def interrupt(self) -> None: ...
 
@@ -111,8 +112,11 @@ class TurnRunner(Generic[Q]):
 
     async def _play(self, answer: Interruptible, question: Q) -> None:
         try:
-            async for frame in answer:
-                await self._deliver(frame, question)
+            # aclosing: cancelled while delivering (the student hung up), the answer still ends
+            # now, its stages stopped and what it said stored, not when the GC gets to it.
+            async with aclosing(aiter(answer)) as frames:
+                async for frame in frames:
+                    await self._deliver(frame, question)
         except TutorError as exc:
             await self._deliver(Failure(exc.code, exc.message), question)
         except Exception:

@@ -11,7 +11,8 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -76,33 +77,35 @@ class Answer:
         elif (measured := _LATENCY.get(type(frame))) and (ms := getattr(frame, measured[1])):
             metrics.stage_seconds.labels(measured[0]).observe(ms / 1000)
 
-    async def __aiter__(self) -> AsyncIterator[Frame]:
+    async def __aiter__(self) -> AsyncGenerator[Frame, None]:
         answered = False
         outcome = "abandoned"  # until it ends otherwise: the student went away mid-answer
         partial: list[str] = []
+        saved: asyncio.Future[None] | None = None
         self._in_flight(+1)
         try:
-            async for frame in self._pipeline:
-                self._measure(frame)
-                if isinstance(frame, TextDelta):
-                    partial.append(frame.text)
-                elif isinstance(frame, Interrupted):
-                    outcome = "interrupted"
-                yield frame
-                if isinstance(frame, AnswerText):
-                    meta = {
-                        "first_token_ms": frame.first_token_ms,
-                        "total_ms": frame.total_ms,
-                        "engine": frame.engine,
-                        "model": frame.model,
-                        "sources": frame.sources,
-                        **({"grounding": frame.grounding} if frame.grounding else {}),
-                        **({"off_language": frame.off_language} if frame.off_language else {}),
-                    }
-                    # Set first: the executor runs the save even if this task is cancelled
-                    # while awaiting it (the student hung up), and the finally must not save twice.
-                    answered, outcome = True, "answered"
-                    await asyncio.to_thread(self._store, frame.text, meta)
+            # aclosing: a hang-up cancels the consumer while it delivers a frame, and the stages
+            # (voice, lip-sync) must stop then, not when the GC finds this generator.
+            async with aclosing(aiter(self._pipeline)) as frames:
+                async for frame in frames:
+                    self._measure(frame)
+                    if isinstance(frame, TextDelta):
+                        partial.append(frame.text)
+                    elif isinstance(frame, Interrupted):
+                        outcome = "interrupted"
+                    elif isinstance(frame, AnswerText):
+                        # Saved in the executor while it is handed over, and shielded: a student
+                        # who hangs up as the text arrives cancels this generator at its yield or
+                        # its await, and a save cancelled before a worker took it would never run
+                        # (and the finally must not save the answer twice).
+                        answered, outcome = True, "answered"
+                        saved = asyncio.get_running_loop().run_in_executor(
+                            None, self._store, frame.text, self._meta(frame)
+                        )
+                    yield frame
+                    if saved is not None:
+                        await asyncio.shield(saved)
+                        saved = None
         except Exception as exc:
             outcome = "failed"
             self._metrics.errors.labels(getattr(exc, "code", "internal")).inc()
@@ -113,6 +116,18 @@ class Answer:
             if not answered and partial:
                 # A quick local insert; awaiting a thread here would race a cancellation in progress.
                 self._store("".join(partial).strip(), {"interrupted": True})
+
+    @staticmethod
+    def _meta(frame: AnswerText) -> dict[str, Any]:
+        return {
+            "first_token_ms": frame.first_token_ms,
+            "total_ms": frame.total_ms,
+            "engine": frame.engine,
+            "model": frame.model,
+            "sources": frame.sources,
+            **({"grounding": frame.grounding} if frame.grounding else {}),
+            **({"off_language": frame.off_language} if frame.off_language else {}),
+        }
 
 
 # Each stage's latency, from the frame that reports it: (stage, the frame's field in ms).
