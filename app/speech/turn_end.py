@@ -92,13 +92,15 @@ class _Model:
         params.n_ctx = params.n_batch = 256
         params.n_threads = params.n_threads_batch = max(1, os.cpu_count() or 1)
         self.context = LlamaContext(self.llm.model, params)
+        self._ends: dict[Reader, list[int]] = {}  # each reader's ending tokens
 
     def finished(self, reader: Reader, words: str) -> bool:
         from cyllama.llama.llama_cpp import LlamaSampler, LlamaSamplerChainParams, llama_batch_get_one
 
         vocab = self.llm.vocab
         with self.lock:
-            ends = [vocab.tokenize(end, False, True)[0] for end in reader.ends]
+            if (ends := self._ends.get(reader)) is None:
+                ends = self._ends[reader] = [vocab.tokenize(end, False, True)[0] for end in reader.ends]
             self.context.memory_seq_rm(0, 0, -1)
             self.context.decode(llama_batch_get_one(vocab.tokenize(reader.before + words[-400:], True, True), 0))
             # Finished: an end comes within -finished_from logits of the likeliest next token
