@@ -3,11 +3,14 @@ no engine at all (nothing checks a flag): what runs is what `/health` lists."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from app.core.engines import Warmup
+from app.core.engines import Engines, Warmup
 from app.core.errors import InvalidInput
 from app.core.registry import Registry
 from app.core.settings import Settings
@@ -46,3 +49,35 @@ def test_a_stage_turned_off_has_no_engine_and_is_not_reported(tmp_path: Path) ->
     assert list(Warmup(engines).summary()["engines"]) == ["llm", "embeddings"]
     everything = build_engines(Settings(_env_file=None, data_dir=tmp_path, llm_engine="local", tts_engine="offline"))
     assert list(everything.stages()) == ["llm", "embeddings", "vad", "asr", "turn_end", "tts", "lipsync"]
+
+
+class _Loading:
+    """An engine whose weights take as long as the test says."""
+
+    description = "loads until told"
+
+    def __init__(self, name: str, loaded: threading.Event) -> None:
+        self.name = name
+        self.loaded = loaded
+
+    def warmup(self) -> None:
+        self.loaded.wait(10)
+
+
+async def test_engines_warming_up_leave_the_default_executor_to_the_turns() -> None:
+    """More stages loading than the default executor has workers: a turn's short job (storing a
+    message, the session sweep) still runs at once, not after the quickest load."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(2))
+    loaded = threading.Event()
+    engines = Engines(*(_Loading(name, loaded) for name in ("llm", "embeddings", "vad")))  # type: ignore[arg-type]
+    warmup = Warmup(engines)
+    warming = asyncio.create_task(warmup.run())
+    try:
+        await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "stored"), 2) == "stored"
+        assert not warmup.summary()["ready"]
+    finally:
+        loaded.set()
+    await warming
+    assert warmup.summary()["ready"]

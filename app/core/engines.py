@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -248,12 +249,20 @@ class Warmup:
         self.states = {stage: StageState() for stage in engines.stages()}
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._warm(stage, engine) for stage, engine in self.engines.stages().items()))
+        # A thread of its own for each stage: the default executor stays free for the turns and
+        # the session sweep, which would otherwise queue behind every load (seven stages, six
+        # workers on two cores), for as long as the quickest model takes to load.
+        stages = self.engines.stages()
+        pool = ThreadPoolExecutor(max_workers=len(stages), thread_name_prefix="warmup")
+        try:
+            await asyncio.gather(*(self._warm(stage, engine, pool) for stage, engine in stages.items()))
+        finally:
+            pool.shutdown(wait=False)
 
-    async def _warm(self, stage: str, engine: Warmable) -> None:
+    async def _warm(self, stage: str, engine: Warmable, pool: ThreadPoolExecutor) -> None:
         state = self.states[stage]
         try:
-            await asyncio.to_thread(engine.warmup)
+            await asyncio.get_running_loop().run_in_executor(pool, engine.warmup)
         except Exception as exc:  # a failed engine is reported, never fatal to the server
             log.error("%s engine %s failed to warm up: %s", stage, engine.name, exc)
             state.state, state.detail = FAILED, str(exc)
