@@ -422,6 +422,20 @@ def test_words_written_twice_over_are_heard_again(heard: str, twice: bool) -> No
     assert asr_module._repeats(heard) is twice
 
 
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("母后的外冒特征是什么?" * 16 + "母后的外冬", "母后的外冒特征是什么?"),  # Whisper's loop, cut short
+        ("请问 " + "What is an atom? " * 5, "请问 What is an atom?"),  # what came before it stays
+        ("并得到谁的支援\ufffd。", "并得到谁的支援。"),  # half a character
+        ("谢谢谢谢谢谢", "谢谢谢谢谢谢"),  # a unit under four characters is speech
+        ("Why is the sky blue? Why is the sky blue?", "Why is the sky blue? Why is the sky blue?"),  # twice is no loop
+    ],
+)
+def test_what_the_student_cannot_have_said_is_taken_out(written: str, kept: str) -> None:
+    assert asr_module._cleaned(written) == kept
+
+
 CHINESE = [
     "光合作用把二氧化碳和水变成葡萄糖。",
     "请问长城有多长？",

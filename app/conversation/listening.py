@@ -23,6 +23,7 @@ from app.core.engines import ASR, ListenFor, Transcript, TurnEnd, Verdict
 from app.core.settings import Settings
 from app.speech.registry import turn_config
 from app.speech.vad import Paused, SpeechStarted, TurnDetector, sounds
+from app.speech.vocabulary import hear
 
 log = logging.getLogger(__name__)
 Guess = tuple[Transcript, Verdict | None]
@@ -35,7 +36,7 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 def _guess(asr: ASR, judge: TurnEnd | None, pcm: Any, listen: ListenFor) -> Guess:
     """The early transcript and what its words say of the turn, in one trip off the loop."""
-    transcript = asr.transcribe(pcm, listen.language, listen.hint, listen.traditional)
+    transcript = hear(asr, pcm, listen)
     try:
         return transcript, sounds(transcript.text, judge)
     except Exception as exc:  # a failed reader costs its reading, never the turn

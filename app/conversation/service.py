@@ -46,7 +46,7 @@ from app.core.metrics import Metrics
 from app.core.settings import Settings
 from avatars.service import Avatars
 from kb.service import KnowledgeBases
-from tutors.store import TutorStore
+from tutors.store import Tutor, TutorStore
 
 _MESSAGES = MessageRow.__table__
 _SESSIONS = SessionRow.__table__
@@ -273,8 +273,7 @@ class ConversationService:
         avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
         voice = Voice.resolve(tutor.voice or settings.tts_voice, tutor.language)
         started = TurnStarted(voice, avatar, tutor.language)
-        named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
-        kb_ids = self._kbs.existing(list(dict.fromkeys(named))) if named else []
+        kb_ids = self._kb_ids(tutor, session)
         grounding = None
         if kb_ids and not is_conversation(text):
             grounding = self._kbs.ground(kb_ids, text, settings.kb_top_k)
@@ -299,6 +298,11 @@ class ConversationService:
             return [started, LLMRequest(messages, options)]
         return [started, Grounded(grounding), LLMRequest(messages, options, grounding.citations())]
 
+    def _kb_ids(self, tutor: Tutor, session: SessionInfo) -> list[str]:
+        """The knowledge bases a turn may draw on: the tutor's, and the session's own."""
+        named = [*tutor.kb_ids, *([session.kb_id] if session.kb_id else [])]
+        return self._kbs.existing(list(dict.fromkeys(named))) if named else []
+
     def _phrases(self) -> bool:
         """Whether the model may phrase grounded answers: `KB_ANSWER_STYLE`, and with `auto`
         any model but the embedded one (which invents: its answers are the evidence, quoted)."""
@@ -319,20 +323,27 @@ class ConversationService:
     async def listening_for(self, session: SessionInfo) -> ListenFor:
         """What the recogniser listens for in this session: the language (None: detect) and,
         for a Chinese tutor, the course's own words (its subject and the titles of its
-        material), which keep Whisper from writing homophones of its names. English tutors
-        get no hint: its effect on tiny.en is unmeasured."""
+        material) and the material itself, which keep Whisper from writing homophones of its
+        names (`app/speech/vocabulary.py`). English tutors get neither: their effect on tiny.en
+        is unmeasured."""
         tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
         language = self._settings.asr_language_for(tutor.language)
         if primary_language(tutor.language) != "zh":
             return ListenFor(language)
-        titles = await asyncio.to_thread(self._titles, tutor.kb_ids)
+        kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
+        titles = await asyncio.to_thread(self._titles, kb_ids)
         words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))
-        return ListenFor(language, f"{words}。" if words else "", writes_traditional(tutor.language))
+        material = functools.partial(self._material, kb_ids) if kb_ids else None
+        return ListenFor(language, f"{words}。" if words else "", writes_traditional(tutor.language), material)
+
+    def _material(self, kb_ids: list[str], heard: str) -> list[str]:
+        """The passages the heard words are about, where the material covers them at all."""
+        return [passage.text for passage in self._kbs.search(kb_ids, heard, self._settings.kb_top_k)]
 
     def _titles(self, kb_ids: list[str]) -> list[str]:
         """Document names as a person would say them: `光合作用_第三章.pdf` → `光合作用 第三章`."""
         titles = []
-        for kb_id in self._kbs.existing(kb_ids):
+        for kb_id in kb_ids:
             try:
                 documents = self._kbs.documents(kb_id)
             except NotFound:  # deleted since: a hint is not worth failing the question for

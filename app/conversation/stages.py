@@ -35,6 +35,7 @@ from app.core.media import PCM, Speech, Voice
 from app.speech.sentences import SentenceSplitter, rejoin, speakable
 from app.speech.tts import FALLBACK_NOTICE, LAST_RESORT_NOTICE, EspeakTTS
 from app.speech.vad import speech_seconds
+from app.speech.vocabulary import hear
 from avatars.animation import Animator
 from avatars.video import encode_mp4
 from kb.grounding import Grounding
@@ -73,9 +74,7 @@ class Recognise(Stage):
                 yield NoticeFrame("no_speech", "No speech was heard in the recording; please try again.")
                 return
             listen = await self.listen_for()
-            transcript = await asyncio.to_thread(
-                self.asr.transcribe, frame.pcm, listen.language, listen.hint, listen.traditional
-            )
+            transcript = await asyncio.to_thread(hear, self.asr, frame.pcm, listen)
         yield Transcription(transcript.text, transcript.language, transcript.audio_seconds, transcript.elapsed_ms)
         if transcript.text:
             meta = {
@@ -84,6 +83,8 @@ class Recognise(Stage):
                 "language": transcript.language,
                 "recognised_in_pause": frame.early is not None,
             }
+            if transcript.first_heard:  # heard again for the course's words: what it replaced
+                meta["first_heard"] = transcript.first_heard
             yield UserText(transcript.text, meta)
         else:
             yield NoticeFrame("no_speech", "The recording could not be understood; please try again.")

@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,16 +106,20 @@ class Transcript:
     language: str
     audio_seconds: float
     elapsed_ms: float
+    first_heard: str = ""  # what the first hearing wrote, where the course's words changed it
 
 
 @dataclass(frozen=True)
 class ListenFor:
-    """What a session's recogniser listens for: a language (None: detect), a hint, and whether
-    Chinese is written in Traditional characters (the tutor's, whatever ASR_LANGUAGE says)."""
+    """What a session's recogniser listens for: a language (None: detect), a hint, whether
+    Chinese is written in Traditional characters (the tutor's, whatever ASR_LANGUAGE says), and
+    the course's material: its passages on what words heard are about (a search of the tutor's
+    knowledge bases), whose terms a Chinese question is heard again for."""
 
     language: str | None
     hint: str = ""
     traditional: bool = False
+    material: Callable[[str], list[str]] | None = None
 
 
 class ASR(Warmable, Protocol):

@@ -13,6 +13,7 @@ made-up English transcript.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import threading
@@ -24,6 +25,7 @@ from app.core.engines import Transcript
 from app.core.errors import EngineUnavailable
 from app.core.media import ASR_RATE, PCM, language_tag, primary_language, writes_traditional
 from app.core.wheels import cache_dir, joined, package_dir
+from app.speech import vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,8 @@ class WhisperASR:
         # One short decode each: the first real one should not pay for lazy initialisation.
         for language in list(self._models):
             self.transcribe(PCM.silence(0.5), "en" if language == "en" else "zh")
+        if "*" in self._models:  # Chinese is heard: its pinyin dictionary, for the course's words
+            vocabulary.warmup()
 
     def _model_for(self, language: str | None) -> tuple[Any, threading.Lock]:
         """`language` as `language_tag` writes it; None: detect (English only, if that is all)."""
@@ -230,6 +234,7 @@ class WhisperASR:
                     text, info, _ = self._decode(whisper, pcm, base, prompt, short=False)
             except ValueError as exc:  # a language code Whisper does not know (`xx`)
                 raise EngineUnavailable(f"Whisper cannot hear {language!r}: {exc}") from None
+        text = _cleaned(text)
         if info.language == "zh":
             text = _in_script(text, traditional)
         return Transcript(text, info.language, pcm.seconds, (time.perf_counter() - started) * 1000)
@@ -268,16 +273,22 @@ def _kind(whisper: Any) -> str:
 @functools.cache
 def _windowed() -> type:
     """faster-whisper's model, its encoder shown only the first `frames` of the window when
-    set (language detection and the temperature fallback encode through it as well)."""
+    set (language detection and the temperature fallback encode through it as well). The last
+    encoding is kept: a question heard again with another prompt (`vocabulary.hear`) is the
+    same audio, and the encoder is a third of a short-window hearing on a CPU."""
     from faster_whisper import WhisperModel
 
     class Windowed(WhisperModel):
         frames: int | None = None
+        _last: tuple[bytes, Any] | None = None
 
         def encode(self, features: Any) -> Any:
             if self.frames is not None and features.shape[-1] > self.frames:
                 features = features[..., : self.frames]
-            return super().encode(features)
+            key = hashlib.blake2b(features.tobytes(), digest_size=16).digest() + bytes(str(features.shape), "ascii")
+            if self._last is None or self._last[0] != key:
+                self._last = (key, super().encode(features))
+            return self._last[1]
 
     return Windowed
 
@@ -295,16 +306,39 @@ def _repeats(text: str) -> bool:
     return False
 
 
+def _cleaned(text: str) -> str:
+    """What Whisper wrote, less what the student cannot have said: a character cut halfway
+    through its bytes (the replacement character, seen after a long prompt) and a loop."""
+    return _once(text.replace("\ufffd", ""))
+
+
+def _once(text: str) -> str:
+    """Whisper's loop, written once: a unit of four characters or more written three times or
+    more to the end, the last copy perhaps cut short ("母后的外冒特征是什么?母后的外冒特征是什么?
+    …母后的外冬", on either window), is kept once after what came before it."""
+    for start in range(len(text)):
+        for period in range(4, (len(text) - start) // 3 + 1):
+            unit = text[start : start + period]
+            if len(unit.strip()) < 4 or text[start : start + 3 * period] != unit * 3:
+                continue
+            end = start + 3 * period
+            while text.startswith(unit, end):
+                end += period
+            if unit.startswith(text[end:-1]):  # its last character may be a cut token's
+                return text[: start + period].strip()
+    return text
+
+
 def _tokens(whisper: Any, text: str) -> int:
     return len(whisper.hf_tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
 
 
 def _within(whisper: Any, hint: str, budget: int) -> str:
-    """The hint's first terms (split at 、 or ,) that fit `budget` tokens."""
+    """The hint's first terms or sentences (split at 、 , 。 and the like) that fit `budget` tokens."""
     if _tokens(whisper, hint) <= budget:
         return hint
     kept = ""
-    for term in re.split(r"(?<=[、,，])", hint):
+    for term in re.split(r"(?<=[、,，。！？；!?;])", hint):
         if _tokens(whisper, kept + term) > budget:
             break
         kept += term
