@@ -12,6 +12,7 @@ import httpx
 import pytest
 import websockets
 
+from kb.retrieval import keywords
 from tests.kit.live import collect_answer, indexed, new_session, new_tutor, wait_indexed, ws_url
 
 BIOLOGY_MD = b"""# Cells
@@ -159,6 +160,19 @@ def test_a_chinese_question_is_covered_by_a_smaller_share_of_its_keywords(api: h
     (found,) = _search(api, kb, "光合作用时植物会放出哪种气体？")
     assert "氧气" in found["text"]
     assert _search(api, kb, "足球比赛有哪些规则？") == []
+
+
+def test_question_words_never_count_against_a_chinese_question(api: httpx.Client, kb: str) -> None:
+    """ "什么是原子？" asks about the passage on atoms; counted, 什么 and the pairs holding it left
+    3 of its 8 keywords there, and the tutor said the material did not cover it."""
+    assert keywords("什么是原子？") == ["原", "子", "是原", "原子"]
+    notes = "原子\n\n原子是构成元素的最小单位。电子在原子核周围运动。\n\n重力\n\n重力是物体之间互相吸引的力。"
+    indexed(api, kb, "科学.txt", notes.encode())
+    (found, *_) = _search(api, kb, "什么是原子？")
+    assert found["text"].startswith("原子是") and found["source"]["section"] == "原子"
+    body = api.post(f"/v1/kbs/{kb}/answer", json={"query": "什么是重力？"}).json()
+    assert body["answered"] and "互相吸引" in body["answer"], body
+    assert _search(api, kb, "什么是火山？") == []
 
 
 def test_bad_files_are_refused_or_fail_cleanly(start_server) -> None:
