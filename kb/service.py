@@ -192,6 +192,21 @@ class KnowledgeBases:
             rows = db.scalars(select(DocumentRow).where(DocumentRow.kb_id == kb_id).order_by(DocumentRow.created_at))
             return [_document(r) for r in rows]
 
+    def headings(self, kb_ids: list[str], longest: int = 40) -> list[str]:
+        """The material's section headings, each once, as they come in its documents: the
+        course's topics (a heading over `longest` characters reads as a sentence, not a term)."""
+        if not kb_ids:
+            return []
+        first = func.min(ChunkRow.ordinal)
+        with self._db.session() as db:
+            rows = db.execute(
+                select(ChunkRow.heading, first)
+                .where(ChunkRow.kb_id.in_(kb_ids), ChunkRow.heading.is_not(None))
+                .group_by(ChunkRow.heading)
+                .order_by(first, ChunkRow.heading)
+            ).all()
+        return [heading for heading, _ in rows if len(heading) <= longest]
+
     def document(self, kb_id: str, doc_id: str) -> Document:
         with self._db.session() as db:
             row = db.get(DocumentRow, doc_id)

@@ -199,13 +199,21 @@ async def test_grounded_declined_and_small_talk_through_the_server(api: httpx.Cl
 
 
 async def test_the_recogniser_is_told_the_courses_own_words(api: httpx.Client, server, course: str) -> None:
-    """A spoken question is heard with the tutor's subject and its material's titles as the
-    recogniser's hint (test_speech: 尤金袋鼠 is written right only with it)."""
+    """A spoken question is heard with the tutor's subject, its material's titles and section
+    headings as the recogniser's hint (test_speech: 尤金袋鼠 is written right only with it), and
+    with the material itself (test_vocabulary)."""
     indexed(api, course, "尤金袋鼠_第三章.md", "# 尤金袋鼠\n\n尤金袋鼠分布在澳洲南部岛屿及西岸地区。".encode())
     tutor = new_tutor(api, "Ada", subject="Biology", language="zh", kb_ids=[course, "kb-gone"])
     session = server.services.sessions.require_active(new_session(api, tutor["id"])["session_id"])
     listen = await server.services.conversation.listening_for(session)
-    assert listen.language == "zh" and listen.hint == "Biology、curie、尤金袋鼠 第三章。" and not listen.traditional
+    assert listen.language == "zh" and not listen.traditional
+    assert listen.hint == "Biology、curie、尤金袋鼠 第三章、Life、尤金袋鼠、Work。"
+    assert listen.material is not None and "澳洲南部" in listen.material("尤金袋鼠分布在哪里")[0]
+    assert listen.material("足球比赛有哪些规则") == []  # only what the material covers
+    english = new_tutor(api, "Bo", kb_ids=[course])
+    session = server.services.sessions.require_active(new_session(api, english["id"], student_id=3)["session_id"])
+    plain = await server.services.conversation.listening_for(session)
+    assert plain.material is None and plain.hint == ""  # tiny.en: neither measured
     taiwan = new_tutor(api, "Lin", subject="生物", language="zh-TW")
     session = server.services.sessions.require_active(new_session(api, taiwan["id"], student_id=2)["session_id"])
     assert (await server.services.conversation.listening_for(session)).traditional

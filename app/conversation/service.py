@@ -331,7 +331,7 @@ class ConversationService:
         if primary_language(tutor.language) != "zh":
             return ListenFor(language)
         kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
-        titles = await asyncio.to_thread(self._titles, kb_ids)
+        titles = await asyncio.to_thread(self._course_words, kb_ids)
         words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))
         material = functools.partial(self._material, kb_ids) if kb_ids else None
         return ListenFor(language, f"{words}。" if words else "", writes_traditional(tutor.language), material)
@@ -340,8 +340,10 @@ class ConversationService:
         """The passages the heard words are about, where the material covers them at all."""
         return [passage.text for passage in self._kbs.search(kb_ids, heard, self._settings.kb_top_k)]
 
-    def _titles(self, kb_ids: list[str]) -> list[str]:
-        """Document names as a person would say them: `光合作用_第三章.pdf` → `光合作用 第三章`."""
+    def _course_words(self, kb_ids: list[str]) -> list[str]:
+        """Document names as a person would say them (`光合作用_第三章.pdf` → `光合作用 第三章`),
+        then the material's section headings: bench_voice's Chinese notes (a heading per
+        topic) were heard right for 重力 and 四季 with them (中立, 四径 without)."""
         titles = []
         for kb_id in kb_ids:
             try:
@@ -349,7 +351,7 @@ class ConversationService:
             except NotFound:  # deleted since: a hint is not worth failing the question for
                 continue
             titles += [re.sub(r"[_\s]+", " ", Path(d.filename).stem).strip() for d in documents]
-        return titles
+        return titles + self._kbs.headings(kb_ids)
 
     def answer(
         self,
