@@ -106,7 +106,7 @@ NOTES_ZH = {
 CHUNK_MS = 40
 
 
-def _course(api: httpx.Client, name: str, notes: dict[str, str]) -> str:
+def course(api: httpx.Client, name: str, notes: dict[str, str]) -> str:
     """A knowledge base holding `notes` as one plain-text document, once it is indexed."""
     kb_id = api.post("/v1/kbs", json={"name": name}).json()["id"]
     text = "\n\n".join(f"{heading}\n\n{body}" for heading, body in notes.items())
@@ -224,11 +224,11 @@ async def run(args: argparse.Namespace, server: ServerProcess) -> list[dict[str,
         "zh": ("zh tutor, streamed microphone", True, chinese, QUESTIONS_ZH, "你好。"),
     }
     if "course" in args.modes:
-        notes = {"kb_ids": [_course(api, "science", NOTES)]}
+        notes = {"kb_ids": [course(api, "science", NOTES)]}
         taught = api.post("/v1/tutors", json={"name": "Ada", "subject": "science", **notes}).json()
         modes["course"] = ("tutor with course notes (grounded), streamed", True, taught, QUESTIONS, "Hello.")
     if "zh-course" in args.modes:
-        taught = api.post("/v1/tutors", json={**zh, "kb_ids": [_course(api, "科学", NOTES_ZH)]}).json()
+        taught = api.post("/v1/tutors", json={**zh, "kb_ids": [course(api, "科学", NOTES_ZH)]}).json()
         modes["zh-course"] = ("zh tutor with course notes (grounded), streamed", True, taught, QUESTIONS_ZH, "你好。")
     for mode, streamed, who, questions, hello in (modes[name] for name in args.modes if name in modes):
         session = api.post("/v1/sessions", json={"tutor_id": who["id"]}).json()

@@ -5,7 +5,9 @@
 1. set-up: offer sent → first media frame received (ICE through the relay, DTLS, first
    RTP), p50/p95;
 2. turns, on `app.py` with the embedded engines (SmolLM2, Whisper tiny.en, Silero VAD, Piper,
-   the warp lip-sync on a 512 px avatar): a student (aiortc, relay-only) speaks Piper questions
+   the warp lip-sync on a 512 px avatar), for a tutor answering with SmolLM2 and then for one
+   with course notes on the questions (grounded: the evidence quoted, no model asked): a
+   student (aiortc, relay-only) speaks Piper questions
    into its microphone track; from the end of the student's speech: the transcript (WebSocket),
    the first loud 20 ms of the tutor's voice received on the call, and the first video frame
    received after it (the server changes the picture when its audio starts playing, so this is
@@ -32,7 +34,7 @@ from typing import Any
 import httpx
 import websockets
 
-from bench.bench_voice import QUESTIONS
+from bench.bench_voice import NOTES, QUESTIONS, course
 from bench.common import ServerProcess, latency_summary, report
 from tests.kit.calls import Call, loopback_coturn
 from tests.kit.media import portrait_video
@@ -62,16 +64,22 @@ def _server(scripted: bool, turn_port: int) -> ServerProcess:
     return server
 
 
-def _tutor(server: ServerProcess, video: Path) -> int:
+def _tutor(server: ServerProcess, video: Path, notes: bool = False) -> int:
+    """A tutor with the avatar (prepared once per server); with `notes`, course notes on the
+    questions, so its answers are grounded (the evidence quoted)."""
     with httpx.Client(base_url=server.url, timeout=60) as api:
-        with video.open("rb") as f:
-            api.post("/v1/avatars/upload", data={"avatar_id": "teacher"}, files={"file": ("t.mp4", f, "video/mp4")})
+        if api.get("/v1/avatars/teacher").status_code == 404:
+            with video.open("rb") as f:
+                files = {"file": ("t.mp4", f, "video/mp4")}
+                api.post("/v1/avatars/upload", data={"avatar_id": "teacher"}, files=files)
         deadline = time.monotonic() + 120
         while api.get("/v1/avatars/teacher").json()["status"] != "ready":
             if time.monotonic() > deadline:
                 raise RuntimeError("the avatar was not prepared")
             time.sleep(0.5)
-        return api.post("/v1/tutors", json={"name": "Ada", "persona": PERSONA, "avatar_id": "teacher"}).json()["id"]
+        kb_ids = [course(api, "science", NOTES)] if notes else []
+        tutor = {"name": "Ada", "persona": PERSONA, "avatar_id": "teacher", "kb_ids": kb_ids}
+        return api.post("/v1/tutors", json=tutor).json()["id"]
 
 
 def _session(server: ServerProcess, tutor_id: int, student: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -195,6 +203,7 @@ async def run(args: argparse.Namespace) -> None:
             tutor_id = _tutor(server, video)
             setup_ms = await setups(server, tutor_id, args.setups)
             turn_rows = await turns(server, tutor_id, args.turns)
+            grounded_rows = await turns(server, _tutor(server, video, notes=True), args.turns)
         finally:
             server.stop()
         scripted = _server(scripted=True, turn_port=port)
@@ -209,19 +218,24 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.sleep(2.0)
         finally:
             scripted.stop()
-    done = [r for r in turn_rows if "first_audio_ms" in r]
-    rows = [
-        {"measure": "set-up: offer → first media frame", **latency_summary(setup_ms)},
-        {"measure": "end of speech → transcript", **latency_summary([r["transcript_ms"] for r in turn_rows])},
-        {"measure": "end of speech → first tutor audio", **latency_summary([r["first_audio_ms"] for r in done])},
-        {"measure": "end of speech → first lip-synced frame", **latency_summary([r["first_video_ms"] for r in done])},
-    ]
+    rows = [{"measure": "set-up: offer → first media frame", **latency_summary(setup_ms)}]
+    for answers, measured in (("SmolLM2 answers", turn_rows), ("course notes, grounded", grounded_rows)):
+        done = [r for r in measured if "first_audio_ms" in r]
+        rows += [
+            {
+                "measure": f"{answers}: end of speech → transcript",
+                **latency_summary([r["transcript_ms"] for r in measured]),
+            },
+            {"measure": f"{answers}: → first tutor audio", **latency_summary([r["first_audio_ms"] for r in done])},
+            {"measure": f"{answers}: → first lip-synced frame", **latency_summary([r["first_video_ms"] for r in done])},
+        ]
     sustained = max((r["calls"] for r in load if r["sustained"]), default=0)
     report(
         "webrtc",
         rows,
         {
             "turns": turn_rows,
+            "grounded_turns": grounded_rows,
             "capacity": load,
             "sustained_calls_at_25fps": sustained,
             "cpus": os.cpu_count(),
