@@ -112,15 +112,21 @@ def warp_mouth(image: np.ndarray, mouth: np.ndarray, opening: float, width: floa
     src_x = cx + (xs - cx) / (1 + (width - 1) * lips)
     roi = cv2.remap(image, src_x, ys - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     if drop > 0.5:
-        # The opening between the lips: a soft dark ellipse, as deep as the jaw dropped.
-        hole = np.zeros(roi.shape[:2], dtype=np.float32)
-        centre = (int(round(cx - x0)), int(round(cy - y0 + 0.6 * drop)))
+        # The opening between the lips: a soft dark ellipse, as deep as the jaw dropped, drawn
+        # and blended over its own box only (over the whole warped region it was half the warp).
         axes = (max(1, int(0.34 * mw * width)), max(1, int(0.4 * drop)))
-        cv2.ellipse(hole, centre, axes, 0, 0, 360, 1.0, -1)
-        hole = cv2.GaussianBlur(hole, (0, 0), max(1.0, 0.12 * axes[1] + 1))[..., None]
-        alpha = hole * min(1.0, 1.5 * opening)
-        inside = np.array([60, 22, 26], dtype=np.float32)
-        roi = (roi.astype(np.float32) * (1 - alpha) + inside * alpha).astype(np.uint8)
+        sigma = max(1.0, 0.12 * axes[1] + 1)
+        margin = int(3 * sigma) + 1
+        ex, ey = int(round(cx - x0)), int(round(cy - y0 + 0.6 * drop))
+        bx0, bx1 = max(0, ex - axes[0] - margin), min(roi.shape[1], ex + axes[0] + margin + 1)
+        by0, by1 = max(0, ey - axes[1] - margin), min(roi.shape[0], ey + axes[1] + margin + 1)
+        if bx1 > bx0 and by1 > by0:
+            hole = np.zeros((by1 - by0, bx1 - bx0), dtype=np.float32)
+            cv2.ellipse(hole, (ex - bx0, ey - by0), axes, 0, 0, 360, 1.0, -1)
+            alpha = cv2.GaussianBlur(hole, (0, 0), sigma)[..., None] * min(1.0, 1.5 * opening)
+            inside = np.array([60, 22, 26], dtype=np.float32)
+            box = roi[by0:by1, bx0:bx1].astype(np.float32)
+            roi[by0:by1, bx0:bx1] = (box * (1 - alpha) + inside * alpha).astype(np.uint8)
     out = image.copy()
     out[y0:y1, x0:x1] = roi
     return out
