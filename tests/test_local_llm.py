@@ -59,6 +59,30 @@ async def test_a_continued_conversation_reuses_its_cached_prefix() -> None:
     assert engine.last_reused_tokens >= 60
 
 
+async def test_a_conversation_that_outgrows_the_context_keeps_its_history_computed() -> None:
+    """When the oldest exchange is dropped to make room, the history after it is not computed
+    again (the cache cuts the span out and moves the rest back), and the answer is the one a
+    fresh computation gives."""
+    engine = LocalLLM()
+    engine.warmup()
+    system = ChatMessage("system", "You are Ada, a patient science tutor. Answer briefly.")
+    history = []
+    for topic in ("photosynthesis", "gravity", "the seasons", "atoms"):
+        history += [
+            ChatMessage("user", f"What is {topic}?"),
+            ChatMessage("assistant", f"In short, {topic} is one of the first things a science class covers. " * 3),
+        ]
+    options = GenerationOptions(None, 0.0, 12)
+    [p async for p in engine.stream([system, *history, ChatMessage("user", "What is a cell?")], options)]
+    later = [system, *history[2:], ChatMessage("user", "What is a volcano?")]
+    shifted = "".join([p async for p in engine.stream(later, options)])
+    assert engine.last_reused_tokens >= len(engine._tokens(later)) - 20, engine.last_reused_tokens
+    fresh = LocalLLM()
+    computed = "".join([p async for p in fresh.stream(later, options)])
+    assert fresh.last_reused_tokens == 0
+    assert shifted.split()[:4] == computed.split()[:4], (shifted, computed)
+
+
 async def test_a_prepared_system_prompt_leaves_only_the_question_to_compute() -> None:
     """A tutor's prompt computed before its first student asks; a live conversation's context
     is never taken for it."""

@@ -5,6 +5,10 @@ Prefill is the slow part on two cores (~250 prompt tokens/s), and a conversation
 mostly the previous turn's prompt again (persona + history). So the engine keeps a few
 llama.cpp contexts, each remembering which tokens its KV cache holds, and runs a turn in the
 context sharing the longest prefix with the new prompt: only the new tokens are computed.
+Once a conversation outgrows the context, its oldest exchange is dropped from the prompt
+(`fit_prompt`), and the history after it would be computed again on every turn (a 1,200-token
+history took 7.8 s on two idle cores): instead the cache drops that span and moves what
+follows back into place (llama.cpp's context shift), as llama.cpp's own server does.
 
 llama.cpp contexts are not thread-safe, so one generation runs at a time; others wait their
 turn on an asyncio lock instead of blocking a thread.
@@ -29,6 +33,9 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Each context costs ~47 MB of KV cache at 2048 tokens; four cover a few live conversations.
 CACHE_SLOTS = 4
 PREPARE_IDLE_SECONDS = 60
+# Tokens of the new prompt that must read on, in the cache, after a dropped span: fewer could
+# meet a chat template's repeated markup by chance.
+SHIFT_PROBE = 32
 _DONE = object()
 
 
@@ -46,6 +53,19 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def _reuse(cached: list[int], tokens: list[int]) -> tuple[int, int, int]:
+    """How a cache holding `cached` serves the prompt `tokens`: (kept, gap, reused). The first
+    `kept` tokens are shared; where the prompt then goes on as the cache does `gap` tokens
+    later (the oldest history, dropped to make room), `reused` counts those too."""
+    kept = _common_prefix(cached, tokens)
+    probe = tokens[kept : kept + SHIFT_PROBE]
+    if len(probe) == SHIFT_PROBE:
+        for start in range(kept + 1, len(cached) - SHIFT_PROBE + 1):
+            if cached[start : start + SHIFT_PROBE] == probe:
+                return kept, start - kept, kept + _common_prefix(cached[start:], tokens[kept:])
+    return kept, 0, kept
 
 
 @dataclass
@@ -99,8 +119,8 @@ class LocalLLM:
         Every prompt shares a few chat-template tokens, so a match counts only when it covers
         at least half the prompt: less is another conversation, better kept for its next turn.
         """
-        best = max(self._slots, key=lambda s: _common_prefix(s.tokens, tokens), default=None)
-        if best is not None and _common_prefix(best.tokens, tokens) * 2 >= len(tokens):
+        best = max(self._slots, key=lambda s: _reuse(s.tokens, tokens)[2], default=None)
+        if best is not None and _reuse(best.tokens, tokens)[2] * 2 >= len(tokens):
             return best
         if len(self._slots) < self._slot_count:
             return self._new_slot()
@@ -126,11 +146,20 @@ class LocalLLM:
         prompt = llm._apply_template(chat, None, add_generation_prompt=answer)
         return llm.vocab.tokenize(prompt, add_special=True, parse_special=True)
 
-    def _fill(self, slot: _Slot, tokens: list[int], stop: threading.Event) -> None:
-        """Make the slot's KV cache hold exactly `tokens`, computing only what it lacks."""
+    def _fill(self, slot: _Slot, tokens: list[int], stop: threading.Event, *, answer: bool = False) -> int:
+        """Make the slot's KV cache hold exactly `tokens`, computing only what it lacks (with
+        `answer`, the last token always: its logits start the answer); how many were reused."""
         from cyllama.llama.llama_cpp import llama_batch_get_one
 
-        keep = _common_prefix(slot.tokens, tokens)
+        kept, gap, keep = _reuse(slot.tokens, tokens)
+        if gap:
+            if slot.ctx.memory_seq_rm(0, kept, kept + gap):
+                slot.ctx.memory_seq_add(0, kept + gap, -1, -gap)
+                del slot.tokens[kept : kept + gap]
+            else:  # this cache cannot cut a span out: compute the rest again
+                keep = kept
+        if answer:
+            keep = min(keep, len(tokens) - 1)
         slot.ctx.memory_seq_rm(0, keep, -1)
         slot.tokens = tokens[:keep]
         for start in range(keep, len(tokens), 512):
@@ -139,6 +168,7 @@ class LocalLLM:
             chunk = tokens[start : start + 512]
             slot.ctx.decode(llama_batch_get_one(chunk, start))
             slot.tokens.extend(chunk)
+        return keep
 
     async def prepare(self, messages: list[ChatMessage]) -> None:
         """Compute a prompt's head (a tutor's system prompt) before its first turn, so that
@@ -177,10 +207,7 @@ class LocalLLM:
         slot.used = time.monotonic()
         ctx = slot.ctx
         ctx.cancel = False
-        # Keep the shared prefix, but always recompute the last prompt token: its logits start the answer.
-        self.last_reused_tokens = min(_common_prefix(slot.tokens, tokens), len(tokens) - 1)
-        slot.tokens = slot.tokens[: self.last_reused_tokens]
-        self._fill(slot, tokens, stop)
+        self.last_reused_tokens = self._fill(slot, tokens, stop, answer=True)
         if stop.is_set():
             return
 
