@@ -230,6 +230,57 @@ def test_the_loudness_threshold_tells_voice_from_silence_after_opus() -> None:
     assert max(frames(silence)) < LOUD and max(frames(room)) < LOUD / 2
 
 
+def _drawn_frames(count: int) -> Iterator[tuple[np.ndarray, Any]]:
+    """A portrait swaying a little with a mouth opening and closing, as the avatar is drawn,
+    each as the RGB picture and the I420 frame the call's video track sends."""
+    import fractions
+
+    import av
+    import cv2
+    from skimage import data
+
+    face = data.astronaut()
+    for i in range(count):
+        picture = np.roll(face, int(6 * np.sin(i / 9)), axis=1)
+        cv2.ellipse(picture, (256, 330), (40, 5 + i * 3 % 20), 0, 0, 360, (60, 20, 20), -1)
+        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(picture, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
+        yield picture, frame
+
+
+def _psnr_through(encoder: Any) -> float:
+    """Mean PSNR (dB) of drawn frames sent through a VP8 encoder and a browser-side decoder."""
+    from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+
+    decoder, scores = Vp8Decoder(), []
+    for picture, frame in _drawn_frames(40):
+        payloads, timestamp = encoder.encode(frame)
+        (shown,) = decoder.decode(JitterFrame(b"".join(vp8_depayload(p) for p in payloads), timestamp))
+        error = np.mean((shown.to_ndarray(format="rgb24").astype(np.float32) - picture) ** 2)
+        scores.append(10 * np.log10(255**2 / error))
+    return float(np.mean(scores[10:]))  # past the first keyframe's climb
+
+
+def test_the_tutors_video_is_encoded_for_drawn_pictures() -> None:
+    """Calls send VP8 without libvpx's camera denoiser (a third cheaper to encode): the drawn
+    picture arrives closer to what was drawn than through aiortc's own encoder, and every
+    other codec is still aiortc's."""
+    from aiortc import RTCRtpCodecParameters, rtcrtpsender
+    from aiortc.codecs.opus import OpusEncoder
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from app.rtc import encoding
+
+    assert _psnr_through(encoding.rendered_vp8()) > _psnr_through(Vp8Encoder()) + 0.3
+    encoding.install()
+    encoding.install()  # twice: still one wrapper around aiortc's own
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000, payloadType=96)
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
+    assert type(rtcrtpsender.get_encoder(vp8)) is type(encoding.rendered_vp8())
+    assert type(rtcrtpsender.get_encoder(opus)) is OpusEncoder
+
+
 async def _one_call(server: LiveServer, api: Any, tutor_id: int) -> float:
     """A session with a call that connects and carries media, then ends (the session deleted)."""
     session = new_session(api, tutor_id)

@@ -31,6 +31,7 @@ from app.conversation.sessions import SessionInfo
 from app.core.errors import EngineUnavailable, InvalidInput, RelayUnavailable, TooBusy, TutorError
 from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.rtc import encoding
 from app.rtc.media import MicrophoneIn, Playout, tutor_tracks
 from app.speech.vad import SpeechStarted
 from avatars.animation import Animator
@@ -212,6 +213,7 @@ class Peers:
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
         from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
+        encoding.install()
         if not isinstance(offer, dict) or not isinstance(offer.get("sdp"), str) or offer.get("type") != "offer":
             raise InvalidInput('an offer is {"sdp": "<session description>", "type": "offer"}')
         engines = self._conversation.engines
