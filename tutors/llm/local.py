@@ -5,10 +5,11 @@ Prefill is the slow part on two cores (~250 prompt tokens/s), and a conversation
 mostly the previous turn's prompt again (persona + history). So the engine keeps a few
 llama.cpp contexts, each remembering which tokens its KV cache holds, and runs a turn in the
 context sharing the longest prefix with the new prompt: only the new tokens are computed.
-Once a conversation outgrows the context, its oldest exchange is dropped from the prompt
-(`fit_prompt`), and the history after it would be computed again on every turn (a 1,200-token
-history took 7.8 s on two idle cores): instead the cache drops that span and moves what
-follows back into place (llama.cpp's context shift), as llama.cpp's own server does.
+Once a conversation outgrows the context, its oldest messages are dropped from the prompt
+(`fit_prompt`), and the history after them would be computed again on every turn (a
+1,200-token history took 7.8 s on two idle cores): instead the cache cuts that span out and
+moves what follows back into place (llama.cpp's KV shift; the kept tokens were computed with
+the dropped ones before them, which changed one word of a 50-word greedy answer).
 
 llama.cpp contexts are not thread-safe, so one generation runs at a time; others wait their
 turn on an asyncio lock instead of blocking a thread.
@@ -17,6 +18,7 @@ turn on an asyncio lock instead of blocking a thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -55,13 +57,14 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _reuse(cached: list[int], tokens: list[int]) -> tuple[int, int, int]:
+def _reuse(cached: list[int], tokens: list[int], shifts: bool) -> tuple[int, int, int]:
     """How a cache holding `cached` serves the prompt `tokens`: (kept, gap, reused). The first
     `kept` tokens are shared; where the prompt then goes on as the cache does `gap` tokens
-    later (the oldest history, dropped to make room), `reused` counts those too."""
+    later (the oldest history, dropped to make room) and the cache `shifts`, `reused` counts
+    those too."""
     kept = _common_prefix(cached, tokens)
     probe = tokens[kept : kept + SHIFT_PROBE]
-    if len(probe) == SHIFT_PROBE:
+    if shifts and len(probe) == SHIFT_PROBE:
         for start in range(kept + 1, len(cached) - SHIFT_PROBE + 1):
             if cached[start : start + SHIFT_PROBE] == probe:
                 return kept, start - kept, kept + _common_prefix(cached[start:], tokens[kept:])
@@ -119,8 +122,9 @@ class LocalLLM:
         Every prompt shares a few chat-template tokens, so a match counts only when it covers
         at least half the prompt: less is another conversation, better kept for its next turn.
         """
-        best = max(self._slots, key=lambda s: _reuse(s.tokens, tokens)[2], default=None)
-        if best is not None and _reuse(best.tokens, tokens)[2] * 2 >= len(tokens):
+        reused = {id(s): _reuse(s.tokens, tokens, self._shifts)[2] for s in self._slots}
+        best = max(self._slots, key=lambda s: reused[id(s)], default=None)
+        if best is not None and reused[id(best)] * 2 >= len(tokens):
             return best
         if len(self._slots) < self._slot_count:
             return self._new_slot()
@@ -151,24 +155,38 @@ class LocalLLM:
         `answer`, the last token always: its logits start the answer); how many were reused."""
         from cyllama.llama.llama_cpp import llama_batch_get_one
 
-        kept, gap, keep = _reuse(slot.tokens, tokens)
+        kept, gap, keep = _reuse(slot.tokens, tokens, self._shifts)
         if gap:
-            if slot.ctx.memory_seq_rm(0, kept, kept + gap):
-                slot.ctx.memory_seq_add(0, kept + gap, -1, -gap)
-                del slot.tokens[kept : kept + gap]
-            else:  # this cache cannot cut a span out: compute the rest again
-                keep = kept
+            slot.ctx.memory_seq_rm(0, kept, kept + gap)
+            slot.ctx.memory_seq_add(0, kept + gap, -1, -gap)
+            del slot.tokens[kept : kept + gap]
         if answer:
             keep = min(keep, len(tokens) - 1)
         slot.ctx.memory_seq_rm(0, keep, -1)
         slot.tokens = tokens[:keep]
-        for start in range(keep, len(tokens), 512):
-            if stop.is_set():
-                return
-            chunk = tokens[start : start + 512]
-            slot.ctx.decode(llama_batch_get_one(chunk, start))
-            slot.tokens.extend(chunk)
+        pending = bool(gap)  # the keys move during the next decode; one cut short moves some
+        try:
+            for start in range(keep, len(tokens), 512):
+                if stop.is_set():
+                    break
+                chunk = tokens[start : start + 512]
+                slot.ctx.decode(llama_batch_get_one(chunk, start))
+                pending = False
+                slot.tokens.extend(chunk)
+        finally:
+            if pending:  # a half-moved cache would answer from wrong keys: start it afresh
+                slot.ctx.memory_seq_rm(0, -1, -1)
+                slot.tokens = []
         return keep
+
+    @functools.cached_property
+    def _shifts(self) -> bool:
+        """Whether this model's cache can cut a span out and move the rest: attention only,
+        with plain or NeoX RoPE (llama.cpp aborts on moving multi-axis RoPE keys)."""
+        from cyllama.llama.llama_cpp import GGML_ROPE_TYPE_NEOX
+
+        model = self._model().model
+        return model.rope_type in (0, GGML_ROPE_TYPE_NEOX) and not model.is_recurrent() and not model.is_hybrid()
 
     async def prepare(self, messages: list[ChatMessage]) -> None:
         """Compute a prompt's head (a tutor's system prompt) before its first turn, so that
