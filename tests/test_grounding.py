@@ -111,6 +111,16 @@ def test_a_chinese_question_is_grounded_by_its_words(grounder: Grounder) -> None
     assert not grounder.ground("足球比赛有哪些规则？", [passage], trust_dense=False).answered
 
 
+def test_chinese_function_characters_pick_no_sentence(grounder: Grounder) -> None:
+    """"鼠的" in "尤金袋鼠的体重" straddles two words: rare in the material, so heavily
+    weighted, it must not pick a sentence about the kangaroo's milk over the one that answers."""
+    text = "尤金袋鼠的奶中有一种物质，称为AGG01，有可能是一种神奇药。尤金袋鼠很细小，约只有8公斤重，适合饲养。"
+    passage = Passage(text, 0.7, {"document": "notes.txt", "document_id": "d3"}, "c3")
+    rare_pairs = lambda term: 5.0 if len(term) == 2 else 1.0  # noqa: E731  (idf: pairs are rarer)
+    grounding = grounder.ground("尤金袋鼠的体重大约是多少？", [passage], rare_pairs, trust_dense=False)
+    assert grounding.answered and "8公斤" in grounding.quote, grounding.quote
+
+
 async def _checked(grounding: Grounding | None, *deltas: str) -> list[Any]:
     first = [Grounded(grounding)] if grounding else []
     frames = [*first, *(TextDelta(d) for d in deltas), AnswerText("".join(deltas))]
