@@ -112,7 +112,7 @@ def test_a_chinese_question_is_grounded_by_its_words(grounder: Grounder) -> None
 
 
 def test_chinese_function_characters_pick_no_sentence(grounder: Grounder) -> None:
-    """"鼠的" in "尤金袋鼠的体重" straddles two words: rare in the material, so heavily
+    """The pair 鼠的 in 尤金袋鼠的体重 straddles two words: rare in the material, so heavily
     weighted, it must not pick a sentence about the kangaroo's milk over the one that answers."""
     text = "尤金袋鼠的奶中有一种物质，称为AGG01，有可能是一种神奇药。尤金袋鼠很细小，约只有8公斤重，适合饲养。"
     passage = Passage(text, 0.7, {"document": "notes.txt", "document_id": "d3"}, "c3")
