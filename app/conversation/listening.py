@@ -5,7 +5,8 @@ The VAD's turn-taking says when the student starts (a barge-in signal) and stops
 Recognition begins in the closing pause: if the student goes on, that guess is discarded; if
 the turn ends, its transcript is already under way. What that guess says also decides when the
 pause is over (`sounds`, with the conversation's end-of-turn reader where one runs): a
-finished question ends the turn as soon as it is heard, words left hanging wait longer.
+finished question ends the turn as soon as it is heard, words left hanging wait longer, and
+while they wait the answer to them is begun (`ConversationService.foresee`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def _consume(future: asyncio.Future[Any]) -> None:
         future.exception()  # a discarded guess's error is nobody's business
 
 
+def _foresight_done(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.info("the held words' answer was not begun ahead (%s); the turn will begin it", exc)
+
+
 def _guess(asr: ASR, judge: TurnEnd | None, pcm: Any, listen: ListenFor) -> Guess:
     """The early transcript and what its words say of the turn, in one trip off the loop."""
     transcript = hear(asr, pcm, listen)
@@ -58,6 +64,7 @@ class LiveMicrophone:
         self._detector = TurnDetector(vad, config)
         self._hold_s = config.hold_ms / 1000
         self._early: tuple[float, asyncio.Future[Guess]] | None = None
+        self._foreseen_at = -1.0  # the pause whose held words `foresee` was asked about
 
     @property
     def speaking(self) -> bool:
@@ -99,4 +106,10 @@ class LiveMicrophone:
         if not guess.done():
             return  # the hold ran out first; the next chunk looks again
         failed = guess.cancelled() or guess.exception() is not None
-        self._detector.judge(ended_at, None if failed else guess.result()[1])
+        transcript, verdict = (None, None) if failed else guess.result()
+        self._detector.judge(ended_at, verdict)
+        if verdict == "hanging" and transcript is not None and self._foreseen_at != ended_at:
+            # Held: the pause is idle time, and the words heard so far are likely the question.
+            self._foreseen_at = ended_at
+            task = asyncio.ensure_future(self._conversation.foresee(self._session, transcript.text))
+            task.add_done_callback(_foresight_done)

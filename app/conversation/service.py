@@ -11,8 +11,11 @@ import asyncio
 import functools
 import logging
 import re
+import threading
+import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,12 @@ from app.conversation.talk import is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor, TurnEnd
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
-from app.core.media import Voice, primary_language, writes_traditional
+from app.core.media import Speech, Voice, primary_language, writes_traditional
 from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.speech.sentences import SentenceSplitter, speakable
 from avatars.service import Avatars
+from kb.grounding import Grounding
 from kb.service import KnowledgeBases
 from tutors.store import Tutor, TutorStore
 
@@ -53,6 +58,23 @@ _SESSIONS = SessionRow.__table__
 Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta) → the transcript
 
 log = logging.getLogger(__name__)
+FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
+# A turn that ends while its answer is still being foreseen waits this long for it, rather than
+# begin the same work again beside it on the same cores; then begins on its own.
+FORESIGHT_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class _Foreseen:
+    """An answer begun while its turn was held: for the turn that ends on these words. The
+    turn may end before it is ready (the hold is short), and then waits for it (`ready`)."""
+
+    text: str
+    grounding: Grounding | None = None
+    voice: Voice | None = None
+    spoken: dict[str, Speech] = field(default_factory=dict)
+    ready: threading.Event = field(default_factory=threading.Event)
+    at: float = field(default_factory=time.monotonic)
 
 
 class Answer:
@@ -159,6 +181,8 @@ class ConversationService:
         self._kbs = kbs
         self._settings = settings
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._foreseen: dict[str, _Foreseen] = {}  # by session id
+        self._foreseen_lock = threading.Lock()  # written on the loop, taken in a turn's thread
 
     # -- a tutor's prompt kept warm ------------------------------------------------------------
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -272,21 +296,18 @@ class ConversationService:
         tutor = self._tutors.get(session.tutor_id)
         avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
         voice = Voice.resolve(tutor.voice or settings.tts_voice, tutor.language)
-        started = TurnStarted(voice, avatar, tutor.language)
         kb_ids = self._kb_ids(tutor, session)
+        foreseen = self._take_foreseen(session.id, text, voice)
         grounding = None
         if kb_ids and not is_conversation(text):
-            grounding = self._kbs.ground(kb_ids, text, settings.kb_top_k)
+            grounding = foreseen.grounding if foreseen else self._kbs.ground(kb_ids, text, settings.kb_top_k)
+        started = TurnStarted(voice, avatar, tutor.language, foreseen.spoken if foreseen else {})
         limit = settings.history_max_messages
         with self._db.transaction() as db:
             history = self._history(db, session.id, chat_id, limit) if limit else []
             self._insert(db, session.id, chat_id, "user", text, question.meta)
-        if grounding is not None and not grounding.answered:
-            refusal = said(NOT_COVERED, tutor.language)
-            return [started, AnswerText(refusal, engine="grounding", grounding=grounding.summary())]
-        if grounding is not None and not self._phrases():
-            quoted = {**grounding.summary(), "style": "quoted"}
-            return [started, AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)]
+        if grounding is not None and (answer := self._from_material(grounding, tutor.language)):
+            return [started, answer]
         options = GenerationOptions(
             model=settings.llm_model_for(tutor.id, tutor.llm_model),
             temperature=tutor.temperature if tutor.temperature is not None else settings.llm_temperature,
@@ -297,6 +318,54 @@ class ConversationService:
         if grounding is None:
             return [started, LLMRequest(messages, options)]
         return [started, Grounded(grounding), LLMRequest(messages, options, grounding.citations())]
+
+    def _from_material(self, grounding: Grounding, language: str) -> AnswerText | None:
+        """The answer the material gives without the model: the decline where nothing supports
+        the question, else its evidence quoted (unless a model phrases it, `_phrases`)."""
+        if not grounding.answered:
+            return AnswerText(said(NOT_COVERED, language), engine="grounding", grounding=grounding.summary())
+        if self._phrases():
+            return None
+        quoted = {**grounding.summary(), "style": "quoted"}
+        return AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)
+
+    async def foresee(self, session: SessionInfo, text: str) -> None:
+        """Begin the answer to words the turn is held on (they sounded unfinished: "What is an
+        atom?" to SmolLM2), while the student may still go on: the material searched and, for
+        an answer the material gives without the model, its first sentence spoken. The turn
+        that ends on exactly these words starts from them (`_begin_turn`); any other turn drops
+        them. Best effort: a failure costs only speed."""
+        foreseen = _Foreseen(text)
+        with self._foreseen_lock:
+            for stale in [k for k, f in self._foreseen.items() if foreseen.at - f.at > FORESIGHT_SECONDS]:
+                del self._foreseen[stale]
+            self._foreseen[session.id] = foreseen
+        try:
+            tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
+            kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
+            if not kb_ids or is_conversation(text):
+                return
+            grounding = await asyncio.to_thread(self._kbs.ground, kb_ids, text, self._settings.kb_top_k)
+            voice = Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language)
+            answer, tts = self._from_material(grounding, tutor.language), self.engines.tts
+            if answer is not None and tts is not None:
+                splitter = SentenceSplitter(self._settings.tts_max_sentence_chars)
+                first = speakable(next(iter(splitter.push(answer.text)), None) or splitter.flush())
+                if first:
+                    foreseen.spoken[first] = await tts.synthesize(first, voice)
+            foreseen.grounding, foreseen.voice = grounding, voice
+        finally:
+            foreseen.ready.set()
+
+    def _take_foreseen(self, session_id: str, text: str, voice: Voice) -> _Foreseen | None:
+        """What `foresee` began for this session, if it was for these words and this voice:
+        waited for while it is still under way (off the loop: a turn begins in a worker)."""
+        with self._foreseen_lock:
+            foreseen = self._foreseen.pop(session_id, None)
+        if foreseen is None or foreseen.text != text or time.monotonic() - foreseen.at > FORESIGHT_SECONDS:
+            return None
+        foreseen.ready.wait(FORESIGHT_WAIT_SECONDS)
+        return foreseen if foreseen.grounding is not None and foreseen.voice == voice else None
 
     def _kb_ids(self, tutor: Tutor, session: SessionInfo) -> list[str]:
         """The knowledge bases a turn may draw on: the tutor's, and the session's own."""

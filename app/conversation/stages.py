@@ -282,11 +282,12 @@ class Speak(Stage):
     def __init__(self, tts: TTS) -> None:
         self.tts = tts
         self.voice: Voice | None = None
+        self.spoken: dict[str, Speech] = {}
         self.seq, self.noticed, self.failed, self.rate = 0, False, False, 16_000
 
     def observe(self, frame: Frame) -> None:
         if isinstance(frame, TurnStarted):
-            self.voice = frame.voice
+            self.voice, self.spoken = frame.voice, dict(frame.spoken)
 
     async def process(self, frame: Frame) -> AsyncIterator[Frame]:
         assert isinstance(frame, Sentence)
@@ -299,7 +300,7 @@ class Speak(Stage):
             return
         started = time.perf_counter()
         try:
-            speech = await self.tts.synthesize(text, self.voice)
+            speech = self.spoken.pop(text, None) or await self.tts.synthesize(text, self.voice)
         except TutorError as exc:
             self.failed = True
             yield NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}")

@@ -64,6 +64,15 @@ class LiveServer:
             time.sleep(0.02)
         return self
 
+    async def warmed(self) -> LiveServer:
+        """Once every engine has loaded (the speech engines load after the server starts)."""
+        assert self.services is not None
+        for _ in range(300):
+            if self.services.warmup.summary()["ready"]:
+                return self
+            await asyncio.sleep(0.1)
+        raise AssertionError(self.services.warmup.summary())
+
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
