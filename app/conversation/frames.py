@@ -55,9 +55,9 @@ class TurnStarted(Frame):
     voice: Voice
     avatar: PreparedAvatar | None = None  # the tutor's avatar, when it has a ready one
     language: str = ""  # the tutor's: what the answer must be written in ("" for any)
-    # Sentences of this answer already spoken, by their speakable text: synthesized while the
-    # turn was held on words that sounded unfinished (`ConversationService.foresee`).
-    spoken: Mapping[str, Speech] = field(default_factory=dict)
+    # Sentences of this answer being spoken already, by their speakable text: synthesis begun
+    # while the turn was held on words that sounded unfinished (`ConversationService.foresee`).
+    spoken: Mapping[str, asyncio.Future[Speech]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class LiveMicrophone:
         self._hold_s = config.hold_ms / 1000
         self._early: tuple[float, asyncio.Future[Guess]] | None = None
         self._foreseen_at = -1.0  # the pause whose held words `foresee` was asked about
+        self._foresight: asyncio.Future[None] | None = None  # kept: a bare task may be collected
 
     @property
     def speaking(self) -> bool:
@@ -111,5 +112,5 @@ class LiveMicrophone:
         if verdict == "hanging" and transcript is not None and self._foreseen_at != ended_at:
             # Held: the pause is idle time, and the words heard so far are likely the question.
             self._foreseen_at = ended_at
-            task = asyncio.ensure_future(self._conversation.foresee(self._session, transcript.text))
-            task.add_done_callback(_foresight_done)
+            self._foresight = asyncio.ensure_future(self._conversation.foresee(self._session, transcript.text))
+            self._foresight.add_done_callback(_foresight_done)

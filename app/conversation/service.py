@@ -59,21 +59,27 @@ Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta)
 
 log = logging.getLogger(__name__)
 FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
-# A turn that ends while its answer is still being foreseen waits this long for it, rather than
-# begin the same work again beside it on the same cores; then begins on its own.
+# A turn that ends while the material is still being searched for it waits this long, rather
+# than search again beside it on the same cores; then searches on its own.
 FORESIGHT_WAIT_SECONDS = 2.0
+
+
+def _settled(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # a sentence spoken ahead that failed is spoken again by its turn
 
 
 @dataclass
 class _Foreseen:
     """An answer begun while its turn was held: for the turn that ends on these words. The
-    turn may end before it is ready (the hold is short), and then waits for it (`ready`)."""
+    turn may end before the material has been searched (the hold is short), and then waits for
+    it (`grounded`); the first sentence's speech is a task the voice stage awaits."""
 
     text: str
     grounding: Grounding | None = None
     voice: Voice | None = None
-    spoken: dict[str, Speech] = field(default_factory=dict)
-    ready: threading.Event = field(default_factory=threading.Event)
+    spoken: dict[str, asyncio.Future[Speech]] = field(default_factory=dict)
+    grounded: threading.Event = field(default_factory=threading.Event)
     at: float = field(default_factory=time.monotonic)
 
 
@@ -337,8 +343,7 @@ class ConversationService:
         them. Best effort: a failure costs only speed."""
         foreseen = _Foreseen(text)
         with self._foreseen_lock:
-            for stale in [k for k, f in self._foreseen.items() if foreseen.at - f.at > FORESIGHT_SECONDS]:
-                del self._foreseen[stale]
+            self._sweep_foreseen()
             self._foreseen[session.id] = foreseen
         try:
             tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
@@ -350,21 +355,29 @@ class ConversationService:
             answer, tts = self._from_material(grounding, tutor.language), self.engines.tts
             if answer is not None and tts is not None:
                 splitter = SentenceSplitter(self._settings.tts_max_sentence_chars)
-                first = speakable(next(iter(splitter.push(answer.text)), None) or splitter.flush())
-                if first:
-                    foreseen.spoken[first] = await tts.synthesize(first, voice)
+                if first := speakable(next(iter(splitter.push(answer.text)), None) or splitter.flush()):
+                    speaking = asyncio.ensure_future(tts.synthesize(first, voice))
+                    speaking.add_done_callback(_settled)
+                    foreseen.spoken[first] = speaking
             foreseen.grounding, foreseen.voice = grounding, voice
         finally:
-            foreseen.ready.set()
+            foreseen.grounded.set()
+
+    def _sweep_foreseen(self) -> None:
+        now = time.monotonic()
+        for stale in [k for k, f in self._foreseen.items() if now - f.at > FORESIGHT_SECONDS]:
+            del self._foreseen[stale]
 
     def _take_foreseen(self, session_id: str, text: str, voice: Voice) -> _Foreseen | None:
         """What `foresee` began for this session, if it was for these words and this voice:
-        waited for while it is still under way (off the loop: a turn begins in a worker)."""
+        waited for while the material is still being searched (off the loop: a turn begins in
+        a worker)."""
         with self._foreseen_lock:
             foreseen = self._foreseen.pop(session_id, None)
+            self._sweep_foreseen()
         if foreseen is None or foreseen.text != text or time.monotonic() - foreseen.at > FORESIGHT_SECONDS:
             return None
-        foreseen.ready.wait(FORESIGHT_WAIT_SECONDS)
+        foreseen.grounded.wait(FORESIGHT_WAIT_SECONDS)
         return foreseen if foreseen.grounding is not None and foreseen.voice == voice else None
 
     def _kb_ids(self, tutor: Tutor, session: SessionInfo) -> list[str]:

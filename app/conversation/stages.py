@@ -282,7 +282,7 @@ class Speak(Stage):
     def __init__(self, tts: TTS) -> None:
         self.tts = tts
         self.voice: Voice | None = None
-        self.spoken: dict[str, Speech] = {}
+        self.spoken: dict[str, asyncio.Future[Speech]] = {}
         self.seq, self.noticed, self.failed, self.rate = 0, False, False, 16_000
 
     def observe(self, frame: Frame) -> None:
@@ -300,7 +300,8 @@ class Speak(Stage):
             return
         started = time.perf_counter()
         try:
-            speech = self.spoken.pop(text, None) or await self.tts.synthesize(text, self.voice)
+            foreseen = await self._foreseen(text)
+            speech = foreseen or await self.tts.synthesize(text, self.voice)
         except TutorError as exc:
             self.failed = True
             yield NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}")
@@ -310,8 +311,20 @@ class Speak(Stage):
             last_resort = speech.engine == EspeakTTS.name
             yield NoticeFrame("tts_fallback", LAST_RESORT_NOTICE if last_resort else FALLBACK_NOTICE)
         self.rate = speech.pcm.sample_rate
-        yield AudioOut(speech, self.seq, frame.final, (time.perf_counter() - started) * 1000)
+        # Spoken ahead: its synthesis time is not this turn's (0 is left out of the metrics).
+        synth_ms = 0.0 if foreseen else (time.perf_counter() - started) * 1000
+        yield AudioOut(speech, self.seq, frame.final, synth_ms)
         self.seq += 1
+
+    async def _foreseen(self, text: str) -> Speech | None:
+        """The sentence as spoken while the turn was held, where that went well."""
+        speaking = self.spoken.pop(text, None)
+        if speaking is None:
+            return None
+        try:
+            return await speaking
+        except Exception:
+            return None  # spoken again now, and its error told as any other
 
 
 class Animate(Stage):
