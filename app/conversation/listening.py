@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.conversation.frames import SpeechIn
-from app.conversation.service import ConversationService
+from app.conversation.service import ConversationService, consume
 from app.conversation.sessions import SessionInfo
 from app.core.engines import ASR, ListenFor, Transcript, TurnEnd, Verdict
 from app.core.settings import Settings
@@ -28,11 +28,6 @@ from app.speech.vocabulary import hear
 
 log = logging.getLogger(__name__)
 Guess = tuple[Transcript, Verdict | None]
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # a discarded guess's error is nobody's business
 
 
 def _foresight_done(future: asyncio.Future[Any]) -> None:
@@ -92,14 +87,14 @@ class LiveMicrophone:
                 task = asyncio.ensure_future(
                     asyncio.to_thread(_guess, self._asr, self._judge_with, event.audio, listen)
                 )
-                task.add_done_callback(_consume)
+                task.add_done_callback(consume)
                 self._early = (event.ended_at, task)
             else:
                 guess = self._early[1] if self._early and self._early[0] == event.ended_at else None
                 self._early = None
                 early = asyncio.ensure_future(_transcript(guess)) if guess else None
                 if early:
-                    early.add_done_callback(_consume)
+                    early.add_done_callback(consume)
                 heard.append(SpeechIn(event.audio, early))
         return heard
 

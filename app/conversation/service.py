@@ -64,9 +64,12 @@ FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
 FORESIGHT_WAIT_SECONDS = 2.0
 
 
-def _settled(future: asyncio.Future[Any]) -> None:
+def consume(future: asyncio.Future[Any]) -> None:
+    """A done-callback for speculative work nobody may await (an early guess, a sentence
+    spoken ahead): its error is seen here, not logged as never retrieved; whoever does await
+    it handles it (a sentence spoken ahead that failed is spoken again by its turn)."""
     if not future.cancelled():
-        future.exception()  # a sentence spoken ahead that failed is spoken again by its turn
+        future.exception()
 
 
 @dataclass
@@ -301,7 +304,7 @@ class ConversationService:
         text = self.check_text(question.text)
         tutor = self._tutors.get(session.tutor_id)
         avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
-        voice = Voice.resolve(tutor.voice or settings.tts_voice, tutor.language)
+        voice = self._voice(tutor)
         kb_ids = self._kb_ids(tutor, session)
         foreseen = self._take_foreseen(session.id, text, voice)
         grounding = None
@@ -324,6 +327,9 @@ class ConversationService:
         if grounding is None:
             return [started, LLMRequest(messages, options)]
         return [started, Grounded(grounding), LLMRequest(messages, options, grounding.citations())]
+
+    def _voice(self, tutor: Tutor) -> Voice:
+        return Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language)
 
     def _from_material(self, grounding: Grounding, language: str) -> AnswerText | None:
         """The answer the material gives without the model: the decline where nothing supports
@@ -351,13 +357,13 @@ class ConversationService:
             if not kb_ids or is_conversation(text):
                 return
             grounding = await asyncio.to_thread(self._kbs.ground, kb_ids, text, self._settings.kb_top_k)
-            voice = Voice.resolve(tutor.voice or self._settings.tts_voice, tutor.language)
+            voice = self._voice(tutor)
             answer, tts = self._from_material(grounding, tutor.language), self.engines.tts
             if answer is not None and tts is not None:
                 splitter = SentenceSplitter(self._settings.tts_max_sentence_chars)
                 if first := speakable(next(iter(splitter.push(answer.text)), None) or splitter.flush()):
                     speaking = asyncio.ensure_future(tts.synthesize(first, voice))
-                    speaking.add_done_callback(_settled)
+                    speaking.add_done_callback(consume)
                     foreseen.spoken[first] = speaking
             foreseen.grounding, foreseen.voice = grounding, voice
         finally:
