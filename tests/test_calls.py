@@ -10,12 +10,14 @@ import json
 import time
 from collections.abc import Iterator
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import websockets
 
+from app.rtc.media import MICROPHONE_PREFETCH, listen_promptly
 from tests.kit.calls import LOUD, Call, loopback_coturn, piper_question
 from tests.kit.live import LiveServer, new_session, new_tutor, ws_url
 from tests.kit.speech import say
@@ -95,6 +97,8 @@ async def test_a_spoken_question_is_answered_aloud_and_on_video_over_relays_only
             (peer,) = server.services.calls.of_session(session["session_id"])
             assert set(call.pairs()) == {("relay", "relay")}
             assert set(peer.selected_pairs()) == {("relay", "relay")}
+            (microphone,) = [t.receiver for t in peer.pc.getTransceivers() if t.kind == "audio"]
+            assert microphone._RTCRtpReceiver__jitter_buffer._prefetch == MICROPHONE_PREFETCH
             # A typed question on a session with a call is answered aloud on the call: its text
             # comes on the socket, its voice on the call, and no `audio` message.
             await _until_quiet(call)
@@ -260,6 +264,25 @@ def _psnr_through(encoder: Any) -> float:
         error = np.mean((shown.to_ndarray(format="rgb24").astype(np.float32) - picture) ** 2)
         scores.append(10 * np.log10(255**2 / error))
     return float(np.mean(scores[10:]))  # past the first keyframe's climb
+
+
+def test_the_students_voice_is_released_one_packet_behind_not_four() -> None:
+    """The server listens for the end of a question and plays nothing back: each packet of
+    the microphone goes on once the next one is in (aiortc holds four for playback)."""
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    receiver = SimpleNamespace(_RTCRtpReceiver__jitter_buffer=JitterBuffer(capacity=16, prefetch=4))
+    listen_promptly(receiver)
+    buffer = receiver._RTCRtpReceiver__jitter_buffer
+    arrivals = [3, 4, 5, 7, 6, 8]  # 7 before 6: still released in order
+    released = []
+    for n in arrivals:
+        packet = RtpPacket(sequence_number=n, timestamp=960 * n)
+        packet._data = b"opus"  # what the receiver depayloads before buffering
+        released.append(buffer.add(packet)[1])
+    assert [f and f.timestamp // 960 for f in released] == [None, 3, 4, None, 5, 6]
+    listen_promptly(SimpleNamespace())  # not aiortc's receiver: left alone, said in the log
 
 
 def test_the_tutors_video_is_encoded_for_drawn_pictures(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import io
 import os
 import time
@@ -19,7 +20,7 @@ from app.conversation.frames import SpeechIn
 from app.conversation.listening import LiveMicrophone, _guess
 from app.core.engines import ListenFor
 from app.core.errors import EngineUnavailable, InvalidAudio
-from app.core.media import PCM, Voice
+from app.core.media import PCM, SILENT_RMS, Voice, trimmed
 from app.core.settings import Settings
 from app.speech import asr as asr_module
 from app.speech import audio
@@ -135,6 +136,28 @@ def test_the_first_piece_ends_at_a_clause_so_speech_starts_sooner() -> None:
     assert out == ["Photosynthesis is the process,", "in plants and algae, that makes 1,000 sugars.", "Next, water."]
 
 
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        (
+            "Gravity is the force that pulls objects. It keeps us here.",
+            ["Gravity is the force", "that pulls objects.", "It keeps us here."],
+        ),
+        ("We have seasons because the axis is tilted.", ["We have seasons", "because the axis is tilted."]),
+        # Not before a phrase word too soon ("Ice floats" is 10 letters wide), nor before one
+        # that ends the sentence.
+        ("Ice floats on water because of its density.", ["Ice floats on water", "because of its density."]),
+        (
+            "Sorry, the course material does not cover that. Ask again.",
+            ["Sorry, the course material does not cover that.", "Ask again."],
+        ),
+    ],
+)
+def test_the_first_piece_may_end_before_a_word_that_opens_a_phrase(text: str, pieces: list[str]) -> None:
+    splitter = SentenceSplitter()
+    assert [s for i in range(0, len(text), 2) for s in splitter.push(text[i : i + 2])] + [splitter.flush()] == pieces
+
+
 def test_a_chinese_first_clause_is_as_short_as_an_english_one() -> None:
     # Counted in characters, a Chinese clause had to be 24 characters long before it was
     # spoken (about 50 of SmolLM2's tokens); a character weighs three Latin letters now.
@@ -143,12 +166,13 @@ def test_a_chinese_first_clause_is_as_short_as_an_english_one() -> None:
     out = [s for char in text for s in splitter.push(char)] + [splitter.flush()]
     assert out == ["光合作用是植物的本领，", "它利用阳光把水变成糖。", "然后呢？"]
     # A first sentence written without marks is spoken once it is three clauses wide (72
-    # letters), cut at its last space if it has one, else where the width runs out.
+    # letters), cut at its last space if it has one, else where the width runs out (a sentence
+    # with no word that opens a phrase: "in", "that" would end the piece sooner).
     for text, first in [
         ("光合作用" * 10, "光合作用" * 6),
         (
-            "Photosynthesis happens in every green leaf that grows in the sunny garden",
-            "Photosynthesis happens in every green leaf that grows in the sunny",
+            "Photosynthesis happens quickly every summer day green leaves grow tall under sunny skies",
+            "Photosynthesis happens quickly every summer day green leaves grow tall",
         ),
     ]:
         splitter = SentenceSplitter()
@@ -568,6 +592,35 @@ def test_piper_speaks_english_with_phoneme_timings(asr: WhisperASR) -> None:
     assert abs(last.start + last.duration - speech.pcm.seconds) < 0.1  # timings cover the audio
     assert "m" in {p.symbol for p in speech.phonemes[:4]}  # "Maybe" starts closed-lipped
     assert wer("Maybe we can play ball.", asr.transcribe(audio.resample(speech.pcm, 16_000), "en").text) == 0
+
+
+def test_a_voices_lead_in_and_a_phrases_tail_are_cut_with_their_timings() -> None:
+    piper = PiperTTS()
+    piper.warmup()
+    speech = piper._speak("Gravity is the force")
+    rate = speech.pcm.sample_rate
+
+    def sound(pcm: PCM) -> tuple[float, float]:
+        """Silence before the first 5 ms above SILENT_RMS, and after the last."""
+        windows = pcm.samples[: len(pcm.samples) // 110 * 110].reshape(-1, 110)
+        loud = np.flatnonzero(np.sqrt(np.mean(windows**2, axis=1)) >= SILENT_RMS)
+        return loud[0] * 110 / rate, pcm.seconds - (loud[-1] + 1) * 110 / rate
+
+    cut = trimmed(speech, 0.01, 0.05)
+    (lead, tail), (cut_lead, cut_tail) = sound(speech.pcm), sound(cut.pcm)
+    assert lead > 0.04 and tail > 0.08  # Piper's own
+    assert cut_lead == pytest.approx(0.01, abs=0.001) and cut_tail == pytest.approx(0.05, abs=0.005)
+    shift = lead - cut_lead
+    # The phonemes move with the audio; one that began in the lead-in (a stop's silent
+    # closure) begins with the speech.
+    first = next(n for n, p in enumerate(speech.phonemes) if p.start > shift)
+    moved = cut.phonemes[first - sum(p.start + p.duration <= shift for p in speech.phonemes)]
+    assert moved.symbol == speech.phonemes[first].symbol
+    assert moved.start == pytest.approx(speech.phonemes[first].start - shift, abs=0.001)
+    assert cut.phonemes[0].start == 0 and cut.phonemes[-1].start + cut.phonemes[-1].duration <= cut.pcm.seconds
+    assert np.array_equal(trimmed(speech, 0.01).pcm.samples[-1000:], speech.pcm.samples[-1000:])  # tail kept
+    silent = dataclasses.replace(speech, pcm=PCM.silence(0.5, rate))
+    assert trimmed(silent, 0.01, 0.05) is silent
 
 
 def test_the_offline_chinese_voice_is_understood_and_times_its_phonemes(asr: WhisperASR) -> None:

@@ -32,7 +32,7 @@ from app.core.errors import EngineUnavailable, InvalidInput, RelayUnavailable, T
 from app.core.metrics import Metrics
 from app.core.settings import Settings
 from app.rtc import encoding
-from app.rtc.media import MicrophoneIn, Playout, tutor_tracks
+from app.rtc.media import MicrophoneIn, Playout, listen_promptly, tutor_tracks
 from app.speech.vad import SpeechStarted
 from avatars.animation import Animator
 from avatars.service import Avatars
@@ -300,6 +300,9 @@ class Peers:
         kinds = {t.kind: t for t in pc.getTransceivers()}
         if "audio" not in kinds:
             raise InvalidInput("the offer has no audio: a call needs the microphone")
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio":
+                listen_promptly(transceiver.receiver)
         pc.addTrack(voice)
         if "video" in kinds:
             pc.addTrack(face)

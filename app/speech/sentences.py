@@ -4,9 +4,9 @@ A boundary is end punctuation (. ! ? … and the CJK 。！？；) followed by t
 sentence; waiting for that next character is what tells "3.14", "e.g." and the answer's very
 last sentence apart, and costs one token. A run-on without punctuation is cut at a comma or a
 space once it grows long, so speech never waits for the whole answer. The answer's first
-piece may end at a comma too (once it has `first_min_chars`), or at a space once it is three
-times that long: the first audio then waits only for a clause, which is where a student
-notices the delay.
+piece may end at a comma too (once it has `first_min_chars`), before a word that opens a phrase
+("that", "because", "of": once it has half that), or at a space once it is three times that
+long: the first audio then waits only for a phrase, which is where a student notices the delay.
 
 Lengths are counted in Latin letters: a Chinese character weighs `CJK_WIDTH` of them, since it
 carries about as much as a short word (and costs a small model several tokens to write). A
@@ -36,6 +36,15 @@ def speakable(text: str) -> str:
 
 
 _CLAUSE_END = ",，、:：;；"
+# Words a phrase opens with: the answer's first piece may also end before one of these, where a
+# speaker may pause ("Gravity is the force | that pulls objects…"), once it is half as wide as
+# a clause. Piper took 0.29 s for that whole sentence on two cores, 0.10 s for its first phrase.
+_PHRASE_OPENERS = frozenset(
+    """because since although though while when where which who whose that so but and or if
+    unless until how why of in on at to for with from through into towards toward by during
+    about after before""".split()
+)
+_OPENING_WORD = re.compile(r"([A-Za-z]+) ")  # complete: a space after it, not the sentence's end
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 CJK_WIDTH = 3
 
@@ -93,6 +102,9 @@ class SentenceSplitter:
             eager = self._first and self.first_min_chars is not None and widths[i + 1] >= self.first_min_chars
             if eager and char in _CLAUSE_END and (following.isspace() or char not in ",:;"):
                 return i + 1
+            if self._first and self.first_min_chars is not None and char == " " and self._opens(text, i + 1):
+                if widths[i] >= self.first_min_chars // 2:
+                    return i + 1
         longest = self.max_chars
         if self._first and self.first_min_chars is not None:
             longest = min(longest, 3 * self.first_min_chars)
@@ -112,6 +124,12 @@ class SentenceSplitter:
             if widths[at + 1] > longest // 3:
                 return at + 1
         return max(end, 1)
+
+    @staticmethod
+    def _opens(text: str, at: int) -> bool:
+        """Whether a phrase opens at `at`: with one of its words, complete and not the last."""
+        word = _OPENING_WORD.match(text, at)
+        return word is not None and word.group(1).lower() in _PHRASE_OPENERS
 
     @staticmethod
     def _abbreviation(text: str, dot: int) -> bool:
