@@ -275,6 +275,9 @@ def turn_end() -> ModelTurnEnd:
         ("What is the boiling point of water", "finished"),  # open, but whole
         ("How many legs does a spider have?", "finished"),
         ("What is the", "hanging"),  # the rule's reading is not overruled
+        # Whole, to the looser reading only (a "?" would come next): a shorter wait.
+        ("What is an atom?", "unsure"),
+        ("What is a volcano", "unsure"),
         # Chinese, by Gemma: halves that hold their question word, as Whisper closes them ...
         ("天空为什么?", "hanging"),
         ("什么是光?", "hanging"),  # ... 合作用
@@ -348,6 +351,9 @@ def test_the_words_end_a_finished_turn_early_and_hold_a_hanging_one() -> None:
     assert finished.ended_at == plain.ended_at == eager.ended_at
     # A finished question waits out a hesitation's length (VAD_MIN_PAUSE_MS), not the pause.
     assert eager_at - eager.ended_at < 0.3 < finished_at - finished.ended_at < plain_at - plain.ended_at
+    # Words perhaps finished wait VAD_UNSURE_MS: longer than the plain pause, less than the hold.
+    [(unsure_at, unsure)] = turns(question, "unsure", unsure_ms=900)
+    assert unsure.ended_at == plain.ended_at and 0.85 < unsure_at - unsure.ended_at < 1.0
     # A recogniser slower than the pause is waited for (up to the hold), not overtaken by it.
     [(awaited_at, awaited)] = turns(with_silence(say(QUESTION), 0.5, 2.0), "unjudged")
     assert 1.1 < awaited_at - awaited.ended_at < 1.4

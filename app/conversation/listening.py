@@ -104,7 +104,7 @@ class LiveMicrophone:
         failed = guess.cancelled() or guess.exception() is not None
         transcript, verdict = (None, None) if failed else guess.result()
         self._detector.judge(ended_at, verdict)
-        if verdict == "hanging" and transcript is not None and self._foreseen_at != ended_at:
+        if verdict in ("hanging", "unsure") and transcript is not None and self._foreseen_at != ended_at:
             # Held: the pause is idle time, and the words heard so far are likely the question.
             self._foreseen_at = ended_at
             self._foresight = asyncio.ensure_future(self._conversation.foresee(self._session, transcript.text))

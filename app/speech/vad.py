@@ -8,8 +8,9 @@ and WebRTC handlers feed it the same way.
 With `by_words` the pause is not always the same: after `early_ms` the recogniser hears what
 was said so far, and `judge` passes on what the words say. A finished sentence ("What is an
 atom?") ends the turn then; one left hanging ("What is the…", "光合作用和") waits `hold_ms` for
-the rest; with nothing to go on (nothing heard, no closing punctuation) the plain pause decides,
-or the verdict's arrival if the recogniser is slower than the pause.
+the rest, one only perhaps finished `unsure_ms`; with nothing to go on (nothing heard, no
+closing punctuation) the plain pause decides, or the verdict's arrival if the recogniser is
+slower than the pause.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TurnConfig:
     preroll_ms: float = 200  # audio kept from before the onset, so the first syllable is whole
     early_ms: float = 200  # silence after which recognition starts, betting that the turn is over
     hold_ms: float = 1200  # the pause after words left hanging (`judge`); pause_ms or less: never held
+    unsure_ms: float = 900  # the pause after words only perhaps finished (`judge`)
     # The least pause that ends a turn, however finished its words sound: a short fragment is
     # recognised before a hesitation is over ("天空为什么", 400 ms, "是蓝色的？"), and a whole
     # question is seldom recognised sooner.
@@ -154,6 +156,7 @@ class TurnDetector:
         self._early_frames = max(1, min(self._pause_frames - 1, round(config.early_ms / frame_ms)))
         self._hold_frames = max(self._pause_frames, round(config.hold_ms / frame_ms))
         self._finished_frames = min(self._pause_frames, max(self._early_frames, round(config.min_pause_ms / frame_ms)))
+        self._unsure_frames = min(self._hold_frames, max(self._finished_frames, round(config.unsure_ms / frame_ms)))
         # On the words before the current silence: "plain" (the pause decides), "awaited" (the
         # recogniser is still at them), or a `Verdict`.
         self._verdict = "plain"
@@ -206,7 +209,9 @@ class TurnDetector:
             self._last_speech_frame = index
         else:
             self._silence_run += 1
-        pause = {"finished": self._finished_frames, "plain": self._pause_frames}.get(self._verdict, self._hold_frames)
+        pause = {"finished": self._finished_frames, "unsure": self._unsure_frames, "plain": self._pause_frames}.get(
+            self._verdict, self._hold_frames
+        )
         if self._silence_run >= pause or index - self._start_frame + 1 >= self._max_frames:
             return self._finish()
         if self._silence_run == self._early_frames:
