@@ -5,8 +5,9 @@ The VAD's turn-taking says when the student starts (a barge-in signal) and stops
 Recognition begins in the closing pause: if the student goes on, that guess is discarded; if
 the turn ends, its transcript is already under way. What that guess says also decides when the
 pause is over (`sounds`, with the conversation's end-of-turn reader where one runs): a
-finished question ends the turn as soon as it is heard, words left hanging wait longer, and
-while they wait the answer to them is begun (`ConversationService.foresee`).
+finished question ends the turn as soon as it is heard, words only perhaps finished (unsure)
+wait longer, words left hanging longer still, and while either waits the answer to them is
+begun (`ConversationService.foresee`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ class LiveMicrophone:
         transcript, verdict = (None, None) if failed else guess.result()
         self._detector.judge(ended_at, verdict)
         if verdict in ("hanging", "unsure") and transcript is not None and self._foreseen_at != ended_at:
-            # Held: the pause is idle time, and the words heard so far are likely the question.
+            # Held or unsure: the pause is idle time, and the words heard so far are likely the
+            # question.
             self._foreseen_at = ended_at
             self._foresight = asyncio.ensure_future(self._conversation.foresee(self._session, transcript.text))
             self._foresight.add_done_callback(_foresight_done)

@@ -342,11 +342,11 @@ class ConversationService:
         return AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)
 
     async def foresee(self, session: SessionInfo, text: str) -> None:
-        """Begin the answer to words the turn is held on (they sounded unfinished: "What is an
-        atom?" to SmolLM2), while the student may still go on: the material searched and, for
-        an answer the material gives without the model, its first sentence spoken. The turn
-        that ends on exactly these words starts from them (`_begin_turn`); any other turn drops
-        them. Best effort: a failure costs only speed."""
+        """Begin the answer to words the turn is held on (they sounded unfinished, or only
+        perhaps finished: "What is an atom?" to SmolLM2), while the student may still go on:
+        the material searched and, for an answer the material gives without the model, its
+        first sentence spoken. The turn that ends on exactly these words starts from them
+        (`_begin_turn`); any other turn drops them. Best effort: a failure costs only speed."""
         foreseen = _Foreseen(text)
         with self._foreseen_lock:
             self._sweep_foreseen()

@@ -32,7 +32,7 @@ from app.conversation.prompt import OFF_LANGUAGE, said
 from app.core.engines import ASR, TTS, VAD, LipSync, ListenFor, LLMEngine, Notice
 from app.core.errors import TutorError
 from app.core.media import PCM, Speech, Voice, trimmed
-from app.speech.sentences import SentenceSplitter, rejoin, speakable
+from app.speech.sentences import SentenceSplitter, ends_mid_phrase, rejoin, speakable
 from app.speech.tts import FALLBACK_NOTICE, LAST_RESORT_NOTICE, EspeakTTS
 from app.speech.vad import speech_seconds
 from app.speech.vocabulary import hear
@@ -274,13 +274,9 @@ class Sentences(Stage):
 
 # The silence a voice puts before each piece it speaks is cut to this: it only delays the answer.
 LEAD_SECONDS = 0.01
-# After a piece cut mid-sentence (the first phrase, a run-on), the silence the voice ends it
+# After a piece cut mid-phrase (the first phrase, a run-on), the silence the voice ends it
 # with is cut to a phrase's pause: left whole, with the next piece's lead-in, it was 0.15-0.25 s.
 PHRASE_PAUSE_SECONDS = 0.05
-
-
-def _mid_sentence(text: str) -> bool:
-    return text[-1:].isalnum()
 
 
 class Speak(Stage):
@@ -317,7 +313,7 @@ class Speak(Stage):
             self.failed = True
             yield NoticeFrame("speech_unavailable", f"The answer cannot be spoken: {exc.message}")
             return
-        speech = trimmed(speech, LEAD_SECONDS, PHRASE_PAUSE_SECONDS if _mid_sentence(text) else None)
+        speech = trimmed(speech, LEAD_SECONDS, PHRASE_PAUSE_SECONDS if ends_mid_phrase(text) else None)
         if speech.fallback and not self.noticed:
             self.noticed = True
             last_resort = speech.engine == EspeakTTS.name

@@ -127,7 +127,7 @@ def trimmed(speech: Speech, lead: float, tail: float | None = None) -> Speech:
     shift, length = start / rate, (end - start) / rate
     phonemes = None
     if speech.phonemes is not None:
-        phonemes = tuple(moved for p in speech.phonemes if (moved := _moved(p, shift, length)).duration > 0)
+        phonemes = tuple(moved for p in speech.phonemes if (moved := _moved(p, shift, length)).duration > 0) or None
     return replace(speech, pcm=PCM(samples[start:end], rate), phonemes=phonemes)
 
 

@@ -268,7 +268,8 @@ class MicrophoneIn:
 # aiortc holds four packets (80 ms) of incoming audio before it releases the first: a jitter
 # buffer for playing it. The server does not play the student's voice, it listens for the end
 # of the question, and one packet is enough to put the packets back in order: every turn then
-# ends 60 ms sooner. A lost packet stalls either depth the same way, until 16 have arrived.
+# ends 60 ms sooner. A lost packet stalls either depth the same way, until 16 have arrived, and
+# since aiortc releases one frame per arriving packet the call stays that far behind.
 MICROPHONE_PREFETCH = 1
 
 

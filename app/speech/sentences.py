@@ -44,7 +44,11 @@ _PHRASE_OPENERS = frozenset(
     unless until how why of in on at to for with from through into towards toward by during
     about after before""".split()
 )
-_OPENING_WORD = re.compile(r"([A-Za-z]+) ")  # complete: a space after it, not the sentence's end
+# Complete, and another word after it: not the sentence's last ("…cover that.", "…made of [1].").
+_OPENING_WORD = re.compile(r"([A-Za-z]+) +(?=[A-Za-z0-9])")
+# What a piece may end with where the voice's own pause belongs: a sentence's or clause's mark,
+# a closing quote or bracket. A piece ending otherwise was cut mid-phrase (`SentenceSplitter`).
+_PAUSING = _LATIN_END + _CJK_END + _CLAUSE_END + "\"'”’)）」"
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 CJK_WIDTH = 3
 
@@ -55,6 +59,12 @@ def _widths(text: str) -> list[int]:
     for char in text:
         widths.append(widths[-1] + (CJK_WIDTH if _CJK.fullmatch(char) else 1))
     return widths
+
+
+def ends_mid_phrase(piece: str) -> bool:
+    """Whether a piece was cut where no pause belongs: before a word that opens a phrase, or a
+    run-on cut at a space or where its width ran out."""
+    return bool(piece) and piece[-1] not in _PAUSING
 
 
 def rejoin(pieces: list[str]) -> str:
@@ -89,6 +99,7 @@ class SentenceSplitter:
     def _boundary(self) -> int | None:
         text = self._buffer
         widths = _widths(text)
+        first = self.first_min_chars if self._first else None  # the first piece's own cuts
         for i, char in enumerate(text):
             if i + 1 >= len(text):
                 break
@@ -99,15 +110,15 @@ class SentenceSplitter:
                 return i + 1
             if char == "\n" and text[:i].strip():
                 return i + 1
-            eager = self._first and self.first_min_chars is not None and widths[i + 1] >= self.first_min_chars
-            if eager and char in _CLAUSE_END and (following.isspace() or char not in ",:;"):
+            if first is None:
+                continue
+            if widths[i + 1] >= first and char in _CLAUSE_END and (following.isspace() or char not in ",:;"):
                 return i + 1
-            if self._first and self.first_min_chars is not None and char == " " and self._opens(text, i + 1):
-                if widths[i] >= self.first_min_chars // 2:
-                    return i + 1
+            if char == " " and widths[i] >= first // 2 and self._opens(text, i + 1):
+                return i + 1
         longest = self.max_chars
-        if self._first and self.first_min_chars is not None:
-            longest = min(longest, 3 * self.first_min_chars)
+        if first is not None:
+            longest = min(longest, 3 * first)
         if widths[-1] > longest:
             return self._cut(text, widths, longest)
         return None

@@ -119,7 +119,8 @@ _NUMBER_OR_LATIN = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z]+")  # each weighs one c
 def sounds(text: str, judge: TurnEnd | None = None) -> Verdict | None:
     """Whether an early transcript reads as a finished turn, one left hanging, or neither: by
     its last word and punctuation, then by `judge` (a language model's reading, which knows a
-    fragment Whisper punctuated as a question) where it can tell. Blocking with a judge."""
+    fragment Whisper punctuated as a question, and may also find words only perhaps finished:
+    unsure) where it can tell. Blocking with a judge."""
     text = text.strip().strip("\"'”’」")
     if not text:
         return None
