@@ -269,20 +269,27 @@ def _psnr_through(encoder: Any) -> float:
 def test_the_students_voice_is_released_one_packet_behind_not_four(caplog: pytest.LogCaptureFixture) -> None:
     """The server listens for the end of a question and plays nothing back: a packet of the
     microphone goes on as soon as the one after it is in (aiortc holds four for playback),
-    and packets that came out of order go on in order."""
+    packets that came out of order go on in order, and a lost one is given up on after three
+    more (aiortc waited for sixteen, and the call then stayed fourteen behind for good)."""
     from aiortc.jitterbuffer import JitterBuffer
     from aiortc.rtp import RtpPacket
 
-    receiver = SimpleNamespace(_RTCRtpReceiver__jitter_buffer=JitterBuffer(capacity=16, prefetch=4))
-    listen_promptly(receiver)
-    buffer = receiver._RTCRtpReceiver__jitter_buffer
-    arrivals = [3, 4, 5, 7, 6, 8]  # 7 before 6: still released in order
-    released = []
-    for n in arrivals:
-        packet = RtpPacket(sequence_number=n, timestamp=960 * n)
-        packet._data = b"opus"  # what the receiver depayloads before buffering
-        released.append(buffer.add(packet)[1])
-    assert [f and f.timestamp // 960 for f in released] == [None, 3, 4, None, 5, 6]
+    def released(arrivals: list[int]) -> list[tuple[int, int | None]]:
+        """(packet arrived, packet released) for each arrival."""
+        receiver = SimpleNamespace(_RTCRtpReceiver__jitter_buffer=JitterBuffer(capacity=16, prefetch=4))
+        listen_promptly(receiver)
+        buffer, out = receiver._RTCRtpReceiver__jitter_buffer, []
+        for n in arrivals:
+            packet = RtpPacket(sequence_number=n, timestamp=960 * n)
+            packet._data = b"opus"  # what the receiver depayloads before buffering
+            frame = buffer.add(packet)[1]
+            out.append((n, frame and frame.timestamp // 960))
+        return out
+
+    assert released([3, 4, 5, 7, 6, 8]) == [(3, None), (4, 3), (5, 4), (7, 5), (6, 6), (8, 7)]
+    lossy = released([n for n in range(200) if n not in (10, 60, 61, 150)])
+    assert [frame for _, frame in lossy if frame is not None] == [n for n in range(197) if n not in (10, 60, 61, 150)]
+    assert max(n - frame for n, frame in lossy if frame is not None) <= 5 and lossy[-1] == (199, 196)
     stranger = SimpleNamespace()
     listen_promptly(stranger)  # not aiortc's receiver (or aiortc changed): left alone, and said
     assert vars(stranger) == {} and "keeps its 80 ms" in caplog.text

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import dataclasses
 import fractions
+import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -268,14 +270,40 @@ class MicrophoneIn:
 # aiortc holds four packets (80 ms) of incoming audio before it releases the first: a jitter
 # buffer for playing it. The server does not play the student's voice, it listens for the end
 # of the question, and one packet is enough to put the packets back in order: every turn then
-# ends 60 ms sooner. A lost packet stalls either depth the same way, until 16 have arrived, and
-# since aiortc releases one frame per arriving packet the call stays that far behind.
+# ends 60 ms sooner.
 MICROPHONE_PREFETCH = 1
+# A packet that never comes: aiortc waits until 16 later ones are in, then releases one frame
+# per arriving packet, so the call stayed 14 packets (280 ms) behind for the rest of it. Here a
+# packet still missing once this many later ones are in is taken as lost.
+LOST_AFTER = 3
+
+
+@functools.cache
+def _prompt_buffer() -> type:
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+
+    class PromptBuffer(JitterBuffer):
+        """For audio, where each packet is a frame: the oldest packet held goes once
+        `prefetch` later ones are in, or `LOST_AFTER` if packets before it are missing."""
+
+        def _remove_frame(self, sequence_number: int) -> Any:
+            ring, origin = self._packets, self._origin
+            held = [(n, p) for n in range(self._capacity) if (p := ring[(origin + n) % self._capacity]) is not None]
+            if not held:
+                return None
+            at, packet = held[0]
+            if len(held) - 1 < (self._prefetch if at == 0 else LOST_AFTER):
+                return None
+            self.remove(at + 1)
+            return JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    return PromptBuffer
 
 
 def listen_promptly(receiver: object) -> None:
     """Give a call's microphone receiver (an aiortc `RTCRtpReceiver`) a jitter buffer of
-    `MICROPHONE_PREFETCH` packets; before any packet has arrived."""
+    `MICROPHONE_PREFETCH` packets that gives up on a lost one after `LOST_AFTER`; before any
+    packet has arrived."""
     from aiortc.jitterbuffer import JitterBuffer
 
     name = "_RTCRtpReceiver__jitter_buffer"  # aiortc's own: pinned in requirements.txt
@@ -283,4 +311,4 @@ def listen_promptly(receiver: object) -> None:
     if not isinstance(buffer, JitterBuffer):
         log.warning("aiortc's receiver has no jitter buffer where expected: the microphone keeps its 80 ms")
         return
-    setattr(receiver, name, JitterBuffer(capacity=buffer.capacity, prefetch=MICROPHONE_PREFETCH))
+    setattr(receiver, name, _prompt_buffer()(capacity=buffer.capacity, prefetch=MICROPHONE_PREFETCH))
