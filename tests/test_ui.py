@@ -181,6 +181,9 @@ def test_teacher_indexes_course_material_and_students_see_sources(
     page.locator("#kb-create").click()
     expect(page.locator("#kb-notice")).to_contain_text("Created knowledge base Biology", timeout=10_000)
     page.locator("#kb-file input[type=file]").set_input_files(str(notes))
+    # The browser uploads the file on its own; a click before that finished sends no file (CI
+    # once clicked "Prepare avatar" first and waited 60 s for a notice that never came).
+    expect(page.locator("#kb-file")).to_contain_text(notes.name, timeout=30_000)
     page.locator("#kb-upload").click()
     expect(page.locator("#kb-notice")).to_contain_text("Indexed cells.md", timeout=60_000)
     expect(page.locator("#kb-docs")).to_contain_text("ready")
@@ -242,6 +245,7 @@ def test_teacher_prepares_an_avatar_and_students_see_it_speak(browser: Browser, 
     _login(page, "wang", "teacher password")
     page.locator("#avatar-id textarea").fill("wang-face")
     page.locator("#avatar-file input[type=file]").set_input_files(str(video))
+    expect(page.locator("#avatar-file")).to_contain_text("me.mp4", timeout=30_000)  # uploaded
     page.locator("#avatar-make").click()
     expect(page.locator("#avatar-notice")).to_contain_text("Avatar wang-face is ready", timeout=60_000)
     expect(page.locator("#avatar-list")).to_contain_text("ready")
