@@ -3,6 +3,8 @@ teachers log in, build tutors and read transcripts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -65,6 +67,17 @@ def test_student_arrives_with_a_session_from_the_web_backend(browser: Browser, u
     expect(forged.locator("#tutor-header")).to_contain_text("Ada", timeout=10_000)
     page.close()
     forged.close()
+
+
+def _upload(page: Page, field: str, path: Path) -> None:
+    """Chooses a file in a Gradio file field and waits until the browser has uploaded it.
+
+    Gradio refuses a click while the upload runs ("Waiting for file(s) to finish uploading"), and
+    the file's name shows during the upload too: only the download link of the stored copy says
+    it is done (CI twice pressed a button too early and waited 60 s for a notice that never came).
+    """
+    page.locator(f"{field} input[type=file]").set_input_files(str(path))
+    expect(page.locator(f"{field} a[href*='/file=']")).to_be_attached(timeout=30_000)
 
 
 def _login(page: Page, user: str, password: str) -> None:
@@ -180,10 +193,7 @@ def test_teacher_indexes_course_material_and_students_see_sources(
     page.locator("#kb-name textarea").fill("Biology")
     page.locator("#kb-create").click()
     expect(page.locator("#kb-notice")).to_contain_text("Created knowledge base Biology", timeout=10_000)
-    page.locator("#kb-file input[type=file]").set_input_files(str(notes))
-    # The browser uploads the file on its own; a click before that finished sends no file (CI
-    # once clicked "Prepare avatar" first and waited 60 s for a notice that never came).
-    expect(page.locator("#kb-file")).to_contain_text(notes.name, timeout=30_000)
+    _upload(page, "#kb-file", notes)
     page.locator("#kb-upload").click()
     expect(page.locator("#kb-notice")).to_contain_text("Indexed cells.md", timeout=60_000)
     expect(page.locator("#kb-docs")).to_contain_text("ready")
@@ -244,8 +254,7 @@ def test_teacher_prepares_an_avatar_and_students_see_it_speak(browser: Browser, 
     page = open_ui(browser.new_page(), server)
     _login(page, "wang", "teacher password")
     page.locator("#avatar-id textarea").fill("wang-face")
-    page.locator("#avatar-file input[type=file]").set_input_files(str(video))
-    expect(page.locator("#avatar-file")).to_contain_text("me.mp4", timeout=30_000)  # uploaded
+    _upload(page, "#avatar-file", video)
     page.locator("#avatar-make").click()
     expect(page.locator("#avatar-notice")).to_contain_text("Avatar wang-face is ready", timeout=60_000)
     expect(page.locator("#avatar-list")).to_contain_text("ready")
