@@ -49,6 +49,31 @@ def test_student_chats_and_a_reload_keeps_the_conversation(browser: Browser, ui_
     page.close()
 
 
+def test_a_student_types_the_next_question_while_the_answer_streams(
+    browser: Browser, start_server, scripted_engine
+) -> None:
+    """What the student types meanwhile stays in the box, and sending an empty box changes
+    nothing (it once emptied the whole conversation)."""
+    scripted_engine.delay = 1.0  # three pieces: the answer streams for about three seconds
+    server = start_server(with_ui=True, management_api_key=KEY)
+    with server.client(KEY) as api:
+        new_tutor(api, "Ada", subject="Math")
+    page = open_ui(browser.new_page(), server)
+    chat, box = page.locator("#chat"), page.locator("#question textarea")
+    _ask(page, "What is a fraction?")
+    expect(chat).to_contain_text("[Ada|0]", timeout=15_000)  # its first piece
+    box.fill("And a decimal?")
+    expect(chat).to_contain_text("[Ada|0] What is a fraction?", timeout=15_000)
+    expect(box).to_have_value("And a decimal?")
+    box.fill("")
+    box.press("Enter")
+    box.fill("And a decimal?")
+    box.press("Enter")
+    expect(chat).to_contain_text("[Ada|1] And a decimal?", timeout=15_000)
+    expect(chat).to_contain_text("[Ada|0] What is a fraction?")
+    page.close()
+
+
 def test_student_arrives_with_a_session_from_the_web_backend(browser: Browser, ui_server: LiveServer) -> None:
     with ui_server.client(KEY) as api:
         new_tutor(api, "Ada")

@@ -32,6 +32,8 @@ from app.ui.words import relabel, words
 from tutors.store import Tutor
 
 UI_CHAT_ID = "ui"
+# What a turn's handler yields to change none of its five outputs.
+UNCHANGED = tuple(gr.skip() for _ in range(5))
 Recording = tuple[int, np.ndarray]  # what a microphone component gives: (rate, samples)
 Saved = dict[str, Any]  # the session kept in the browser: id, token, tutor
 
@@ -193,14 +195,20 @@ class StudentTab:
         self, text: str, tutor_id: int | None, saved: Saved, history: Chat, speak: bool, request: gr.Request
     ) -> AsyncIterator[tuple[Any, ...]]:
         if not text or not text.strip():
+            # A generator that yields nothing empties every output: the conversation included.
+            yield UNCHANGED
             return
         page = request.session_hash
         if self.call.desk.ask(page, self.services.conversation.check_text(text)):
             # The call's feed shows the question and its answer; nothing else here changes.
-            yield "", gr.update(), gr.update(), gr.update(), gr.update()
+            yield "", *UNCHANGED[1:]
             return
+        # The box is emptied as the question is taken, then left alone: the student may be
+        # typing the next question while this answer streams.
+        box: Any = ""
         async for chat_now, state, voice, video in self.converse(text, tutor_id, saved, history, speak, page):
-            yield "", chat_now, state, voice, video
+            yield box, chat_now, state, voice, video
+            box = gr.skip()
 
     @friendly
     async def ask_aloud(
@@ -213,12 +221,15 @@ class StudentTab:
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         if recording is None:
+            yield UNCHANGED
             return
         rate, samples = recording
         pcm = await asyncio.to_thread(from_microphone, rate, samples, self.services.settings.asr_max_seconds)
         question, page = SpeechIn(pcm), request.session_hash
+        recorder: Any = None
         async for chat_now, state, voice, video in self.converse(question, tutor_id, saved, history, speak, page):
-            yield None, chat_now, state, voice, video
+            yield recorder, chat_now, state, voice, video
+            recorder = gr.skip()
 
     # -- layout ---------------------------------------------------------------------------
     def build(self, blocks: gr.Blocks, saved: gr.BrowserState) -> None:
