@@ -27,6 +27,8 @@ class CallPanel:
         """The live call's words in the chat, from its start (connected) to its end."""
         feed = self.desk.feeds.get(webrtc_id or "")
         if feed is None:
+            # Yielding nothing would empty the chat and forget the saved session.
+            yield gr.skip(), gr.skip()
             return
         history = list(history)
         yield history, feed.state
