@@ -35,7 +35,7 @@ from kb.chunking import chunk_sections, with_heading
 from kb.grounding import Grounder, Grounding
 from kb.parsing import parse, sniff
 from kb.passages import Passage
-from kb.retrieval import BM25, Candidate, coverage, keywords, mostly_cjk
+from kb.retrieval import BM25, Candidate, coverage, keywords, mostly_cjk, spread
 
 log = logging.getLogger(__name__)
 KB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # the web backend names its own, e.g. kb-001
@@ -335,14 +335,15 @@ class KnowledgeBases:
             found = self._collection(kb_id).query(
                 query_embeddings=[vector], n_results=min(4 * k, len(index.ids)), include=["distances"]
             )
-            for rank, (chunk_id, distance) in enumerate(zip(found["ids"][0], found["distances"][0], strict=True)):
-                candidates[chunk_id] = Candidate(chunk_id, dense=1.0 - distance, dense_rank=rank)
-            position = {chunk_id: n for n, chunk_id in enumerate(index.ids)}
-            for rank, (n, _score) in enumerate(index.bm25.top(wanted, 4 * k)):
-                chunk_id = index.ids[n]
+            similar = {c: 1.0 - d for c, d in zip(found["ids"][0], found["distances"][0], strict=True)}
+            for chunk_id, spread_out in spread(similar).items():
+                candidates[chunk_id] = Candidate(chunk_id, dense=similar[chunk_id], dense_spread=spread_out)
+            matched = {index.ids[n]: score for n, score in index.bm25.top(wanted, 4 * k)}
+            for chunk_id, spread_out in spread(matched).items():
                 candidates[chunk_id] = dataclasses.replace(
-                    candidates.get(chunk_id, Candidate(chunk_id)), keyword_rank=rank
+                    candidates.get(chunk_id, Candidate(chunk_id)), keyword_spread=spread_out
                 )
+            position = {chunk_id: n for n, chunk_id in enumerate(index.ids)}
             for chunk_id, candidate in list(candidates.items()):
                 if chunk_id in position:
                     terms = index.terms[position[chunk_id]]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from kb.retrieval import keywords
+from kb.retrieval import Candidate, keywords, spread
 from tests.kit.live import collect_answer, indexed, new_session, new_tutor, wait_indexed, ws_url
 
 BIOLOGY_MD = b"""# Cells
@@ -142,6 +142,20 @@ def test_a_chinese_question_ranks_its_passage_by_keywords_not_by_an_english_mode
     for city, food in pairs:
         best = _search(api, kb, f"游客为什么专程去{city}吃{food}？", 5)[0]["text"]
         assert city in best and food in best, (city, food, best)
+
+
+def test_a_sides_clear_winner_counts_for_more_than_the_other_sides_near_tie() -> None:
+    """Fused by score: the passage the dense side is sure of, second by a hair on keywords,
+    beats the keyword side's first, which the dense side barely prefers to the last (by ranks
+    alone the two tie)."""
+    dense = spread({"sure": 0.80, "hair": 0.45, "last": 0.44})
+    matched = spread({"sure": 4.9, "hair": 5.0, "last": 1.0})
+    assert dense == {"sure": 1.0, "hair": pytest.approx(1 / 36), "last": 0.0}
+    assert spread({"only": 3.0}) == {"only": 1.0} and spread({}) == {}
+    fused = {c: Candidate(c, dense_spread=dense[c], keyword_spread=matched[c]).fused(True) for c in dense}
+    assert max(fused, key=fused.get) == "sure" and fused["sure"] - fused["hair"] > 0.4
+    # Where the dense side cannot be trusted (an English model, a Chinese question) only keywords count.
+    assert Candidate("hair", dense_spread=0.0, keyword_spread=1.0).fused(False) == 1.0
 
 
 @pytest.mark.parametrize(
