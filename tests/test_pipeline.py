@@ -33,6 +33,7 @@ from app.core.engines import ChatMessage, GenerationOptions
 from app.core.errors import EngineUnavailable, InvalidInput, TooBusy
 from app.core.media import PCM, Speech, Voice
 from app.core.metrics import Metrics
+from app.speech.sentences import first_spoken, speakable
 from tests.kit.scripted import ScriptedLLM
 
 
@@ -219,6 +220,17 @@ async def test_sentences_cut_streamed_and_whole_answers_alike() -> None:
         ("Not covered.", False),
         ("Ask your teacher.", True),
     ]
+
+    # What foresight speaks ahead is the first piece, exactly as the voice will be handed it.
+    for answer in (
+        "Gravity is the force that pulls objects towards each other [1].",
+        "**Cells** are small. They divide.",
+        "细胞是生命的基本单位。它很小。",
+        "Short.",
+    ):
+        cut = await _all(Pipeline([Sentences()], AnswerText(answer)))
+        first = next(f.text for f in cut if isinstance(f, Sentence) and speakable(f.text))
+        assert first_spoken(answer, 160) == speakable(first), answer
 
 
 class _Voice:

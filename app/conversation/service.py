@@ -47,7 +47,7 @@ from app.core.errors import EngineUnavailable, InvalidInput, NotFound
 from app.core.media import Speech, Voice, primary_language, writes_traditional
 from app.core.metrics import Metrics
 from app.core.settings import Settings
-from app.speech.sentences import SentenceSplitter, speakable
+from app.speech.sentences import first_spoken
 from avatars.service import Avatars
 from kb.grounding import Grounding
 from kb.service import KnowledgeBases
@@ -360,8 +360,7 @@ class ConversationService:
             voice = self._voice(tutor)
             answer, tts = self._from_material(grounding, tutor.language), self.engines.tts
             if answer is not None and tts is not None:
-                splitter = SentenceSplitter(self._settings.tts_max_sentence_chars)
-                if first := speakable(next(iter(splitter.push(answer.text)), None) or splitter.flush()):
+                if first := first_spoken(answer.text, self._settings.tts_max_sentence_chars):
                     speaking = asyncio.ensure_future(tts.synthesize(first, voice))
                     speaking.add_done_callback(consume)
                     foreseen.spoken[first] = speaking

@@ -151,3 +151,11 @@ class SentenceSplitter:
             return bool(_LIST_NUMBER.search(text[:dot]))  # "1. First, ..." numbers a list item
         token = word.group(1).lower()
         return token in _ABBREVIATIONS or len(token) == 1  # "J. Smith", "p. 4"
+
+
+def first_spoken(answer: str, max_chars: int) -> str:
+    """What a whole answer's first piece sounds like: the sentence the `Sentences` stage cuts
+    first, as `Speak` hands it to the voice. Speaking it ahead (foresight) must produce exactly
+    this text, or the turn cannot use it."""
+    splitter = SentenceSplitter(max_chars)
+    return speakable(next(iter(splitter.push(answer)), None) or splitter.flush())
