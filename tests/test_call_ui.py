@@ -4,18 +4,15 @@ tutor's lip-synced face on the call."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import gradio as gr
 import httpx
 import pytest
 from playwright.sync_api import expect
 
 from app.speech.audio import wav_bytes
-from app.ui.call import CallPanel
 from tests.kit.browser import open_ui
 from tests.kit.calls import loopback_coturn
 from tests.kit.live import LiveServer, new_tutor
@@ -176,14 +173,3 @@ def test_the_call_component_leaks_no_credentials_and_refuses_strangers(start_ser
         answer = httpx.post(f"{base}/gradio_api/component_server", json=body, timeout=10).json()
         assert "Pick a tutor first" in str(answer), answer
     assert server.services.calls.summary()["peers"] == 0
-
-
-def test_a_call_the_page_does_not_have_leaves_its_chat_and_session_alone(server) -> None:
-    """The call's tick names a call that never connected (or is gone): the chat and the saved
-    session stay as they are (a handler that yields nothing would empty both)."""
-    panel = CallPanel(server.services, open_session=None)  # type: ignore[arg-type]  (never opened here)
-
-    async def follow() -> list[Any]:
-        return [update async for update in panel.follow("never-connected", [{"role": "user", "content": "Hi"}])]
-
-    assert asyncio.run(follow()) == [(gr.skip(), gr.skip())]

@@ -13,11 +13,13 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
+import gradio as gr
 import numpy as np
 import pytest
 import websockets
 
 from app.rtc.media import MICROPHONE_PREFETCH, listen_promptly
+from app.ui.call import CallPanel
 from tests.kit.calls import LOUD, Call, loopback_coturn, piper_question
 from tests.kit.live import LiveServer, new_session, new_tutor, ws_url
 from tests.kit.speech import say
@@ -413,3 +415,11 @@ def test_the_servers_short_jobs_do_not_queue_behind_each_other(server: LiveServe
         return time.perf_counter() - started
 
     assert asyncio.run_coroutine_threadsafe(sixteen(), loop).result(10) < 0.6  # six threads: 0.9 s
+
+
+async def test_a_call_the_page_does_not_have_leaves_its_chat_and_session_alone(server: LiveServer) -> None:
+    """The call's tick names a call that never connected (or is gone): the chat and the saved
+    session stay as they are (a handler that yields nothing would empty both)."""
+    panel = CallPanel(server.services, open_session=None)  # type: ignore[arg-type]  (never opened here)
+    updates = [update async for update in panel.follow("never-connected", [{"role": "user", "content": "Hi"}])]
+    assert updates == [(gr.skip(), gr.skip())]
