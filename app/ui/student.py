@@ -32,8 +32,10 @@ from app.ui.words import relabel, words
 from tutors.store import Tutor
 
 UI_CHAT_ID = "ui"
-# What a turn's handler yields to change none of its five outputs.
-UNCHANGED = tuple(gr.skip() for _ in range(5))
+# What a turn's handler yields to change none of its five outputs. The voice and the avatar's
+# video are streams: a run must put something (nothing: None) into each before it ends, or
+# Gradio fails the run as it closes a stream never opened.
+UNCHANGED = (gr.skip(), gr.skip(), gr.skip(), None, None)
 Recording = tuple[int, np.ndarray]  # what a microphone component gives: (rate, samples)
 Saved = dict[str, Any]  # the session kept in the browser: id, token, tutor
 
