@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,10 @@ class _Keywords:
     ids: list[str]
     terms: list[list[str]]
     bm25: BM25
+    position: dict[str, int] = field(init=False)  # a chunk id's place in `ids` and `terms`
+
+    def __post_init__(self) -> None:
+        self.position = {chunk_id: n for n, chunk_id in enumerate(self.ids)}
 
 
 class KnowledgeBases:
@@ -343,10 +347,9 @@ class KnowledgeBases:
                 candidates[chunk_id] = dataclasses.replace(
                     candidates.get(chunk_id, Candidate(chunk_id)), keyword_spread=spread_out
                 )
-            position = {chunk_id: n for n, chunk_id in enumerate(index.ids)}
             for chunk_id, candidate in list(candidates.items()):
-                if chunk_id in position:
-                    terms = index.terms[position[chunk_id]]
+                if (n := index.position.get(chunk_id)) is not None:
+                    terms = index.terms[n]
                     candidates[chunk_id] = dataclasses.replace(candidate, coverage=coverage(wanted, terms))
         chinese = mostly_cjk(query)
         trust_dense = self.embedder.multilingual or not chinese
