@@ -118,6 +118,7 @@ def create_app(services: Services, *, with_ui: bool = True) -> FastAPI:
             log.warning("%d answer(s) were cut off when the server last stopped: stored as interrupted", unanswered)
         for doc_id in await asyncio.to_thread(services.kbs.unfinished):
             services.kbs.schedule(doc_id)  # a restart interrupted these
+        services.kbs.schedule_sentences()  # documents indexed by an older version
         for avatar_id in await asyncio.to_thread(services.avatars.unfinished):
             services.avatars.schedule(avatar_id)
         warm = asyncio.create_task(services.warmup.run(), name="warm-engines")

@@ -92,6 +92,7 @@ def build_services(settings: Settings) -> Services:
         min_similarity=settings.kb_min_similarity,
         min_coverage=settings.kb_min_coverage,
         min_coverage_cjk=settings.kb_min_coverage_cjk,
+        min_sentence_similarity=settings.kb_min_sentence_similarity,
         replica=replica,
         events=events,
     )

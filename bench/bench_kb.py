@@ -58,6 +58,7 @@ def service(engine: str = "sentence-transformers") -> KnowledgeBases:
         min_similarity=settings.kb_min_similarity,
         min_coverage=settings.kb_min_coverage,
         min_coverage_cjk=settings.kb_min_coverage_cjk,
+        min_sentence_similarity=settings.kb_min_sentence_similarity,
     )
 
 
@@ -151,8 +152,8 @@ def latency(chunks: int) -> list[dict]:
     kbs = service()
     kb = kbs.create("Large")
     started = time.perf_counter()
-    for d in range(chunks // 100):  # a hundred ~650-character chunks per document
-        text = ". ".join(" ".join(rng.choices(vocabulary, k=9)) for _ in range(1100)) + "."
+    for d in range(chunks // 100):  # a hundred ~650-character chunks per document, of 9-word sentences
+        text = ". ".join(" ".join(rng.choices(vocabulary, k=9)).capitalize() for _ in range(1100)) + "."
         ingest(kbs, kb.id, f"doc-{d}.txt", text.encode())
     indexed = kbs.get(kb.id).chunks
     build = time.perf_counter() - started
@@ -176,7 +177,7 @@ def ingestion(pages: int) -> list[dict]:
     pdf.set_font("helvetica", size=11)
     for _ in range(pages):
         pdf.add_page()
-        pdf.multi_cell(0, 6, ". ".join(" ".join(rng.choices(words, k=12)) for _ in range(25)) + ".")
+        pdf.multi_cell(0, 6, ". ".join(" ".join(rng.choices(words, k=12)).capitalize() for _ in range(25)) + ".")
     data = bytes(pdf.output())
     kbs = service()
     kb = kbs.create("Book")

@@ -249,31 +249,42 @@ class Grounder:
     _cache: OrderedDict[str, list[float]] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def _vectors(self, question: str, sentences: list[str]) -> tuple[list[float], list[list[float]]]:
+    def _vectors(
+        self, question: str, sentences: list[str], asked: list[float] | None
+    ) -> tuple[list[float], list[list[float]]]:
         with self._lock:
             missing = list(dict.fromkeys(t for t in sentences if t not in self._cache))
-        fresh = self.embed([question, *missing])
+        wanted = missing if asked is not None else [question, *missing]
+        fresh = self.embed(wanted) if wanted else []
+        if asked is None:
+            asked, fresh = fresh[0], fresh[1:]
         with self._lock:
-            self._cache.update(zip(missing, fresh[1:], strict=True))
+            self._cache.update(zip(missing, fresh, strict=True))
             for text in sentences:
                 self._cache.move_to_end(text)
             known = {text: self._cache[text] for text in sentences}
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        return fresh[0], [known[text] for text in sentences]
+        return asked, [known[text] for text in sentences]
 
     def candidates(
-        self, question: str, passages: Sequence[Passage], weight: Weight | None = None, trust_dense: bool = True
+        self,
+        question: str,
+        passages: Sequence[Passage],
+        weight: Weight | None = None,
+        trust_dense: bool = True,
+        asked: list[float] | None = None,
     ) -> list[Candidate]:
         """Every sentence of the passages, best first (by their words alone where the dense
-        similarity means nothing: a Chinese question to an English embedding model)."""
+        similarity means nothing: a Chinese question to an English embedding model). `asked`:
+        the question's vector, where the search has it already."""
         wanted = _weighted(question, weight)
         named = specifics(question)
         sentences = [s for p in passages for s in _sentences(p)]
         if not sentences or not (wanted or named):
             return []
         if trust_dense:
-            asked, vectors = self._vectors(question, [s.text for s in sentences])
+            asked, vectors = self._vectors(question, [s.text for s in sentences], asked)
         else:
             asked, vectors = [], [[] for _ in sentences]
         found = []
@@ -295,12 +306,17 @@ class Grounder:
         return sorted(found, key=lambda c: -c.score)
 
     def ground(
-        self, question: str, passages: Sequence[Passage], weight: Weight | None = None, trust_dense: bool = True
+        self,
+        question: str,
+        passages: Sequence[Passage],
+        weight: Weight | None = None,
+        trust_dense: bool = True,
+        asked: list[float] | None = None,
     ) -> Grounding:
         declined = functools.partial(Grounding, question, list(passages), [])
         if not passages:
             return declined("no passage of the material is about this question")
-        found = self.candidates(question, passages, weight, trust_dense)
+        found = self.candidates(question, passages, weight, trust_dense, asked)
         if not found:
             return declined("the question names nothing the material could answer")
         best = found[0]

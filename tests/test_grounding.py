@@ -53,6 +53,23 @@ def test_the_sentence_that_answers_is_the_evidence(grounder: Grounder) -> None:
     assert cited["document"] == "curie.md" and cited["section"] == "Life" and cited["snippet"] == grounding.quote
 
 
+def test_a_question_the_search_embedded_is_not_embedded_again(grounder: Grounder) -> None:
+    embedded: list[str] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        embedded.extend(texts)
+        return grounder.embed(texts)
+
+    question = "When did Curie win the Nobel Prize in Physics?"
+    recording = Grounder(embed)
+    (asked,) = grounder.embed([question])
+    given = recording.ground(question, [PASSAGE], asked=asked)
+    assert question not in embedded and len(embedded) == 4  # the passage's sentences, once each
+    embedded.clear()
+    assert recording.ground(question, [PASSAGE]).quote == given.quote
+    assert embedded == [question]  # the sentences' vectors are kept
+
+
 @pytest.mark.parametrize(
     ("question", "named"),
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 from typing import Any
 
 import httpx
@@ -152,10 +153,35 @@ def test_a_sides_clear_winner_counts_for_more_than_the_other_sides_near_tie() ->
     matched = spread({"sure": 4.9, "hair": 5.0, "last": 1.0})
     assert dense == {"sure": 1.0, "hair": pytest.approx(1 / 36), "last": 0.0}
     assert spread({"only": 3.0}) == {"only": 1.0} and spread({}) == {}
-    fused = {c: Candidate(c, dense_spread=dense[c], keyword_spread=matched[c]).fused(True) for c in dense}
+    # Cosines a hair apart are a near tie, and stay one.
+    assert spread({"a": 0.50, "b": 0.49}, least=0.1) == {"a": pytest.approx(0.1), "b": 0.0}
+    # Passages of one sentence: each is its own closest sentence.
+    fused = {
+        c: Candidate(c, dense_spread=dense[c], sentence_spread=dense[c], keyword_spread=matched[c]).fused(True)
+        for c in dense
+    }
     assert max(fused, key=fused.get) == "sure" and fused["sure"] - fused["hair"] > 0.4
     # Where the dense side cannot be trusted (an English model, a Chinese question) only keywords count.
     assert Candidate("hair", dense_spread=0.0, keyword_spread=1.0).fused(False) == 1.0
+
+
+def test_one_sentence_of_a_long_passage_vouches_for_it(api: httpx.Client, kb: str) -> None:
+    """The passage's one vector is mostly about other things (cosine 0.33-0.34 to these
+    questions, under the 0.4 that vouches for a passage) and a third of each question's words are
+    in it; its sentence on Curie is close to both (0.70-0.78). Matched whole, it was declined."""
+    notices = (
+        "The school library opens at eight and closes at five on weekdays. Lunch is served in the "
+        "main hall from noon. Marie Curie worked as a physicist and chemist in Paris. The football "
+        "team trains on Tuesdays and Thursdays after class. Parents can collect reports from the "
+        "office at the end of term. The car park is closed during the summer holidays. Visitors "
+        "sign in at reception and wear a badge. The music room may be booked for rehearsals "
+        "through the office. Lost property is kept in the box by the gym for a month."
+    )
+    assert indexed(api, kb, "notices.txt", notices.encode())["chunks"] == 1
+    for question in ("Which sciences did Curie work in?", "In which city did Curie work?"):
+        (found,) = _search(api, kb, question)
+        assert "physicist and chemist in Paris" in found["text"]
+    assert _search(api, kb, "How do I bake bread?") == []
 
 
 @pytest.mark.parametrize(
@@ -289,9 +315,29 @@ def test_a_chroma_server_when_chroma_host_is_set(start_server, chroma_server: in
         assert indexed(api, kb, "biology.md", BIOLOGY_MD)["status"] == "ready"
         assert _search(api, kb, "What produces ATP?")[0]["source"]["document"] == "biology.md"
     remote = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
-    (collection,) = remote.list_collections()
-    assert collection.count() == 2  # both chunks live on the server, not in DATA_DIR
+    counts = {c.name: c.count() for c in remote.list_collections()}
+    passages, sentences = sorted(counts, key=len)
+    # Both chunks and their three sentences live on the server, not in DATA_DIR.
+    assert (counts[passages], counts[sentences]) == (2, 3)
     assert not (server.settings.data_dir / "chroma").exists()
+
+    # Indexed by a version without sentences: searched by its passages, and its sentences are
+    # embedded at the next start.
+    remote.delete_collection(sentences)
+    with server.client() as api:
+        assert _search(api, kb, "What produces ATP?")[0]["source"]["document"] == "biology.md"
+    server.restart()
+    deadline = time.monotonic() + 60
+    while {c.name: c.count() for c in remote.list_collections()} != counts:
+        assert time.monotonic() < deadline, {c.name: c.count() for c in remote.list_collections()}
+        time.sleep(0.2)
+    with server.client() as api:
+        (document,) = api.get(f"/v1/kbs/{kb}/documents").json()
+        assert api.post(f"/v1/kbs/{kb}/documents/{document['id']}/reindex").status_code == 202
+        wait_indexed(api, kb, document["id"])
+        assert {c.name: c.count() for c in remote.list_collections()} == counts
+        assert api.delete(f"/v1/kbs/{kb}/documents/{document['id']}").status_code == 204
+        assert {c.name: c.count() for c in remote.list_collections()} == {passages: 0, sentences: 0}
 
 
 def test_the_multilingual_embedder_matches_chinese_and_english_meaning() -> None:
