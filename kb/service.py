@@ -256,33 +256,37 @@ class KnowledgeBases:
 
     async def _sentences_in_background(self) -> None:
         try:
-            async with self._ingest_lock:
-                filled = await asyncio.to_thread(self.fill_sentences)
+            missing = await asyncio.to_thread(self._without_sentences)
+            for doc_id, kb_id in missing:
+                async with self._ingest_lock:  # a document at a time: an upload waits for one, not all
+                    await asyncio.to_thread(self._fill_sentences, doc_id, kb_id)
         except Exception:  # e.g. the Chroma server is down: searched by passages until the next start
             log.exception("embedding the sentences of older documents failed")
             return
-        if filled:
-            log.info("embedded the sentences of %d document(s) indexed before sentences were", filled)
+        if missing:
+            log.info("embedded the sentences of %d document(s) indexed before sentences were", len(missing))
 
-    def fill_sentences(self) -> int:
-        """Give each ready document without sentences in the index its sentences, from its
-        stored passages (no parsing again); how many were given them."""
+    def _without_sentences(self) -> list[tuple[str, str]]:
+        """(document, knowledge base) of each ready document with no sentence in the index."""
         with self._db.session() as db:
             documents = db.execute(
                 select(DocumentRow.id, DocumentRow.kb_id).where(DocumentRow.status == "ready", DocumentRow.chunks > 0)
             ).all()
-        filled = 0
-        for doc_id, kb_id in documents:
-            if self._sentences(kb_id).get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]:
-                continue
-            with self._db.session() as db:
-                rows = db.execute(
-                    select(ChunkRow.id, ChunkRow.text, ChunkRow.heading).where(ChunkRow.doc_id == doc_id)
-                ).all()
-            sentences = _sentences_of([tuple(row) for row in rows])
-            self._add_sentences(kb_id, doc_id, sentences, self._embed([text for _, text in sentences]))
-            filled += 1
-        return filled
+        return [
+            (doc_id, kb_id)
+            for doc_id, kb_id in documents
+            if not self._sentences(kb_id).get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]
+        ]
+
+    def _fill_sentences(self, doc_id: str, kb_id: str) -> None:
+        """A document's sentences from its stored passages (no parsing again; none if it was
+        deleted meanwhile)."""
+        with self._db.session() as db:
+            rows = db.execute(
+                select(ChunkRow.id, ChunkRow.text, ChunkRow.heading).where(ChunkRow.doc_id == doc_id)
+            ).all()
+        sentences = _sentences_of([(chunk_id, text, heading) for chunk_id, text, heading in rows])
+        self._add_sentences(kb_id, doc_id, sentences, self._embed([text for _, text in sentences]))
 
     async def _ingest_in_background(self, doc_id: str) -> None:
         try:
