@@ -89,8 +89,10 @@ def spread(scores: dict[str, float], least: float = 0.0) -> dict[str, float]:
     if not scores:
         return {}
     low, high = min(scores.values()), max(scores.values())
+    if high == low:  # one candidate, or all alike: each is the side's best
+        return dict.fromkeys(scores, 1.0)
     span = max(high - low, least)
-    return {key: (value - low) / span if span > 0 else 1.0 for key, value in scores.items()}
+    return {key: (value - low) / span for key, value in scores.items()}
 
 
 # Cosines within this of each other are a near tie, not a ranking: on many passages alike but
@@ -125,7 +127,8 @@ class Candidate:
         return dense_ok or self.coverage >= min_coverage
 
     def score(self, trust_dense: bool) -> float:
-        return max(self.dense or 0.0, self.coverage) if trust_dense else self.coverage
+        """What is shown as the passage's relevance: the surest of the measures that vouch."""
+        return max(self.dense or 0.0, self.sentence or 0.0, self.coverage) if trust_dense else self.coverage
 
     def fused(self, trust_dense: bool) -> float:
         """The sides to be trusted, weighed by `DENSE_SHARE`: an English model's scores of

@@ -20,6 +20,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,14 +258,19 @@ class KnowledgeBases:
     async def _sentences_in_background(self) -> None:
         try:
             missing = await asyncio.to_thread(self._without_sentences)
-            for doc_id, kb_id in missing:
+        except Exception:  # e.g. the Chroma server is down: searched by passages until the next start
+            log.exception("finding the documents indexed before sentences were failed")
+            return
+        filled = 0
+        for doc_id, kb_id in missing:
+            try:
                 async with self._ingest_lock:  # a document at a time: an upload waits for one, not all
                     await asyncio.to_thread(self._fill_sentences, doc_id, kb_id)
-        except Exception:  # e.g. the Chroma server is down: searched by passages until the next start
-            log.exception("embedding the sentences of older documents failed")
-            return
+                filled += 1
+            except Exception:
+                log.exception("embedding the sentences of document %s failed", doc_id)
         if missing:
-            log.info("embedded the sentences of %d document(s) indexed before sentences were", len(missing))
+            log.info("embedded the sentences of %d of %d older document(s)", filled, len(missing))
 
     def _without_sentences(self) -> list[tuple[str, str]]:
         """(document, knowledge base) of each ready document with no sentence in the index."""
@@ -272,21 +278,28 @@ class KnowledgeBases:
             documents = db.execute(
                 select(DocumentRow.id, DocumentRow.kb_id).where(DocumentRow.status == "ready", DocumentRow.chunks > 0)
             ).all()
-        return [
-            (doc_id, kb_id)
-            for doc_id, kb_id in documents
-            if not self._sentences(kb_id).get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]
-        ]
+        collections: dict[str, Any] = {}
+        missing = []
+        for doc_id, kb_id in documents:
+            collection = collections.setdefault(kb_id, self._sentences(kb_id))
+            if not collection.get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]:
+                missing.append((doc_id, kb_id))
+        return missing
 
     def _fill_sentences(self, doc_id: str, kb_id: str) -> None:
-        """A document's sentences from its stored passages (no parsing again; none if it was
-        deleted meanwhile)."""
+        """A document's sentences from its stored passages (no parsing again)."""
         with self._db.session() as db:
             rows = db.execute(
                 select(ChunkRow.id, ChunkRow.text, ChunkRow.heading).where(ChunkRow.doc_id == doc_id)
             ).all()
         sentences = _sentences_of([(chunk_id, text, heading) for chunk_id, text, heading in rows])
         self._add_sentences(kb_id, doc_id, sentences, self._embed([text for _, text in sentences]))
+        with self._db.session() as db:
+            # Deleted meanwhile (deletion does not wait for the ingestion lock): leave nothing behind.
+            if db.get(KnowledgeBaseRow, kb_id) is None:
+                self._drop_collection(kb_id)
+            elif db.get(DocumentRow, doc_id) is None:
+                self._sentences(kb_id).delete(where={"doc_id": doc_id})
 
     async def _ingest_in_background(self, doc_id: str) -> None:
         try:
@@ -375,6 +388,7 @@ class KnowledgeBases:
         wanted = keywords(query)
         if vector is None:
             vector = self.embedder.embed([query])[0]
+        trust_dense = self.embedder.multilingual or not mostly_cjk(query)
         candidates: dict[str, Candidate] = {}
 
         def note(chunk_id: str, **scores: float) -> None:
@@ -384,7 +398,7 @@ class KnowledgeBases:
             index = self._keyword_index(kb_id)
             if not index.ids:  # empty, or a knowledge base that does not exist (no collection made)
                 continue
-            similar, sentences = self._similar(kb_id, vector, min(PROPOSED * k, len(index.ids)))
+            similar, sentences = self._similar(kb_id, vector, min(PROPOSED * k, len(index.ids)), trust_dense)
             matched = {index.ids[n]: score for n, score in index.bm25.top(wanted, PROPOSED * k)}
             for chunk_id, spread_out in spread(similar, DENSE_SPAN).items():
                 note(chunk_id, dense=similar[chunk_id], dense_spread=spread_out)
@@ -399,7 +413,6 @@ class KnowledgeBases:
                 if (n := index.position.get(chunk_id)) is not None:
                     note(chunk_id, coverage=coverage(wanted, index.terms[n]))
         chinese = mostly_cjk(query)
-        trust_dense = self.embedder.multilingual or not chinese
         threshold = self.min_similarity if trust_dense else None
         ranked = sorted(candidates.values(), key=lambda c: (-c.fused(trust_dense), -c.coverage))  # ties: across KBs
         # The thresholds decide whether the material covers the question at all; once one
@@ -427,22 +440,27 @@ class KnowledgeBases:
     ) -> None:
         _add(
             self._sentences(kb_id),
-            [f"{chunk_id}/{m}" for m, (chunk_id, _) in enumerate(sentences)],
+            _sentence_ids(sentences),
             [vectors[text] for _, text in sentences],
             [{"doc_id": doc_id, "chunk": chunk_id} for chunk_id, _ in sentences],
         )
 
-    def _similar(self, kb_id: str, vector: list[float], n: int) -> tuple[dict[str, float], dict[str, float]]:
-        """The `n` passages closest to `vector`, and the `n` whose closest sentence is, each
-        with its cosine similarity."""
+    def _similar(
+        self, kb_id: str, vector: list[float], n: int, by_sentence: bool = True
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """The `n` passages closest to `vector`, and (`by_sentence`) the `n` whose closest
+        sentence is, each with its cosine similarity."""
         found = self._collection(kb_id).query(query_embeddings=[vector], n_results=n, include=["distances"])
         passages = {c: 1.0 - d for c, d in zip(found["ids"][0], found["distances"][0], strict=True)}
+        if not by_sentence:
+            return passages, {}
         # A few sentences a passage: enough for `n` passages' best even where one has several.
         found = self._sentences(kb_id).query(
             query_embeddings=[vector], n_results=SENTENCES_PER_PASSAGE * n, include=["distances", "metadatas"]
         )
         if not found["ids"][0]:
-            # Indexed before sentences were (re-indexing adds them): each passage stands for its sentences.
+            # Indexed by a version without sentences, not yet filled (see `schedule_sentences`):
+            # each passage stands for its sentences.
             return passages, passages
         best: dict[str, float] = {}
         for meta, distance in zip(found["metadatas"][0], found["distances"][0], strict=True):
@@ -577,6 +595,17 @@ class KnowledgeBases:
 def _sentences_of(passages: list[tuple[str, str, str | None]]) -> list[tuple[str, str]]:
     """(passage id, sentence under the passage's heading) for each sentence of (id, text, heading)."""
     return [(chunk_id, with_heading(s, heading)) for chunk_id, text, heading in passages for s in split_sentences(text)]
+
+
+def _sentence_ids(sentences: list[tuple[str, str]]) -> list[str]:
+    """`<passage id>/<n>`, n counted within the passage: the same entries whatever order the
+    passages come in (two replicas filling one document upsert the same ids)."""
+    seen: Counter[str] = Counter()
+    ids = []
+    for chunk_id, _ in sentences:
+        ids.append(f"{chunk_id}/{seen[chunk_id]}")
+        seen[chunk_id] += 1
+    return ids
 
 
 def _add(collection: Any, ids: list[str], vectors: list[list[float]], metadatas: list[dict[str, str]]) -> None:

@@ -155,6 +155,7 @@ def test_a_sides_clear_winner_counts_for_more_than_the_other_sides_near_tie() ->
     assert spread({"only": 3.0}) == {"only": 1.0} and spread({}) == {}
     # Cosines a hair apart are a near tie, and stay one.
     assert spread({"a": 0.50, "b": 0.49}, least=0.1) == {"a": pytest.approx(0.1), "b": 0.0}
+    assert spread({"only": 0.3}, least=0.1) == {"only": 1.0}  # a side's only candidate is its best
     # Passages of one sentence: each is its own closest sentence.
     fused = {
         c: Candidate(c, dense_spread=dense[c], sentence_spread=dense[c], keyword_spread=matched[c]).fused(True)
@@ -321,8 +322,8 @@ def test_a_chroma_server_when_chroma_host_is_set(start_server, chroma_server: in
     assert (counts[passages], counts[sentences]) == (2, 3)
     assert not (server.settings.data_dir / "chroma").exists()
 
-    # Indexed by a version without sentences: searched by its passages, and its sentences are
-    # embedded at the next start.
+    # Indexed by a version without sentences: still searched (by its passages), and its
+    # sentences are embedded at the next start.
     remote.delete_collection(sentences)
     with server.client() as api:
         assert _search(api, kb, "What produces ATP?")[0]["source"]["document"] == "biology.md"
