@@ -185,6 +185,23 @@ def test_one_sentence_of_a_long_passage_vouches_for_it(api: httpx.Client, kb: st
     assert _search(api, kb, "How do I bake bread?") == []
 
 
+def test_a_question_is_embedded_once_to_be_answered(api: httpx.Client, kb: str, server) -> None:
+    """The search's vector of the question is the grounder's too: embedding it is on every
+    turn's way to its answer."""
+    indexed(api, kb, "biology.md", BIOLOGY_MD)
+    kbs, asked = server.services.kbs, []
+    embed = kbs.embedder.embed
+
+    def counting(texts: list[str]) -> list[list[float]]:
+        asked.extend(texts)
+        return embed(texts)
+
+    kbs.embedder.embed = kbs.grounder.embed = counting
+    answer = api.post(f"/v1/kbs/{kb}/answer", json={"query": "What produces ATP?"}).json()
+    assert answer["answered"] and "ATP" in answer["answer"]
+    assert asked.count("What produces ATP?") == 1
+
+
 @pytest.mark.parametrize(
     "query", ["Who won the 1998 football World Cup?", "足球比赛有哪些规则？", "How do I bake bread?"]
 )
