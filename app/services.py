@@ -21,7 +21,8 @@ from avatars.lipsync import LIPSYNC_ENGINES
 from avatars.prepare import Limits
 from avatars.service import Avatars
 from kb.embeddings import EMBEDDING_ENGINES
-from kb.service import KnowledgeBases, chroma_client
+from kb.service import KnowledgeBases
+from kb.vectors import chroma_client
 from tutors.accounts import TeacherStore
 from tutors.llm import LLM_ENGINES
 from tutors.store import TutorStore

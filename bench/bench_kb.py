@@ -39,7 +39,8 @@ from app.core.db import Database
 from app.core.settings import Settings
 from bench.common import latency_summary, report
 from kb.embeddings import EMBEDDING_ENGINES
-from kb.service import KnowledgeBases, chroma_client
+from kb.service import KnowledgeBases
+from kb.vectors import chroma_client
 
 
 def service(engine: str = "sentence-transformers") -> KnowledgeBases:

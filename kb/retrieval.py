@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
@@ -69,6 +69,20 @@ class BM25:
             for index, weight in self.postings.get(term, ()):
                 scores[index] = scores.get(index, 0.0) + idf * weight
         return sorted(scores.items(), key=lambda pair: -pair[1])[:k]
+
+
+@dataclass
+class KeywordIndex:
+    """A knowledge base's passages as keywords, for BM25 and coverage."""
+
+    ids: list[str]
+    terms: list[list[str]]
+    bm25: BM25 = field(init=False)
+    position: dict[str, int] = field(init=False)  # a chunk id's place in `ids` and `terms`
+
+    def __post_init__(self) -> None:
+        self.bm25 = BM25(self.terms)
+        self.position = {chunk_id: n for n, chunk_id in enumerate(self.ids)}
 
 
 def mostly_cjk(text: str) -> bool:

@@ -1,7 +1,6 @@
-"""Knowledge bases: records in the database, vectors in Chroma, keywords in memory.
+"""Knowledge bases: records in the database, vectors in Chroma (`kb.vectors`), keywords in memory.
 
-Chroma is embedded (`DATA_DIR/chroma`) or a server (`CHROMA_HOST`), always given our own
-embeddings (Chroma's default embedding function downloads a model). Chunk texts and sources
+Chunk texts and sources
 live in the database, so the keyword index can be rebuilt and a deleted document leaves
 nothing behind. Ingestion runs in the background with progress; a failed ingestion removes
 whatever it wrote.
@@ -20,9 +19,8 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +30,16 @@ from app.core.db import ChunkRow, Database, DocumentRow, KnowledgeBaseRow, check
 from app.core.engines import Embedder
 from app.core.errors import Conflict, InvalidInput, NotFound, TutorError
 from app.core.events import KB_CHANGED, RESYNC, Events, OneBox
-from kb.chunking import chunk_sections, split_sentences, with_heading
+from kb.chunking import chunk_sections, with_heading
 from kb.grounding import Grounder, Grounding
 from kb.parsing import parse, sniff
 from kb.passages import Passage
-from kb.retrieval import BM25, DENSE_SPAN, Candidate, coverage, keywords, mostly_cjk, spread
+from kb.retrieval import DENSE_SPAN, Candidate, KeywordIndex, coverage, keywords, mostly_cjk, spread
+from kb.vectors import VectorStore, embed_each, sentences_of
 
 log = logging.getLogger(__name__)
 KB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # the web backend names its own, e.g. kb-001
 _KB_ID = re.compile(KB_ID_PATTERN)
-EMBED_BATCH = 32
-CHROMA_BATCH = 2000
-SENTENCES_PER_PASSAGE = 4
 # Candidates each side proposes for every passage wanted, and the span its scores are spread
 # over. SQuAD 2.0 train, recall@5 with 4 and 8: seven articles 0.956 and 0.960, three others
 # 0.927 and 0.924 (noise either way): the cheaper one.
@@ -81,17 +77,6 @@ def _document(row: Any) -> Document:
     return Document(**{f.name: getattr(row, f.name) for f in dataclasses.fields(Document)})
 
 
-@dataclass
-class _Keywords:
-    ids: list[str]
-    terms: list[list[str]]
-    bm25: BM25
-    position: dict[str, int] = field(init=False)  # a chunk id's place in `ids` and `terms`
-
-    def __post_init__(self) -> None:
-        self.position = {chunk_id: n for n, chunk_id in enumerate(self.ids)}
-
-
 class KnowledgeBases:
     def __init__(
         self,
@@ -113,16 +98,14 @@ class KnowledgeBases:
         self._events.subscribe(KB_CHANGED, self._changed_elsewhere)
         self._events.subscribe(RESYNC, lambda _message: self._forget_all_keywords())
         self.embedder = embedder
-        self._chroma_factory = chroma
-        self._chroma_client: Any = None
-        self._chroma_lock = threading.Lock()
+        self.vectors = VectorStore(chroma)
         self.files = files
         self.min_similarity = min_similarity
         self.min_coverage = min_coverage
         self.min_coverage_cjk = min_coverage_cjk
         self.min_sentence_similarity = min_sentence_similarity
         self.grounder = Grounder(embedder.embed)
-        self._keywords: dict[str, _Keywords] = {}
+        self._keywords: dict[str, KeywordIndex] = {}
         self._keyword_lock = threading.Lock()
         self._ingest_lock = asyncio.Lock()  # one ingestion at a time: embedding is CPU-bound
         self._tasks: set[asyncio.Task[Document]] = set()
@@ -162,7 +145,7 @@ class KnowledgeBases:
     def delete(self, kb_id: str) -> None:
         for document in self.documents(kb_id):
             (self.files / document.id).unlink(missing_ok=True)
-        self._drop_collection(kb_id)
+        self.vectors.drop(kb_id)
         with self._db.session() as db:
             db.execute(delete(ChunkRow).where(ChunkRow.kb_id == kb_id))
             db.execute(delete(DocumentRow).where(DocumentRow.kb_id == kb_id))
@@ -278,13 +261,7 @@ class KnowledgeBases:
             documents = db.execute(
                 select(DocumentRow.id, DocumentRow.kb_id).where(DocumentRow.status == "ready", DocumentRow.chunks > 0)
             ).all()
-        collections: dict[str, Any] = {}
-        missing = []
-        for doc_id, kb_id in documents:
-            collection = collections.setdefault(kb_id, self._sentences(kb_id))
-            if not collection.get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]:
-                missing.append((doc_id, kb_id))
-        return missing
+        return self.vectors.without_sentences([(doc_id, kb_id) for doc_id, kb_id in documents])
 
     def _fill_sentences(self, doc_id: str, kb_id: str) -> None:
         """A document's sentences from its stored passages (no parsing again)."""
@@ -292,14 +269,15 @@ class KnowledgeBases:
             rows = db.execute(
                 select(ChunkRow.id, ChunkRow.text, ChunkRow.heading).where(ChunkRow.doc_id == doc_id)
             ).all()
-        sentences = _sentences_of([(chunk_id, text, heading) for chunk_id, text, heading in rows])
-        self._add_sentences(kb_id, doc_id, sentences, self._embed([text for _, text in sentences]))
+        sentences = sentences_of([(chunk_id, text, heading) for chunk_id, text, heading in rows])
+        vectors = embed_each(self.embedder.embed, [text for _, text in sentences])
+        self.vectors.add_sentences(kb_id, doc_id, sentences, vectors)
         with self._db.session() as db:
             # Deleted meanwhile (deletion does not wait for the ingestion lock): leave nothing behind.
             if db.get(KnowledgeBaseRow, kb_id) is None:
-                self._drop_collection(kb_id)
+                self.vectors.drop(kb_id)
             elif db.get(DocumentRow, doc_id) is None:
-                self._sentences(kb_id).delete(where={"doc_id": doc_id})
+                self.vectors.remove(kb_id, doc_id)
 
     async def _ingest_in_background(self, doc_id: str) -> None:
         try:
@@ -340,10 +318,12 @@ class KnowledgeBases:
             progress(0.15, pages=pages)
             ids = [f"{doc_id}:{n}" for n in range(len(chunks))]
             texts = [with_heading(c.text, c.heading) for c in chunks]
-            sentences = _sentences_of([(i, c.text, c.heading) for i, c in zip(ids, chunks, strict=True)])
-            vectors = self._embed(texts + [text for _, text in sentences], lambda done: progress(0.15 + 0.75 * done))
-            _add(self._collection(kb_id), ids, [vectors[t] for t in texts], [{"doc_id": doc_id} for _ in ids])
-            self._add_sentences(kb_id, doc_id, sentences, vectors)
+            sentences = sentences_of([(i, c.text, c.heading) for i, c in zip(ids, chunks, strict=True)])
+            vectors = embed_each(
+                self.embedder.embed, texts + [t for _, t in sentences], lambda done: progress(0.15 + 0.75 * done)
+            )
+            self.vectors.add_passages(kb_id, doc_id, ids, [vectors[t] for t in texts])
+            self.vectors.add_sentences(kb_id, doc_id, sentences, vectors)
             with self._db.session() as db:
                 db.add_all(
                     ChunkRow(id=i, doc_id=doc_id, kb_id=kb_id, ordinal=n, text=c.text, page=c.page, heading=c.heading)
@@ -398,7 +378,7 @@ class KnowledgeBases:
             index = self._keyword_index(kb_id)
             if not index.ids:  # empty, or a knowledge base that does not exist (no collection made)
                 continue
-            similar, sentences = self._similar(kb_id, vector, min(PROPOSED * k, len(index.ids)), trust_dense)
+            similar, sentences = self.vectors.similar(kb_id, vector, min(PROPOSED * k, len(index.ids)), trust_dense)
             matched = {index.ids[n]: score for n, score in index.bm25.top(wanted, PROPOSED * k)}
             for chunk_id, spread_out in spread(similar, DENSE_SPAN).items():
                 note(chunk_id, dense=similar[chunk_id], dense_spread=spread_out)
@@ -422,50 +402,6 @@ class KnowledgeBases:
         if not any(c.relevant(threshold, min_coverage, self.min_sentence_similarity) for c in ranked):
             return []
         return self._passages(ranked[:k], trust_dense)
-
-    def _embed(self, texts: list[str], done: Callable[[float], None] | None = None) -> dict[str, list[float]]:
-        """Each text's vector, each text embedded once (a passage of one sentence is its own
-        sentence; two overlapping passages share a sentence); `done` is told the share done."""
-        unique = list(dict.fromkeys(texts))
-        vectors: dict[str, list[float]] = {}
-        for start in range(0, len(unique), EMBED_BATCH):
-            batch = unique[start : start + EMBED_BATCH]
-            vectors.update(zip(batch, self.embedder.embed(batch), strict=True))
-            if done:
-                done(min(1.0, (start + EMBED_BATCH) / len(unique)))
-        return vectors
-
-    def _add_sentences(
-        self, kb_id: str, doc_id: str, sentences: list[tuple[str, str]], vectors: dict[str, list[float]]
-    ) -> None:
-        _add(
-            self._sentences(kb_id),
-            _sentence_ids(sentences),
-            [vectors[text] for _, text in sentences],
-            [{"doc_id": doc_id, "chunk": chunk_id} for chunk_id, _ in sentences],
-        )
-
-    def _similar(
-        self, kb_id: str, vector: list[float], n: int, by_sentence: bool = True
-    ) -> tuple[dict[str, float], dict[str, float]]:
-        """The `n` passages closest to `vector`, and (`by_sentence`) the `n` whose closest
-        sentence is, each with its cosine similarity."""
-        found = self._collection(kb_id).query(query_embeddings=[vector], n_results=n, include=["distances"])
-        passages = {c: 1.0 - d for c, d in zip(found["ids"][0], found["distances"][0], strict=True)}
-        if not by_sentence:
-            return passages, {}
-        # A few sentences a passage: enough for `n` passages' best even where one has several.
-        found = self._sentences(kb_id).query(
-            query_embeddings=[vector], n_results=SENTENCES_PER_PASSAGE * n, include=["distances", "metadatas"]
-        )
-        if not found["ids"][0]:
-            # Indexed by a version without sentences, not yet filled (see `schedule_sentences`):
-            # each passage stands for its sentences.
-            return passages, passages
-        best: dict[str, float] = {}
-        for meta, distance in zip(found["metadatas"][0], found["distances"][0], strict=True):
-            best.setdefault(meta["chunk"], 1.0 - distance)  # nearest first
-        return passages, dict(list(best.items())[:n])
 
     def ground(self, kb_ids: list[str], question: str, k: int = 5) -> Grounding:
         """What these knowledge bases say to the question: the evidence, or why there is none."""
@@ -509,38 +445,8 @@ class KnowledgeBases:
         return passages
 
     # -- indexes -------------------------------------------------------------------------
-    @property
-    def _chroma(self) -> Any:
-        # Created on first use: importing chromadb costs start-up time that /health should not wait for.
-        # Once: two threads making Chroma's client at the same moment (an ingestion and a
-        # request) break its shared system (found by the API fuzzer: a 500).
-        with self._chroma_lock:
-            if self._chroma_client is None:
-                self._chroma_client = self._chroma_factory()
-        return self._chroma_client
-
-    def _collection(self, kb_id: str) -> Any:
-        """The knowledge base's passages."""
-        return self._chroma.get_or_create_collection(
-            _collection_name(kb_id), embedding_function=None, metadata={"hnsw:space": "cosine"}
-        )
-
-    def _sentences(self, kb_id: str) -> Any:
-        """Its passages' sentences, each under its passage's id (`chunk`)."""
-        return self._chroma.get_or_create_collection(
-            _collection_name(kb_id) + "-sentences", embedding_function=None, metadata={"hnsw:space": "cosine"}
-        )
-
-    def _drop_collection(self, kb_id: str) -> None:
-        for name in (_collection_name(kb_id), _collection_name(kb_id) + "-sentences"):
-            try:
-                self._chroma.delete_collection(name)
-            except Exception:  # Chroma raises its own NotFound kinds; absent is what we want
-                pass
-
     def _remove_chunks(self, kb_id: str, doc_id: str) -> None:
-        self._collection(kb_id).delete(where={"doc_id": doc_id})
-        self._sentences(kb_id).delete(where={"doc_id": doc_id})
+        self.vectors.remove(kb_id, doc_id)
         with self._db.session() as db:
             db.execute(delete(ChunkRow).where(ChunkRow.doc_id == doc_id))
             db.execute(update(DocumentRow).where(DocumentRow.id == doc_id).values(chunks=0))
@@ -578,7 +484,7 @@ class KnowledgeBases:
         with self._keyword_lock:
             self._keywords.clear()
 
-    def _keyword_index(self, kb_id: str) -> _Keywords:
+    def _keyword_index(self, kb_id: str) -> KeywordIndex:
         with self._keyword_lock:
             index = self._keywords.get(kb_id)
             if index is None:
@@ -587,46 +493,6 @@ class KnowledgeBases:
                         select(ChunkRow.id, ChunkRow.text, ChunkRow.heading).where(ChunkRow.kb_id == kb_id)
                     ).all()
                 terms = [keywords(with_heading(text, heading)) for _, text, heading in rows]
-                index = _Keywords([r[0] for r in rows], terms, BM25(terms))
+                index = KeywordIndex([r[0] for r in rows], terms)
                 self._keywords[kb_id] = index
             return index
-
-
-def _sentences_of(passages: list[tuple[str, str, str | None]]) -> list[tuple[str, str]]:
-    """(passage id, sentence under the passage's heading) for each sentence of (id, text, heading)."""
-    return [(chunk_id, with_heading(s, heading)) for chunk_id, text, heading in passages for s in split_sentences(text)]
-
-
-def _sentence_ids(sentences: list[tuple[str, str]]) -> list[str]:
-    """`<passage id>/<n>`, n counted within the passage: the same entries whatever order the
-    passages come in (two replicas filling one document upsert the same ids)."""
-    seen: Counter[str] = Counter()
-    ids = []
-    for chunk_id, _ in sentences:
-        ids.append(f"{chunk_id}/{seen[chunk_id]}")
-        seen[chunk_id] += 1
-    return ids
-
-
-def _add(collection: Any, ids: list[str], vectors: list[list[float]], metadatas: list[dict[str, str]]) -> None:
-    # In parts: Chroma refuses a batch over its maximum (5,461 in SQLite), a long book's
-    # sentences. Upserted: two replicas filling the same document's sentences at start-up write
-    # the same entries.
-    for start in range(0, len(ids), CHROMA_BATCH):
-        end = start + CHROMA_BATCH
-        collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], metadatas=metadatas[start:end])
-
-
-def _collection_name(kb_id: str) -> str:
-    # Chroma's names are narrower than our ids; a digest keeps them unique and valid.
-    return "kb-" + hashlib.sha1(kb_id.encode()).hexdigest()[:20]
-
-
-def chroma_client(data_dir: Path, host: str | None, port: int) -> Any:
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    settings = ChromaSettings(anonymized_telemetry=False)
-    if host:
-        return chromadb.HttpClient(host=host, port=port, settings=settings)
-    return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=settings)
