@@ -1,8 +1,7 @@
 """Knowledge bases: records in the database, vectors in Chroma (`kb.vectors`), keywords in memory.
 
-Chunk texts and sources
-live in the database, so the keyword index can be rebuilt and a deleted document leaves
-nothing behind. Ingestion runs in the background with progress; a failed ingestion removes
+Chunk texts and sources live in the database, so the keyword index can be rebuilt and a
+deleted document leaves nothing behind. Ingestion runs in the background with progress; a failed ingestion removes
 whatever it wrote.
 """
 
@@ -19,7 +18,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,7 @@ class KnowledgeBases:
         self._keywords: dict[str, KeywordIndex] = {}
         self._keyword_lock = threading.Lock()
         self._ingest_lock = asyncio.Lock()  # one ingestion at a time: embedding is CPU-bound
-        self._tasks: set[asyncio.Task[Document]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- knowledge bases -------------------------------------------------------------------
     def create(
@@ -228,14 +227,15 @@ class KnowledgeBases:
 
     def schedule(self, doc_id: str) -> None:
         """Ingest in the background (call on the event loop); progress shows on the document."""
-        task = asyncio.create_task(self._ingest_in_background(doc_id), name=f"ingest-{doc_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background(self._ingest_in_background(doc_id), f"ingest-{doc_id}")
 
     def schedule_sentences(self) -> None:
         """Embed, in the background, the sentences of documents indexed before passages' sentences were."""
-        task = asyncio.create_task(self._sentences_in_background(), name="kb-sentences")
-        self._tasks.add(task)
+        self._background(self._sentences_in_background(), "kb-sentences")
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)  # kept until done (the loop holds tasks weakly), cancelled by `close`
         task.add_done_callback(self._tasks.discard)
 
     async def _sentences_in_background(self) -> None:
@@ -368,7 +368,8 @@ class KnowledgeBases:
         wanted = keywords(query)
         if vector is None:
             vector = self.embedder.embed([query])[0]
-        trust_dense = self.embedder.multilingual or not mostly_cjk(query)
+        chinese = mostly_cjk(query)
+        trust_dense = self._trust_dense(chinese)
         candidates: dict[str, Candidate] = {}
 
         def note(chunk_id: str, **scores: float) -> None:
@@ -392,7 +393,6 @@ class KnowledgeBases:
             for chunk_id in candidates:
                 if (n := index.position.get(chunk_id)) is not None:
                     note(chunk_id, coverage=coverage(wanted, index.terms[n]))
-        chinese = mostly_cjk(query)
         threshold = self.min_similarity if trust_dense else None
         ranked = sorted(candidates.values(), key=lambda c: (-c.fused(trust_dense), -c.coverage))  # ties: across KBs
         # The thresholds decide whether the material covers the question at all; once one
@@ -408,9 +408,11 @@ class KnowledgeBases:
         # Embedded once, for the search and the grounder both: this is on every turn's way to its answer.
         vector = self.embedder.embed([question.strip()])[0] if question.strip() and kb_ids else None
         passages = self.search(kb_ids, question, k, vector)
-        trust_dense = self.embedder.multilingual or not mostly_cjk(question)
         rarity = self.rarity(kb_ids) if passages else None
-        return self.grounder.ground(question, passages, rarity, trust_dense, vector)
+        return self.grounder.ground(question, passages, rarity, self._trust_dense(mostly_cjk(question)), vector)
+
+    def _trust_dense(self, chinese: bool) -> bool:  # do the model's similarities mean anything here?
+        return self.embedder.multilingual or not chinese
 
     def rarity(self, kb_ids: list[str]) -> Callable[[str], float]:
         """How rare a keyword is in these knowledge bases (BM25's idf); unseen words are the
