@@ -45,6 +45,10 @@ class VectorStore:
         self._factory = client
         self._client: Any = None
         self._lock = threading.Lock()
+        # By knowledge base: documents indexed by an older version whose sentences this process
+        # has not embedded yet (found at start-up); their passages stand for their sentences.
+        self._unfilled: dict[str, set[str]] = {}
+        self._unfilled_lock = threading.Lock()
 
     @property
     def _chroma(self) -> Any:
@@ -67,6 +71,8 @@ class VectorStore:
         )
 
     def drop(self, kb_id: str) -> None:
+        with self._unfilled_lock:
+            self._unfilled.pop(kb_id, None)
         for name in (_collection_name(kb_id), _collection_name(kb_id) + "-sentences"):
             try:
                 self._chroma.delete_collection(name)
@@ -77,6 +83,7 @@ class VectorStore:
         """A document's passages and sentences."""
         self.passages(kb_id).delete(where={"doc_id": doc_id})
         self.sentences(kb_id).delete(where={"doc_id": doc_id})
+        self._filled(kb_id, doc_id)
 
     def add_passages(self, kb_id: str, doc_id: str, ids: list[str], vectors: list[list[float]]) -> None:
         _add(self.passages(kb_id), ids, vectors, [{"doc_id": doc_id} for _ in ids])
@@ -89,6 +96,11 @@ class VectorStore:
             [vectors[text] for _, text in sentences],
             [{"doc_id": doc_id, "chunk": chunk_id} for chunk_id, _ in sentences],
         )
+        self._filled(kb_id, doc_id)
+
+    def _filled(self, kb_id: str, doc_id: str) -> None:
+        with self._unfilled_lock:
+            self._unfilled.get(kb_id, set()).discard(doc_id)
 
     def without_sentences(self, documents: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Those of (document, knowledge base) with no sentence stored: indexed by an older version."""
@@ -98,6 +110,9 @@ class VectorStore:
             collection = collections.setdefault(kb_id, self.sentences(kb_id))
             if not collection.get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]:
                 missing.append((doc_id, kb_id))
+        with self._unfilled_lock:
+            for doc_id, kb_id in missing:
+                self._unfilled.setdefault(kb_id, set()).add(doc_id)
         return missing
 
     def similar(
@@ -105,22 +120,30 @@ class VectorStore:
     ) -> tuple[dict[str, float], dict[str, float]]:
         """The `n` passages closest to `vector`, and (`by_sentence`) the `n` whose closest
         sentence is, each with its cosine similarity."""
-        found = self.passages(kb_id).query(query_embeddings=[vector], n_results=n, include=["distances"])
+        found = self.passages(kb_id).query(query_embeddings=[vector], n_results=n, include=["distances", "metadatas"])
         passages = {c: 1.0 - d for c, d in zip(found["ids"][0], found["distances"][0], strict=True)}
         if not by_sentence:
             return passages, {}
+        with self._unfilled_lock:
+            unfilled = set(self._unfilled.get(kb_id, ()))
+        # A document not yet filled has no sentence to match: its passages stand for them, or
+        # the documents already filled would outrank it by their sentences alone.
+        best = {
+            c: passages[c]
+            for c, meta in zip(found["ids"][0], found["metadatas"][0], strict=True)
+            if meta["doc_id"] in unfilled
+        }
         # A few sentences a passage: enough for `n` passages' best even where one has several.
         found = self.sentences(kb_id).query(
             query_embeddings=[vector], n_results=SENTENCES_PER_PASSAGE * n, include=["distances", "metadatas"]
         )
         if not found["ids"][0]:
-            # Indexed by a version without sentences, not yet filled (`KnowledgeBases.schedule_sentences`):
-            # each passage stands for its sentences.
+            # Indexed by a version without sentences, not yet filled (`KnowledgeBases.schedule_sentences`),
+            # perhaps by another box: each passage stands for its sentences.
             return passages, passages
-        best: dict[str, float] = {}
         for meta, distance in zip(found["metadatas"][0], found["distances"][0], strict=True):
             best.setdefault(meta["chunk"], 1.0 - distance)  # nearest first
-        return passages, dict(list(best.items())[:n])
+        return passages, dict(sorted(best.items(), key=lambda item: -item[1])[:n])
 
 
 def sentences_of(passages: list[tuple[str, str, str | None]]) -> list[tuple[str, str]]:

@@ -23,6 +23,15 @@ The mitochondrion is the powerhouse of the cell. It produces ATP through cellula
 Photosynthesis converts light energy into chemical energy inside chloroplasts.
 """
 CHINESE_TXT = "光合作用是植物利用光能把二氧化碳和水转化为葡萄糖和氧气的过程。叶绿体是进行光合作用的场所。".encode()
+# One passage mostly about other things, with one sentence on Marie Curie.
+NOTICES = (
+    "The school library opens at eight and closes at five on weekdays. Lunch is served in the "
+    "main hall from noon. Marie Curie worked as a physicist and chemist in Paris. The football "
+    "team trains on Tuesdays and Thursdays after class. Parents can collect reports from the "
+    "office at the end of term. The car park is closed during the summer holidays. Visitors "
+    "sign in at reception and wear a badge. The music room may be booked for rehearsals "
+    "through the office. Lost property is kept in the box by the gym for a month."
+)
 HISTORY_HTML = b"""<!doctype html><html><head><style>p{color:red}</style><script>var x = 'secret';</script></head>
 <body><h1>Rome</h1><p>The Roman Republic was founded in 509 BC after the last king was expelled.</p>
 <h2>Empire</h2><p>Augustus became the first Roman emperor in 27 BC.</p></body></html>"""
@@ -170,19 +179,36 @@ def test_one_sentence_of_a_long_passage_vouches_for_it(api: httpx.Client, kb: st
     """The passage's one vector is mostly about other things (cosine 0.33-0.34 to these
     questions, under the 0.4 that vouches for a passage) and a third of each question's words are
     in it; its sentence on Curie is close to both (0.70-0.78). Matched whole, it was declined."""
-    notices = (
-        "The school library opens at eight and closes at five on weekdays. Lunch is served in the "
-        "main hall from noon. Marie Curie worked as a physicist and chemist in Paris. The football "
-        "team trains on Tuesdays and Thursdays after class. Parents can collect reports from the "
-        "office at the end of term. The car park is closed during the summer holidays. Visitors "
-        "sign in at reception and wear a badge. The music room may be booked for rehearsals "
-        "through the office. Lost property is kept in the box by the gym for a month."
-    )
-    assert indexed(api, kb, "notices.txt", notices.encode())["chunks"] == 1
+    assert indexed(api, kb, "notices.txt", NOTICES.encode())["chunks"] == 1
     for question in ("Which sciences did Curie work in?", "In which city did Curie work?"):
         (found,) = _search(api, kb, question)
         assert "physicist and chemist in Paris" in found["text"]
     assert _search(api, kb, "How do I bake bread?") == []
+
+
+def test_a_document_indexed_before_sentences_is_filled_at_start_up(api: httpx.Client, kb: str, server) -> None:
+    """An older version stored passages only. At start-up such a document's sentences are
+    embedded in the background; until then its passages stand for their sentences (else the
+    documents already filled would outrank it by their sentences alone)."""
+    notices = indexed(api, kb, "notices.txt", NOTICES.encode())["id"]
+    biology = indexed(api, kb, "biology.md", BIOLOGY_MD)["id"]
+    kbs = server.services.kbs
+    kbs.vectors.sentences(kb).delete(where={"doc_id": notices})  # as an older version left it
+    assert kbs.vectors.without_sentences([(notices, kb), (biology, kb)]) == [(notices, kb)]
+    (passage,) = kbs.vectors.passages(kb).get(where={"doc_id": notices})["ids"]
+    question = "Which sciences did Curie work in?"
+    passages, sentences = kbs.vectors.similar(kb, kbs.embedder.embed([question])[0], 4)
+    assert sentences[passage] == passages[passage] < kbs.min_sentence_similarity
+
+    server.restart()
+    sentences_of = lambda: server.services.kbs.vectors.sentences(kb).get(where={"doc_id": notices})["ids"]  # noqa: E731
+    for _ in range(300):
+        if sentences_of():
+            break
+        time.sleep(0.1)
+    assert len(sentences_of()) == 9
+    found = _search(api, kb, question)[0]  # its sentence vouches for it again
+    assert "physicist and chemist in Paris" in found["text"]
 
 
 def test_a_question_is_embedded_once_to_be_answered(api: httpx.Client, kb: str, server) -> None:
