@@ -120,19 +120,21 @@ class VectorStore:
     ) -> tuple[dict[str, float], dict[str, float]]:
         """The `n` passages closest to `vector`, and (`by_sentence`) the `n` whose closest
         sentence is, each with its cosine similarity."""
-        found = self.passages(kb_id).query(query_embeddings=[vector], n_results=n, include=["distances", "metadatas"])
+        with self._unfilled_lock:
+            unfilled = set(self._unfilled.get(kb_id, ())) if by_sentence else set()
+        # Each passage's document is read only while some document awaits its sentences.
+        include = ["distances", "metadatas"] if unfilled else ["distances"]
+        found = self.passages(kb_id).query(query_embeddings=[vector], n_results=n, include=include)
         passages = {c: 1.0 - d for c, d in zip(found["ids"][0], found["distances"][0], strict=True)}
         if not by_sentence:
             return passages, {}
-        with self._unfilled_lock:
-            unfilled = set(self._unfilled.get(kb_id, ()))
         # A document not yet filled has no sentence to match: its passages stand for them, or
         # the documents already filled would outrank it by their sentences alone.
-        best = {
-            c: passages[c]
-            for c, meta in zip(found["ids"][0], found["metadatas"][0], strict=True)
-            if meta["doc_id"] in unfilled
-        }
+        best: dict[str, float] = {}
+        if unfilled:
+            for c, meta in zip(found["ids"][0], found["metadatas"][0], strict=True):
+                if meta["doc_id"] in unfilled:
+                    best[c] = passages[c]
         # A few sentences a passage: enough for `n` passages' best even where one has several.
         found = self.sentences(kb_id).query(
             query_embeddings=[vector], n_results=SENTENCES_PER_PASSAGE * n, include=["distances", "metadatas"]
