@@ -21,7 +21,10 @@
    `--cmrc-held-out` (the train excerpt), the same for questions no choice was made on: its
    paragraphs first, the trial ones as the rest of the course. Quoted: the embedded tier's
    grounded answer (the evidence quoted) holds the answer span (target >= 70 %), and questions
-   on paragraphs left out are declined.
+   on paragraphs left out are declined. Swapped: the questions that name their article's title,
+   with it replaced by another indexed article's ("《鳄鱼泪》是谁主演的？" → "《蓝线裸顶鲷》是谁
+   主演的？"): a question on the material's topics that the material does not answer, as a
+   student asks; the share the embedded tier declines (a few may still be answerable).
 Quality is measured for each embedding engine of `--engines`.
 """
 
@@ -31,6 +34,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -129,6 +133,11 @@ def chinese_quality(
         correct += grounding.answered and answer in grounding.quote
     declined = sum(not kbs.search([kb.id], question, 5) for question in uncovered)
     grounded_declined = sum(not kbs.ground([kb.id], question, 5).answered for question in uncovered)
+    swapped = _swapped(
+        [(q, t) for t, p in asked for q in p["qas"]] + [(q, t) for t, p in paragraphs[indexed:] for q in p["qas"]],
+        [t for t, _ in paragraphs[:indexed]],
+    )
+    swapped_declined = sum(not kbs.ground([kb.id], question, 5).answered for question in swapped)
     source = f"CMRC 2018 train excerpt ({len(own)} paragraphs) among trial ones" if held_out else "CMRC 2018 trial"
     return [
         {
@@ -143,8 +152,23 @@ def chinese_quality(
             # The embedded tier's answer: the evidence quoted, or the decline.
             "quoted_correct": round(correct / len(answerable), 3),
             "quoted_declined_not_covered": round(grounded_declined / len(uncovered), 3),
+            "swapped": len(swapped),
+            "quoted_declined_swapped": round(swapped_declined / max(1, len(swapped)), 3),
         }
     ]
+
+
+def _swapped(questions: list[tuple[dict, str]], titles: list[str]) -> list[str]:
+    """Each question that names its article's title, asked of another indexed article instead."""
+    plain = lambda title: re.sub(r"[（(].*?[)）]", "", title).strip()  # noqa: E731
+    rng = random.Random(7)
+    topics = sorted(set(titles))
+    out = []
+    for qa, title in questions:
+        if len(plain(title)) >= 2 and plain(title) in qa["question"]:
+            other = rng.choice([t for t in topics if t != title])
+            out.append(qa["question"].replace(plain(title), plain(other)))
+    return out
 
 
 def latency(chunks: int) -> list[dict]:

@@ -139,6 +139,38 @@ def test_chinese_function_characters_pick_no_sentence(grounder: Grounder) -> Non
     assert grounding.answered and "8公斤" in grounding.quote, grounding.quote
 
 
+PENNETTA = Passage(
+    "弗拉维娅·佩内塔，义大利职业女子网球运动员。她曾获得10次WTA赛事女子单打冠军。",
+    0.7,
+    {"document": "notes.txt", "document_id": "d4", "section": "弗拉维娅·佩内塔"},
+    "c4",
+)
+CHESS = Passage(
+    "中国国际象棋超级大赛的首届比赛于2008年在南京市举行。第二届比赛于2009年举行。",
+    0.6,
+    {"document": "notes.txt", "document_id": "d4", "section": "国际象棋超级大赛 (南京)"},
+    "c5",
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "reason"),
+    [
+        ("佩内塔获得过几次女子单打冠军？", "10次", ""),
+        # Every sentence under the heading shares its words: the rest of the question is not there.
+        ("弗拉维娅·佩内塔的丈夫是谁？", None, "the material is about “弗拉维娅·佩内塔”, but holds only 0%"),
+        # A topic of the material the question names, which the best sentence is not about.
+        ("国际象棋超级大赛获得过几次女子单打冠军？", None, "never says “国际象棋超级大赛”"),
+    ],
+)
+def test_a_chinese_question_must_be_about_what_its_evidence_is_about(
+    grounder: Grounder, question: str, answer: str | None, reason: str
+) -> None:
+    grounding = grounder.ground(question, [PENNETTA, CHESS], trust_dense=False)
+    assert grounding.answered == bool(answer), grounding.reason
+    assert (answer or "") in grounding.quote and reason in grounding.reason
+
+
 async def _checked(grounding: Grounding | None, *deltas: str) -> list[Any]:
     first = [Grounded(grounding)] if grounding else []
     frames = [*first, *(TextDelta(d) for d in deltas), AnswerText("".join(deltas))]
