@@ -21,10 +21,11 @@
    `--cmrc-held-out` (the train excerpt), the same for questions no choice was made on: its
    paragraphs first, the trial ones as the rest of the course. Quoted: the embedded tier's
    grounded answer (the evidence quoted) holds the answer span (target >= 70 %), and questions
-   on paragraphs left out are declined. Swapped: the questions that name their article's title,
-   with it replaced by another indexed article's ("《鳄鱼泪》是谁主演的？" → "《蓝线裸顶鲷》是谁
-   主演的？"): a question on the material's topics that the material does not answer, as a
-   student asks; the share the embedded tier declines (a few may still be answerable).
+   on paragraphs left out are declined. Swapped: the answerable questions that name their
+   article's title, with it replaced by another indexed article's ("《鳄鱼泪》是谁主演的？" →
+   "《蓝线裸顶鲷》是谁主演的？"): a question on the material's topics that the material does not
+   answer, as a student asks; the share the embedded tier declines (a few may still be
+   answerable: "什么是乙酰胺？" asks of any title what its heading's paragraph says).
 Quality is measured for each embedding engine of `--engines`.
 """
 
@@ -133,10 +134,7 @@ def chinese_quality(
         correct += grounding.answered and answer in grounding.quote
     declined = sum(not kbs.search([kb.id], question, 5) for question in uncovered)
     grounded_declined = sum(not kbs.ground([kb.id], question, 5).answered for question in uncovered)
-    swapped = _swapped(
-        [(q, t) for t, p in asked for q in p["qas"]] + [(q, t) for t, p in paragraphs[indexed:] for q in p["qas"]],
-        [t for t, _ in paragraphs[:indexed]],
-    )
+    swapped = _swapped([(q, t) for t, p in asked for q in p["qas"]], [t for t, _ in paragraphs[:indexed]])
     swapped_declined = sum(not kbs.ground([kb.id], question, 5).answered for question in swapped)
     source = f"CMRC 2018 train excerpt ({len(own)} paragraphs) among trial ones" if held_out else "CMRC 2018 trial"
     return [

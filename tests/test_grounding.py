@@ -158,7 +158,7 @@ CHESS = Passage(
     [
         ("佩内塔获得过几次女子单打冠军？", "10次", ""),
         # Every sentence under the heading shares its words: the rest of the question is not there.
-        ("弗拉维娅·佩内塔的丈夫是谁？", None, "the material is about “弗拉维娅·佩内塔”, but holds only 0%"),
+        ("弗拉维娅·佩内塔的丈夫是谁？", None, "is about “弗拉维娅·佩内塔”, but it and its neighbours hold only 0%"),
         # A topic of the material the question names, which the best sentence is not about.
         ("国际象棋超级大赛获得过几次女子单打冠军？", None, "never says “国际象棋超级大赛”"),
     ],
@@ -169,6 +169,15 @@ def test_a_chinese_question_must_be_about_what_its_evidence_is_about(
     grounding = grounder.ground(question, [PENNETTA, CHESS], trust_dense=False)
     assert grounding.answered == bool(answer), grounding.reason
     assert (answer or "") in grounding.quote and reason in grounding.reason
+
+
+def test_the_topic_rules_leave_questions_judged_by_similarity_alone() -> None:
+    """With a model whose similarities count (multilingual, or an English question), only the
+    similarity decides, as before: the same question is answered at 0.6."""
+    # The question ends in "？", the sentences in "。": every sentence is at cosine 0.6.
+    near = Grounder(lambda texts: [[1.0, 0.0] if t.endswith("？") else [0.6, 0.8] for t in texts])
+    grounding = near.ground("国际象棋超级大赛获得过几次女子单打冠军？", [PENNETTA, CHESS], trust_dense=True)
+    assert grounding.answered, grounding.reason
 
 
 async def _checked(grounding: Grounding | None, *deltas: str) -> list[Any]:
