@@ -163,9 +163,9 @@ def _swapped(questions: list[tuple[dict, str]], titles: list[str]) -> list[str]:
     topics = sorted(set(titles))
     out = []
     for qa, title in questions:
-        if len(plain(title)) >= 2 and plain(title) in qa["question"]:
+        if len(name := plain(title)) >= 2 and name in qa["question"]:
             other = rng.choice([t for t in topics if t != title])
-            out.append(qa["question"].replace(plain(title), plain(other)))
+            out.append(qa["question"].replace(name, plain(other)))
     return out
 
 

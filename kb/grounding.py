@@ -316,14 +316,13 @@ class Grounder:
             title = _title_terms(sentence.passage)
             own = _exact_terms(sentence.text) | title
             around = own | _exact_terms(sentence.neighbours)
-            said = " ".join([*_topics(sentence.passage), sentence.whole, sentence.neighbours])
             found.append(
                 Candidate(
                     sentence,
                     own=_share(wanted, own),
                     around=_share(wanted, around),
                     similarity=_cosine(asked, vector) if trust_dense else 0.0,
-                    missing=frozenset(named - around) | {t for t in topics if t not in said},
+                    missing=frozenset(named - around) | {t for t in topics if not _says(sentence, t)},
                     fresh=len(set(content_terms(sentence.whole)) - set(wanted) - named),
                     # A question that is only its topic ("佩内塔是谁？") is judged on all its words.
                     beyond=_share({t: w for t, w in wanted.items() if t not in title} or wanted, around),
@@ -400,15 +399,22 @@ def _sentences(passage: Passage) -> list[_Sentence]:
     ]
 
 
+def _document_name(passage: Passage) -> str:
+    return PurePath(str(passage.source.get("document", ""))).stem.replace("_", " ")
+
+
 def _topics(passage: Passage) -> list[str]:
     """What a passage is about by its place: its heading (without a gloss), then its document's name."""
-    name = PurePath(str(passage.source.get("document", ""))).stem.replace("_", " ")
-    return [t for t in (_GLOSS.sub("", str(passage.source.get("section", ""))).strip(), name) if t]
+    return [t for t in (_GLOSS.sub("", str(passage.source.get("section", ""))).strip(), _document_name(passage)) if t]
+
+
+def _says(sentence: _Sentence, topic: str) -> bool:
+    """Whether the sentence, its neighbours or its own place name the topic."""
+    return any(topic in text for text in (*_topics(sentence.passage), sentence.whole, sentence.neighbours))
 
 
 def _title_terms(passage: Passage) -> set[str]:
-    name = PurePath(str(passage.source.get("document", ""))).stem.replace("_", " ")
-    return _exact_terms(f"{name} {passage.source.get('section', '')}")
+    return _exact_terms(f"{_document_name(passage)} {passage.source.get('section', '')}")
 
 
 def _opens_with_pronoun(text: str) -> bool:
