@@ -3,13 +3,17 @@
     python -m bench.bench_grounding --squad path/to/train-v2.0.json [--questions 30] [--seed 1]
 
 A tutor's knowledge base holds whole Wikipedia articles of SQuAD 2.0's **train** split (one
-document each). A student asks it, over the WebSocket as any client does, `--questions`
-answerable and as many unanswerable questions drawn (seeded) from the held-out article; each
-question is the first of its own chat. SQuAD 2.0's unanswerable questions were written against
-the same paragraphs to look answerable, so they test the decline honestly.
+document each), the held-out article without every fourth paragraph. A student asks it, over
+the WebSocket as any client does, `--questions` answerable and as many unanswerable questions
+drawn (seeded) from the held-out article's paragraphs in the course, and as many answerable
+ones from those left out; each question is the first of its own chat. SQuAD 2.0's unanswerable
+questions were written against the same paragraphs to look answerable, so they test the
+decline honestly; the left-out paragraphs' questions are what a student asks about the course's
+topic beyond the course.
 
 - correct: a gold answer span is in the answer (lower case, punctuation and articles removed);
-- declined: the tutor said the material does not cover it;
+- declined: the tutor said the material does not cover it (unanswerable questions);
+- uncovered declined: the same for questions on the left-out paragraphs;
 - cited when answered / cited when declined: the answer carried sources.
 
 Two tiers, the same code path: `embedded` (the local model: grounded answers are quoted) and
@@ -51,22 +55,33 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
+# Every fourth paragraph of the held-out article is left out of the course: the answerable
+# questions on it ask about the course's topic what the course does not say ("uncovered").
+LEFT_OUT = 4
+
+
+def _left_out(n: int) -> bool:
+    return n % LEFT_OUT == LEFT_OUT - 1
+
+
 def questions(article: dict[str, Any], count: int, seed: int) -> list[dict[str, Any]]:
-    answerable, unanswerable = [], []
-    for paragraph in article["paragraphs"]:
+    asked: dict[str, list[dict[str, Any]]] = {"answerable": [], "unanswerable": [], "uncovered": []}
+    for n, paragraph in enumerate(article["paragraphs"]):
         for qa in paragraph["qas"]:
             entry = {"question": qa["question"], "answers": [a["text"] for a in qa["answers"]]}
-            (unanswerable if qa["is_impossible"] else answerable).append(entry)
+            if _left_out(n):
+                if not qa["is_impossible"]:
+                    asked["uncovered"].append(entry)
+            else:
+                asked["unanswerable" if qa["is_impossible"] else "answerable"].append(entry)
     rng = random.Random(seed)
-    return [
-        *({**q, "answerable": True} for q in rng.sample(answerable, count)),
-        *({**q, "answerable": False} for q in rng.sample(unanswerable, count)),
-    ]
+    return [{**q, "kind": kind} for kind, some in asked.items() for q in rng.sample(some, min(count, len(some)))]
 
 
-def document(article: dict[str, Any]) -> bytes:
+def document(article: dict[str, Any], held_out: bool) -> bytes:
     title = article["title"].replace("_", " ")
-    return (f"# {title}\n\n" + "\n\n".join(p["context"] for p in article["paragraphs"])).encode()
+    kept = [p["context"] for n, p in enumerate(article["paragraphs"]) if not (held_out and _left_out(n))]
+    return (f"# {title}\n\n" + "\n\n".join(kept)).encode()
 
 
 async def ask_all(server: LiveServer, kb_id: str, asked: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -99,8 +114,8 @@ def run_tier(name: str, articles: list[dict[str, Any]], asked: list[dict[str, An
     try:
         with server.client() as client:
             kb = client.post("/v1/kbs", json={"name": "Wikipedia"}).json()
-            for article in articles:
-                files = {"file": (f"{article['title']}.md", document(article), "text/markdown")}
+            for n, article in enumerate(articles):  # the first is the held-out article
+                files = {"file": (f"{article['title']}.md", document(article, n == 0), "text/markdown")}
                 response = client.post(f"/v1/kbs/{kb['id']}/documents", files=files)
                 assert response.status_code in (200, 201, 202), response.text
             while any(d["status"] != "ready" for d in client.get(f"/v1/kbs/{kb['id']}/documents").json()):
@@ -110,9 +125,11 @@ def run_tier(name: str, articles: list[dict[str, Any]], asked: list[dict[str, An
         server.stop()
 
 
+QUESTION_KINDS = ("answerable", "unanswerable", "uncovered")
+
+
 def summarise(tier: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    answerable = [r for r in results if r["answerable"]]
-    unanswerable = [r for r in results if not r["answerable"]]
+    answerable, unanswerable, uncovered = ([r for r in results if r["kind"] == k] for k in QUESTION_KINDS)
     answered = [r for r in results if not r["declined"]]
     declined = [r for r in results if r["declined"]]
 
@@ -126,6 +143,8 @@ def summarise(tier: str, results: list[dict[str, Any]]) -> dict[str, Any]:
         "answerable_declined": share([r for r in answerable if r["declined"]], answerable),
         "unanswerable": len(unanswerable),
         "declined": share([r for r in unanswerable if r["declined"]], unanswerable),
+        "uncovered": len(uncovered),
+        "uncovered_declined": share([r for r in uncovered if r["declined"]], uncovered),
         "cited_when_answered": share([r for r in answered if r["cited"]], answered),
         "cited_when_declined": share([r for r in declined if r["cited"]], declined),
         "turn_p50_ms": latency_summary([r["ms"] for r in results])["p50_ms"],

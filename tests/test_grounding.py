@@ -171,9 +171,43 @@ def test_a_chinese_question_must_be_about_what_its_evidence_is_about(
     assert (answer or "") in grounding.quote and reason in grounding.reason
 
 
+LIFE = Passage(
+    "Marie Skłodowska Curie was a Polish and naturalised-French physicist and chemist who conducted pioneering "
+    "research on radioactivity. She was born in Warsaw in 1867. She named polonium after her native country, Poland.",
+    0.7,
+    {"document": "science.md", "document_id": "d5", "section": "Marie Curie"},
+    "c6",
+)
+SALON = Passage(
+    "Chopin seldom performed publicly in Paris. He preferred the intimacy of the salon, where he played for friends.",
+    0.7,
+    {"document": "chopin.md", "document_id": "d6", "section": "Performance"},
+    "c7",
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "passage", "answer", "reason"),
+    [
+        ("What did Marie Curie name polonium after?", LIFE, "Poland", ""),
+        # Close in meaning (0.6 and more) and about her, but nothing of what is asked beyond her name.
+        ("Where did Marie Curie study?", LIFE, None, "is about “Marie Curie”, but it and its neighbours hold only 0%"),
+        ("Who taught Marie Curie?", LIFE, None, "hold only 0%"),
+        # Every word is there (similarity 0.72), but not how many.
+        ("How many times did Chopin perform publicly in Paris?", SALON, None, "asks for a number or a date"),
+    ],
+)
+def test_an_english_question_must_be_answered_not_just_neighboured(
+    grounder: Grounder, question: str, passage: Passage, answer: str | None, reason: str
+) -> None:
+    grounding = grounder.ground(question, [passage])
+    assert grounding.answered == bool(answer), grounding.reason
+    assert (answer or "") in grounding.quote and reason in grounding.reason
+
+
 def test_the_topic_rules_leave_questions_judged_by_similarity_alone() -> None:
-    """With a model whose similarities count (multilingual, or an English question), only the
-    similarity decides, as before: the same question is answered at 0.6."""
+    """With a model whose similarities count (multilingual, or an English question), the named-topic
+    rule is left out: the same question is answered at 0.6."""
     # The question ends in "？", the sentences in "。": every sentence is at cosine 0.6.
     near = Grounder(lambda texts: [[1.0, 0.0] if t.endswith("？") else [0.6, 0.8] for t in texts])
     grounding = near.ground("国际象棋超级大赛获得过几次女子单打冠军？", [PENNETTA, CHESS], trust_dense=True)
@@ -369,9 +403,16 @@ def test_the_grounding_benchmark_runs(tmp_path) -> None:
         qa("When did Curie win the Nobel Prize in Medicine?", None),
         qa("Which football club did Curie found in 1903?", None),
     ]
+    # The fourth paragraph is left out of the course: its question is on the topic, uncovered.
+    left_out = "Marie Curie was taught mathematics by her father, Władysław Skłodowski."
+    taught = qa("Who taught Marie Curie?", None) | {"answers": [{"text": "her father"}], "is_impossible": False}
+    others = [{"context": text, "qas": []} for text in ("Curie was a physicist.", "Curie was a chemist.")]
     squad = {
         "data": [
-            {"title": "Marie_Curie", "paragraphs": [{"context": CURIE, "qas": curie}]},
+            {
+                "title": "Marie_Curie",
+                "paragraphs": [{"context": CURIE, "qas": curie}, *others, {"context": left_out, "qas": [taught]}],
+            },
             {"title": "Bread", "paragraphs": [{"context": "Bread is baked from flour, water and yeast.", "qas": []}]},
         ]
     }
@@ -390,6 +431,6 @@ def test_the_grounding_benchmark_runs(tmp_path) -> None:
     written.unlink()
     rows = {row["tier"]: row for row in result["rows"]}
     for row in rows.values():
-        assert row["correct"] == 1.0 and row["declined"] == 1.0, row
+        assert row["correct"] == 1.0 and row["declined"] == 1.0 and row["uncovered_declined"] == 1.0, row
         assert row["cited_when_answered"] == 1.0 and row["cited_when_declined"] == 0.0
         assert row["decisions_agree"] == 1.0
