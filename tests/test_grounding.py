@@ -178,6 +178,13 @@ LIFE = Passage(
     {"document": "science.md", "document_id": "d5", "section": "Marie Curie"},
     "c6",
 )
+STUDIES = Passage(
+    "Marie Curie was born in Warsaw in 1867. She studied physics at the University of Paris. "
+    "She married Pierre Curie in 1895.",
+    0.7,
+    {"document": "science.md", "document_id": "d5", "section": "Marie Curie"},
+    "c8",
+)
 SALON = Passage(
     "Chopin seldom performed publicly in Paris. He preferred the intimacy of the salon, where he played for friends.",
     0.7,
@@ -190,6 +197,9 @@ SALON = Passage(
     ("question", "passage", "answer", "reason"),
     [
         ("What did Marie Curie name polonium after?", LIFE, "Poland", ""),
+        # The words beyond her name are there, inflected ("study" → "studied").
+        ("Where did Marie Curie study?", STUDIES, "University of Paris", ""),
+        ("When did Marie Curie marry?", STUDIES, "1895", ""),
         # Close in meaning (0.6 and more) and about her, but nothing of what is asked beyond her name.
         ("Where did Marie Curie study?", LIFE, None, "is about “Marie Curie”, but it and its neighbours hold only 0%"),
         ("Who taught Marie Curie?", LIFE, None, "hold only 0%"),
