@@ -171,18 +171,19 @@ def test_a_chinese_question_must_be_about_what_its_evidence_is_about(
     assert (answer or "") in grounding.quote and reason in grounding.reason
 
 
+ON_CURIE = {"document": "science.md", "document_id": "d5", "section": "Marie Curie"}
 LIFE = Passage(
     "Marie Skłodowska Curie was a Polish and naturalised-French physicist and chemist who conducted pioneering "
     "research on radioactivity. She was born in Warsaw in 1867. She named polonium after her native country, Poland.",
     0.7,
-    {"document": "science.md", "document_id": "d5", "section": "Marie Curie"},
+    ON_CURIE,
     "c6",
 )
 STUDIES = Passage(
     "Marie Curie was born in Warsaw in 1867. She studied physics at the University of Paris. "
     "She married Pierre Curie in 1895.",
     0.7,
-    {"document": "science.md", "document_id": "d5", "section": "Marie Curie"},
+    ON_CURIE,
     "c8",
 )
 SALON = Passage(
