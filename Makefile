@@ -57,6 +57,7 @@ bench: install-dev
 	$(BIN)/python -m bench.bench_llm $(if $(CMRC),--cmrc $(CMRC))
 	$(BIN)/python -m bench.bench_kb $(if $(SQUAD_DEV),--squad $(SQUAD_DEV)) $(if $(CMRC),--cmrc $(CMRC)) $(if $(CMRC_TRAIN),--cmrc-held-out $(CMRC_TRAIN))
 	$(if $(SQUAD_TRAIN),$(BIN)/python -m bench.bench_grounding --squad $(SQUAD_TRAIN))
+	$(if $(SQUAD_TRAIN),$(BIN)/python -m bench.bench_followups --squad $(SQUAD_TRAIN) $(if $(CMRC),--cmrc $(CMRC)))
 	$(BIN)/python -m bench.bench_asr $(if $(CMRC),--zh $(CMRC) --material --first 120 --count 198)
 	$(BIN)/python -m bench.bench_turns $(if $(CMRC),--zh $(CMRC))
 	$(BIN)/python -m bench.bench_voice

@@ -295,7 +295,7 @@ class Connection:
 
     async def hear_stream(self, line: Line, chat_id: str, message: ClientMessage) -> None:
         if line.microphone is None:
-            line.microphone = LiveMicrophone(self.conversation, line.session, self.settings)
+            line.microphone = LiveMicrophone(self.conversation, line.session, self.settings, chat_id)
         samples = np.zeros(0, dtype=np.float32)
         if message.content:
             data = audio.b64decode(message.content)

@@ -29,11 +29,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import Any
 
 from kb.chunking import split_sentences
-from kb.passages import Passage
+from kb.passages import Passage, document_name, topics
 from kb.retrieval import keywords, mostly_cjk
 
 # Words that carry no content of their own in a question (beyond retrieval's stopwords).
@@ -67,7 +66,6 @@ _CJK_PRONOUNS = ("它", "他", "她", "这", "其", "该")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)*")
 _CITATION_MARK = re.compile(r"\[\d+\]")  # "[1]": the answer citing its evidence
 _QUOTED = re.compile(r"[\"“”‘’]([^\"“”‘’]{2,60})[\"“”‘’]")
-_GLOSS = re.compile(r"\s*[（(][^（()）]*[)）]")  # "渠成 (足球运动员)": the heading names 渠成
 
 
 def stem(word: str) -> str:
@@ -320,9 +318,9 @@ class Grounder:
         # Judged by its words, a Chinese question naming a topic of the material (a heading or
         # document name) wants evidence about that topic, as an English question's names must be
         # in its evidence. Two-character headings are left out: 简介, 历史 are sections, not names.
-        topics = set()
+        about = set()
         if not trust_dense:
-            topics = {t for p in passages for t in _topics(p) if len(t) > 2 and mostly_cjk(t) and t in question}
+            about = {t for p in passages for t in topics(p.source) if len(t) > 2 and mostly_cjk(t) and t in question}
         # The document's own topic (its title) is what every sentence of it is about, said or
         # not: "Twilight Princess" in the question picks no sentence over another.
         titles = {id(p): _title_terms(p) for p in passages}
@@ -337,7 +335,7 @@ class Grounder:
                     own=_share(wanted, own),
                     around=_share(wanted, around),
                     similarity=_cosine(asked, vector) if trust_dense else 0.0,
-                    missing=frozenset(named - around) | {t for t in topics if not _says(sentence, t)},
+                    missing=frozenset(named - around) | {t for t in about if not _says(sentence, t)},
                     fresh=len(set(content_terms(sentence.whole)) - set(wanted) - named),
                     # A question that is only its topic ("佩内塔是谁？") is judged on all its words.
                     beyond=_share({t: w for t, w in wanted.items() if t not in title} or wanted, around)
@@ -377,7 +375,7 @@ class Grounder:
         # A question in another script than its evidence (a multilingual model) shares no words with it.
         alike = not trust_dense or mostly_cjk(question) == mostly_cjk(best.sentence.text)
         if alike and best.beyond < (self.min_beyond_topic_dense if trust_dense else self.min_beyond_topic):
-            topic = next((f"“{t}”" for t in _topics(best.sentence.passage)), "its topic")
+            topic = next((f"“{t}”" for t in topics(best.sentence.passage.source)), "its topic")
             return declined(
                 f"the closest sentence is about {topic}, but it and its neighbours hold only {best.beyond:.0%} "
                 "of what the question asks beyond that"
@@ -458,22 +456,13 @@ def _sentences(passage: Passage) -> list[_Sentence]:
     ]
 
 
-def _document_name(passage: Passage) -> str:
-    return PurePath(str(passage.source.get("document", ""))).stem.replace("_", " ")
-
-
-def _topics(passage: Passage) -> list[str]:
-    """What a passage is about by its place: its heading (without a gloss), then its document's name."""
-    return [t for t in (_GLOSS.sub("", str(passage.source.get("section", ""))).strip(), _document_name(passage)) if t]
-
-
 def _says(sentence: _Sentence, topic: str) -> bool:
     """Whether the sentence, its neighbours or its own place name the topic."""
-    return any(topic in text for text in (*_topics(sentence.passage), sentence.whole, sentence.neighbours))
+    return any(topic in text for text in (*topics(sentence.passage.source), sentence.whole, sentence.neighbours))
 
 
 def _title_terms(passage: Passage) -> set[str]:
-    return _exact_terms(f"{_document_name(passage)} {passage.source.get('section', '')}")
+    return _exact_terms(f"{document_name(passage.source)} {passage.source.get('section', '')}")
 
 
 def _opens_with_pronoun(text: str) -> bool:

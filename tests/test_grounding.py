@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +23,7 @@ from app.conversation.talk import is_conversation
 from kb.embeddings import SentenceEmbedder
 from kb.grounding import Evidence, Grounder, Grounding, specifics, stem
 from kb.passages import Passage
+from tests.kit.benchmarks import run_benchmark
 from tests.kit.live import collect_answer, indexed, new_session, new_tutor, ws_url
 
 CURIE = (
@@ -329,13 +327,13 @@ async def test_a_held_turns_answer_is_begun_while_the_student_pauses(start_serve
         return next(f for f in frames if isinstance(f, AudioOut))
 
     question = "When did Curie win the Nobel Prize in Physics?"
-    await conversation.foresee(session, question)
+    await conversation.foresee(session, "", question)
     (speaking,) = conversation._foreseen[session.id].spoken.values()
     voice = await first_voice(question)
     # Played as spoken in the pause (its lead-in cut: the same samples, not spoken again).
     assert np.shares_memory(voice.speech.pcm.samples, speaking.result().pcm.samples) and voice.synth_ms == 0
     assert session.id not in conversation._foreseen  # taken by the turn
-    await conversation.foresee(session, "When did Curie win the Nobel Prize in")
+    await conversation.foresee(session, "", "When did Curie win the Nobel Prize in")
     (speaking,) = conversation._foreseen[session.id].spoken.values()
     voice = await first_voice("When did Curie win the Nobel Prize in Chemistry?")
     spoken_ahead = (await speaking).pcm.samples
@@ -430,16 +428,7 @@ def test_the_grounding_benchmark_runs(tmp_path) -> None:
     path = tmp_path / "train.json"
     path.write_text(json.dumps(squad))
     args = ["--squad", str(path), "--held-out", "Marie_Curie", "--distractors", "Bread", "--questions", "2"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_grounding", *args, "--name", "grounding-test"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    written = Path(__file__).resolve().parents[1] / "bench" / "results" / "grounding-test.json"
-    result = json.loads(written.read_text())
-    written.unlink()
+    result = run_benchmark("bench_grounding", args, "grounding-test")
     rows = {row["tier"]: row for row in result["rows"]}
     for row in rows.values():
         assert row["correct"] == 1.0 and row["declined"] == 1.0 and row["uncovered_declined"] == 1.0, row

@@ -378,7 +378,7 @@ class _Listening:
     async def listening_for(self, session: object) -> ListenFor:
         return ListenFor("en")
 
-    async def foresee(self, session: object, text: str) -> None:
+    async def foresee(self, session: object, chat_id: str, text: str) -> None:
         self.foreseen.append(text)
 
 

@@ -51,9 +51,11 @@ async def _transcript(guess: asyncio.Future[Guess]) -> Transcript:
 
 
 class LiveMicrophone:
-    def __init__(self, conversation: ConversationService, session: SessionInfo, settings: Settings) -> None:
+    def __init__(
+        self, conversation: ConversationService, session: SessionInfo, settings: Settings, chat_id: str = ""
+    ) -> None:
         self._conversation = conversation
-        self._session = session
+        self._session, self._chat_id = session, chat_id
         vad, self._asr = conversation.listening()
         self._judge_with = conversation.turn_end()
         config = turn_config(settings)
@@ -109,5 +111,6 @@ class LiveMicrophone:
             # Held or unsure: the pause is idle time, and the words heard so far are likely the
             # question.
             self._foreseen_at = ended_at
-            self._foresight = asyncio.ensure_future(self._conversation.foresee(self._session, transcript.text))
+            foresight = self._conversation.foresee(self._session, self._chat_id, transcript.text)
+            self._foresight = asyncio.ensure_future(foresight)
             self._foresight.add_done_callback(_foresight_done)

@@ -40,7 +40,7 @@ from app.conversation.pipeline import Pipeline, Stage
 from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
-from app.conversation.talk import is_conversation
+from app.conversation.talk import ground_in_context, is_conversation
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor, TurnEnd
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
@@ -50,6 +50,7 @@ from app.core.settings import Settings
 from app.speech.sentences import first_spoken
 from avatars.service import Avatars
 from kb.grounding import Grounding
+from kb.passages import topics
 from kb.service import KnowledgeBases
 from tutors.store import Tutor, TutorStore
 
@@ -62,6 +63,9 @@ FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
 # A turn that ends while the material is still being searched for it waits this long, rather
 # than search again beside it on the same cores; then searches on its own.
 FORESIGHT_WAIT_SECONDS = 2.0
+# A follow-up question ("Where was she born?") is read about the topic of the latest of the
+# chat's last few answers that cited the material; older ones are another conversation.
+TOPIC_ANSWERS = 3
 
 
 def consume(future: asyncio.Future[Any]) -> None:
@@ -309,7 +313,7 @@ class ConversationService:
         foreseen = self._take_foreseen(session.id, text, voice)
         grounding = None
         if kb_ids and not is_conversation(text):
-            grounding = foreseen.grounding if foreseen else self._kbs.ground(kb_ids, text, settings.kb_top_k)
+            grounding = foreseen.grounding if foreseen else self._ground(session.id, chat_id, kb_ids, text)
         started = TurnStarted(voice, avatar, tutor.language, foreseen.spoken if foreseen else {})
         limit = settings.history_max_messages
         with self._db.transaction() as db:
@@ -341,7 +345,28 @@ class ConversationService:
         quoted = {**grounding.summary(), "style": "quoted"}
         return AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)
 
-    async def foresee(self, session: SessionInfo, text: str) -> None:
+    def _ground(self, session_id: str, chat_id: str, kb_ids: list[str], text: str) -> Grounding:
+        """What the material says to the question, read after the chat's last answers (`talk`)."""
+        with self._db.transaction() as db:
+            topic = self._topic(db, session_id, chat_id)
+        return ground_in_context(lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k), text, topic)
+
+    @staticmethod
+    def _topic(db: Connection, session_id: str, chat_id: str) -> str:
+        """What the chat's latest answer from the material was about ("" where none is recent)."""
+        query = (
+            select(_MESSAGES.c.meta)
+            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
+            .where(_MESSAGES.c.role == "assistant")
+            .order_by(_MESSAGES.c.id.desc())
+            .limit(TOPIC_ANSWERS)
+        )
+        for (meta,) in db.execute(query):
+            if sources := (meta or {}).get("sources"):
+                return next(iter(topics(sources[0])), "")
+        return ""
+
+    async def foresee(self, session: SessionInfo, chat_id: str, text: str) -> None:
         """Begin the answer to words the turn is held on (they sounded unfinished, or only
         perhaps finished: "What is an atom?" to SmolLM2), while the student may still go on:
         the material searched and, for an answer the material gives without the model, its
@@ -356,7 +381,7 @@ class ConversationService:
             kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
             if not kb_ids or is_conversation(text):
                 return
-            grounding = await asyncio.to_thread(self._kbs.ground, kb_ids, text, self._settings.kb_top_k)
+            grounding = await asyncio.to_thread(self._ground, session.id, chat_id, kb_ids, text)
             voice = self._voice(tutor)
             answer, tts = self._from_material(grounding, tutor.language), self.engines.tts
             if answer is not None and tts is not None:

@@ -348,7 +348,7 @@ class Peers:
         from aiortc.mediastreams import MediaStreamError
 
         convert = MicrophoneIn()
-        microphone = LiveMicrophone(self._conversation, peer.session, self._settings)
+        microphone = LiveMicrophone(self._conversation, peer.session, self._settings, peer.chat_id)
         while True:
             try:
                 frame = await track.recv()
