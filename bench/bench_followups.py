@@ -9,9 +9,9 @@ what it risks, on the knowledge base service and the grounder the app uses.
 
 Each item is a question that names its topic, made a follow-up by putting a pronoun in the
 topic's place ("When did Beyoncé start becoming popular?" → "When did she start becoming
-popular?"), asked after another question naming the same topic (turn 1: its grounded answer
-gives the topic, as the app takes it from the chat's last answer; no topic where it was
-declined). The kinds:
+popular?"), asked after another question naming the same topic (turn 1: the topic is its
+answer's, or where that was declined, the course's heading or document name it names, as the
+app reads the chat with `talk.last_topic`). The kinds:
 
 - covered: the paragraph it was written on is in the course. `correct`: a gold answer in the
   quoted evidence; `wrong`: answered without one;
@@ -39,16 +39,17 @@ import functools
 import json
 import random
 import re
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.conversation.talk import ground_in_context
+from app.conversation.talk import ground_in_context, last_topic
 from bench.bench_grounding import LEFT_OUT, normalise
 from bench.bench_kb import ingest, service
 from bench.common import report
 from kb.grounding import Grounding
-from kb.passages import topics
+from kb.passages import document_name
+from kb.service import KnowledgeBases
 
 # An article, the pronoun a student uses for it, and how its questions name it (longest first).
 ARTICLES = {
@@ -82,6 +83,26 @@ _OBJECT_BEFORE = re.compile(rf"\b(?:{'|'.join(_PREPOSITION.split())}|[a-z]+ed)(?
 _VERB_AFTER = re.compile(rf"^ (?:{'|'.join(_AUXILIARY.split())}|[a-z]+(?:ed|s))\b")
 
 
+@dataclass
+class Course:
+    """A knowledge base as a turn sees it: what it says to a question, and its topics (headings
+    and document names, as the app gives `talk.last_topic`)."""
+
+    kbs: KnowledgeBases
+    kb_id: str
+
+    def ground(self, question: str) -> Grounding:
+        return self.kbs.ground([self.kb_id], question, 5)
+
+    @functools.cached_property
+    def _topics(self) -> list[str]:
+        names = [document_name({"document": d.filename}) for d in self.kbs.documents(self.kb_id)]
+        return names + self.kbs.headings([self.kb_id])
+
+    def topics(self) -> list[str]:
+        return self._topics
+
+
 def pronoun_for(question: str, names: tuple[str, ...], pronoun: str) -> str | None:
     """The question with a pronoun in place of its topic's name, or None where it names none
     (or only where no pronoun can stand)."""
@@ -109,7 +130,7 @@ def _left_out(n: int) -> bool:
 
 def english(
     path: Path, per_topic: int, seed: int, articles: dict[str, tuple[str, tuple[str, ...]]] = ARTICLES
-) -> tuple[list[dict[str, Any]], Callable[[str], Grounding]]:
+) -> tuple[list[dict[str, Any]], Course]:
     squad = {a["title"]: a for a in json.loads(path.read_text())["data"]}
     kbs = service()
     kb = kbs.create("SQuAD 2.0 train")
@@ -140,10 +161,10 @@ def english(
             other = rng.choice([t for t in chosen if t != title])
             first = rng.choice(named_by_article[other])["named"]
             items.append({**entry, "follow": entry["named"], "kind": "switched", "first": first, "language": "en"})
-    return items, lambda q: kbs.ground([kb.id], q, 5)
+    return items, Course(kbs, kb.id)
 
 
-def chinese(path: Path, per_topic: int, seed: int) -> tuple[list[dict[str, Any]], Callable[[str], Grounding]]:
+def chinese(path: Path, per_topic: int, seed: int) -> tuple[list[dict[str, Any]], Course]:
     articles = json.loads(path.read_text(encoding="utf-8"))["data"]
     paragraphs = [(a["title"], p) for a in articles for p in a["paragraphs"]]
     kbs = service()
@@ -182,7 +203,7 @@ def chinese(path: Path, per_topic: int, seed: int) -> tuple[list[dict[str, Any]]
                 items.append({**entry, "first": first, "language": "zh"})
     by_kind = [[i for i in items if i["kind"] == kind] for kind in ("covered", "uncovered", "switched")]
     chosen = [i for some in by_kind for i in rng.sample(some, min(per_topic * len(ARTICLES), len(some)))]
-    return chosen, lambda q: kbs.ground([kb.id], q, 5)
+    return chosen, Course(kbs, kb.id)
 
 
 def holds(answer: str, gold: list[str], chinese: bool) -> bool:
@@ -191,11 +212,13 @@ def holds(answer: str, gold: list[str], chinese: bool) -> bool:
     return any(normalise(g) in normalise(answer) for g in gold if normalise(g))
 
 
-def ask(items: list[dict[str, Any]], ground: Callable[[str], Grounding]) -> list[dict[str, Any]]:
+def ask(items: list[dict[str, Any]], course: Course) -> list[dict[str, Any]]:
+    ground = course.ground
     results = []
     for item in items:
         first = ground(item["first"])
-        topic = next(iter(topics(first.evidence[0].passage.source)), "") if first.answered else ""
+        said = [("assistant", first.quote, {"sources": first.citations()}), ("user", item["first"], {})]
+        topic = last_topic(said, course.topics)
         chinese = item["language"] == "zh"
         row = {**item, "first_answered": first.answered, "read_topic": topic}
         for how in HOW:
@@ -217,6 +240,7 @@ def summarise(language: str, results: list[dict[str, Any]]) -> list[dict[str, An
             continue
         row: dict[str, Any] = {"language": language, "kind": kind, "questions": len(some)}
         row["first_answered"] = round(sum(r["first_answered"] for r in some) / len(some), 3)
+        row["topic_read"] = round(sum(bool(r["read_topic"]) for r in some) / len(some), 3)
         for how in HOW:
             answered = [r for r in some if r[how]["answered"]]
             right = [r for r in answered if r[how]["correct"]]
@@ -245,8 +269,8 @@ def main() -> None:
         ("zh", args.cmrc, chinese),
     ):
         if path:
-            items, ground = build(path, args.per_topic, args.seed)
-            answers[language] = ask(items, ground)
+            items, course = build(path, args.per_topic, args.seed)
+            answers[language] = ask(items, course)
             rows += summarise(language, answers[language])
     if not rows:
         parser.error("pass --squad and/or --cmrc")

@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from app.conversation.prompt import NOT_COVERED
-from app.conversation.talk import about, ground_in_context, refers_back
+from app.conversation.talk import about, ground_in_context, last_topic, names, refers_back
 from kb.grounding import Evidence, Grounding
 from kb.passages import Passage
 from tests.kit.benchmarks import run_benchmark
@@ -58,8 +58,30 @@ def test_a_follow_up_is_read_about_the_topic(question: str, topic: str, read: st
 
 def test_only_pronouns_point_back() -> None:
     assert refers_back("When did he die?") and refers_back("它有多高？") and refers_back("What are their names?")
+    assert refers_back("He was born where?") and refers_back("Who is Kathy? Where did she live?")
     assert not refers_back("What is the item's weight?") and not refers_back("其他国家呢？")
     assert not refers_back("Whether the theory holds?")  # "the", "heat", "item" hold no pronoun
+    assert not refers_back("What does an IT technician do?") and not refers_back("What is the boiling point of He?")
+    assert not any(map(refers_back, ["吉他有几根弦？", "维他命C有什么用？", "他人的看法重要吗？"]))
+
+
+def test_a_heading_is_put_in_as_it_is_written() -> None:
+    """A heading is text, not a template: "\\d" and "\\1" stay as they are."""
+    assert about("What does it match?", r"Regex: \d \1") == r"What does Regex: \d \1 match?"
+    assert about("它匹配什么？", r"正则\d") == r"正则\d 匹配什么？"
+
+
+@pytest.mark.parametrize(
+    ("question", "topic", "named"),
+    [
+        ("How tall is the Eiffel Tower?", "The Eiffel Tower", True),
+        ("What started the movement?", "Art", False),
+        ("MonoDevelop是什么？", "MonoDevelop", True),
+        ("长城全长多少？", "长城", True),
+    ],
+)
+def test_a_question_names_a_topic_as_whole_words(question: str, topic: str, named: bool) -> None:
+    assert names(question, topic) is named
 
 
 def _grounding(question: str, section: str | None) -> Grounding:
@@ -84,7 +106,7 @@ def test_a_pronoun_is_read_as_the_topic_first() -> None:
     material = Material("Where was Marie Curie born?", "Where was she born?")
     grounding = ground_in_context(material, "Where was she born?", "Marie Curie")
     assert material.asked == ["Where was Marie Curie born?"] and grounding.answered
-    assert grounding.reason.startswith("read as “Where was Marie Curie born?” after an answer on “Marie Curie”")
+    assert grounding.reason.startswith("read as “Where was Marie Curie born?”, the chat being on “Marie Curie”")
 
 
 def test_a_pronoun_that_is_no_follow_up_is_then_read_as_asked() -> None:
@@ -100,7 +122,7 @@ def test_a_pronoun_read_as_asked_must_name_what_its_evidence_is_about() -> None:
     material = Material("他的根有什么特点？", section="狭叶艾纳香 (植物)")
     grounding = ground_in_context(material, "他的根有什么特点？", "光合作用")
     assert material.asked == ["光合作用 的根有什么特点？", "他的根有什么特点？"] and not grounding.answered
-    assert grounding.reason.startswith("read as “光合作用 的根有什么特点？” after an answer on “光合作用”")
+    assert grounding.reason.startswith("read as “光合作用 的根有什么特点？”, the chat being on “光合作用”")
     named = Material("狭叶艾纳香的根有什么特点？他呢？", section="狭叶艾纳香 (植物)")
     assert ground_in_context(named, "狭叶艾纳香的根有什么特点？他呢？", "光合作用").answered
 
@@ -146,6 +168,9 @@ async def test_follow_ups_through_the_server_in_english_and_chinese(start_server
         assert "Gustave Eiffel" in designer["content"] and designer["sources"][0]["section"] == "The Eiffel Tower"
         (alone,) = await _chat(session, 2, "Where does it take place?")
         assert alone["content"] == NOT_COVERED["en"] and first["sources"]
+        # Declined, the question still says what the chat is about: a heading it names.
+        declined, tall = await _chat(session, 3, "Who paints the Eiffel Tower's elevators?", "How tall is it?")
+        assert declined["content"] == NOT_COVERED["en"] and "330 metres" in tall["content"], tall
 
         transcript = api.get(f"/v1/sessions/{session['session_id']}/messages").json()
         reasons = [m["meta"]["grounding"]["reason"] for m in transcript if m["role"] == "assistant"]
@@ -228,3 +253,29 @@ def test_the_follow_up_benchmark_runs(tmp_path: Path) -> None:
         assert covered["in_context_correct"] > covered["alone_correct"], covered
         assert switched["in_context_correct"] == switched["alone_correct"], switched
     assert rows["en", "uncovered"]["in_context_declined"] == 1.0, rows["en", "uncovered"]
+
+
+def test_the_topic_is_the_latest_cited_answers_or_what_a_declined_question_named() -> None:
+    cited = {"sources": [{"document": "notes.md", "section": "Photosynthesis (biology)"}]}
+    course = ["notes", "Photosynthesis", "Marie Curie", "Curie"]
+    asked: list[str] = []
+
+    def material() -> list[str]:
+        asked.append("material")
+        return course
+
+    assert last_topic([("assistant", "It takes place…", cited), ("user", "What is it?", {})], material) == (
+        "Photosynthesis"
+    )
+    assert asked == []  # the cited answer decides; the material's topics are not read
+    declined = [
+        ("assistant", "Sorry…", {"grounding": {"answered": False}}),
+        ("user", "Who was Marie Curie's husband?", {}),
+    ]
+    assert last_topic([*declined, ("assistant", "…", cited)], material) == "Marie Curie"  # the longest named
+    small_talk = [("assistant", "You're welcome!", {}), ("user", "thanks", None)]
+    assert last_topic([*small_talk, ("assistant", "…", cited)], material) == "Photosynthesis"
+    assert last_topic(small_talk, material) == "" and asked == ["material"] * 3
+    assert last_topic([("user", "What started the movement?", {})], lambda: ["Art"]) == ""
+    chopin = [("user", "What did Chopin compose?", {})]
+    assert last_topic(chopin, lambda: ["George Sand", "Frédéric Chopin (composer)"]) == "Frédéric Chopin"

@@ -40,7 +40,7 @@ from app.conversation.pipeline import Pipeline, Stage
 from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
-from app.conversation.talk import ground_in_context, is_conversation
+from app.conversation.talk import ground_in_context, is_conversation, last_topic
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor, TurnEnd
 from app.core.errors import EngineUnavailable, InvalidInput, NotFound
@@ -50,7 +50,6 @@ from app.core.settings import Settings
 from app.speech.sentences import first_spoken
 from avatars.service import Avatars
 from kb.grounding import Grounding
-from kb.passages import topics
 from kb.service import KnowledgeBases
 from tutors.store import Tutor, TutorStore
 
@@ -63,9 +62,9 @@ FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
 # A turn that ends while the material is still being searched for it waits this long, rather
 # than search again beside it on the same cores; then searches on its own.
 FORESIGHT_WAIT_SECONDS = 2.0
-# A follow-up question ("Where was she born?") is read about the topic of the latest of the
-# chat's last few answers that cited the material; older ones are another conversation.
-TOPIC_ANSWERS = 3
+# A follow-up question ("Where was she born?") is read about the topic of the chat's last few
+# questions and answers (`talk.last_topic`); older ones are another conversation.
+TOPIC_EXCHANGES = 3
 
 
 def consume(future: asyncio.Future[Any]) -> None:
@@ -83,6 +82,7 @@ class _Foreseen:
     it (`grounded`); the first sentence's speech is a task the voice stage awaits."""
 
     text: str
+    chat_id: str  # the chat it was read in: a follow-up reads after that chat's answers
     grounding: Grounding | None = None
     voice: Voice | None = None
     spoken: dict[str, asyncio.Future[Speech]] = field(default_factory=dict)
@@ -310,7 +310,7 @@ class ConversationService:
         avatar = self._avatars.frames(tutor.avatar_id) if self.engines.lipsync is not None else None
         voice = self._voice(tutor)
         kb_ids = self._kb_ids(tutor, session)
-        foreseen = self._take_foreseen(session.id, text, voice)
+        foreseen = self._take_foreseen(session.id, chat_id, text, voice)
         grounding = None
         if kb_ids and not is_conversation(text):
             grounding = foreseen.grounding if foreseen else self._ground(session.id, chat_id, kb_ids, text)
@@ -348,23 +348,15 @@ class ConversationService:
     def _ground(self, session_id: str, chat_id: str, kb_ids: list[str], text: str) -> Grounding:
         """What the material says to the question, read after the chat's last answers (`talk`)."""
         with self._db.transaction() as db:
-            topic = self._topic(db, session_id, chat_id)
+            query = (
+                select(_MESSAGES.c.role, _MESSAGES.c.content, _MESSAGES.c.meta)
+                .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
+                .order_by(_MESSAGES.c.id.desc())
+                .limit(2 * TOPIC_EXCHANGES)
+            )
+            recent = [(role, content, meta) for role, content, meta in db.execute(query)]
+        topic = last_topic(recent, lambda: self._course_words(kb_ids))
         return ground_in_context(lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k), text, topic)
-
-    @staticmethod
-    def _topic(db: Connection, session_id: str, chat_id: str) -> str:
-        """What the chat's latest answer from the material was about ("" where none is recent)."""
-        query = (
-            select(_MESSAGES.c.meta)
-            .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
-            .where(_MESSAGES.c.role == "assistant")
-            .order_by(_MESSAGES.c.id.desc())
-            .limit(TOPIC_ANSWERS)
-        )
-        for (meta,) in db.execute(query):
-            if sources := (meta or {}).get("sources"):
-                return next(iter(topics(sources[0])), "")
-        return ""
 
     async def foresee(self, session: SessionInfo, chat_id: str, text: str) -> None:
         """Begin the answer to words the turn is held on (they sounded unfinished, or only
@@ -372,7 +364,7 @@ class ConversationService:
         the material searched and, for an answer the material gives without the model, its
         first sentence spoken. The turn that ends on exactly these words starts from them
         (`_begin_turn`); any other turn drops them. Best effort: a failure costs only speed."""
-        foreseen = _Foreseen(text)
+        foreseen = _Foreseen(text, chat_id)
         with self._foreseen_lock:
             self._sweep_foreseen()
             self._foreseen[session.id] = foreseen
@@ -398,14 +390,17 @@ class ConversationService:
         for stale in [k for k, f in self._foreseen.items() if now - f.at > FORESIGHT_SECONDS]:
             del self._foreseen[stale]
 
-    def _take_foreseen(self, session_id: str, text: str, voice: Voice) -> _Foreseen | None:
-        """What `foresee` began for this session, if it was for these words and this voice:
+    def _take_foreseen(self, session_id: str, chat_id: str, text: str, voice: Voice) -> _Foreseen | None:
+        """What `foresee` began for this session, if it was for these words in this chat (whose
+        answers a follow-up is read after) and this voice:
         waited for while the material is still being searched (off the loop: a turn begins in
         a worker)."""
         with self._foreseen_lock:
             foreseen = self._foreseen.pop(session_id, None)
             self._sweep_foreseen()
-        if foreseen is None or foreseen.text != text or time.monotonic() - foreseen.at > FORESIGHT_SECONDS:
+        if foreseen is None or (foreseen.text, foreseen.chat_id) != (text, chat_id):
+            return None
+        if time.monotonic() - foreseen.at > FORESIGHT_SECONDS:
             return None
         foreseen.grounded.wait(FORESIGHT_WAIT_SECONDS)
         return foreseen if foreseen.grounding is not None and foreseen.voice == voice else None
