@@ -28,12 +28,16 @@ const Native = window.RTCPeerConnection;
 window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__peers.push(pc); return pc; };
 window.RTCPeerConnection.prototype = Native.prototype;
 """
+# The pair the transport has selected (its `selectedCandidatePairId`, as the spec reports it):
+# searching for a nominated, succeeded pair once found none in CI while the call was playing.
 SELECTED_PAIR = """async () => {
   const pc = window.__peers[window.__peers.length - 1];
   const stats = [...(await pc.getStats()).values()];
-  const pair = stats.find(s => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
-  if (!pair) return null;
   const byId = Object.fromEntries(stats.map(s => [s.id, s]));
+  const transport = stats.find(s => s.type === 'transport' && s.selectedCandidatePairId);
+  const pair = transport ? byId[transport.selectedCandidatePairId]
+    : stats.find(s => s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded');
+  if (!pair) return null;
   return {policy: pc.getConfiguration().iceTransportPolicy,
           local: byId[pair.localCandidateId].candidateType, remote: byId[pair.remoteCandidateId].candidateType};
 }"""
