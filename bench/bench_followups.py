@@ -43,12 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.conversation.service import course_words
 from app.conversation.talk import ground_in_context, last_topic
 from bench.bench_grounding import LEFT_OUT, normalise
 from bench.bench_kb import ingest, service
 from bench.common import report
 from kb.grounding import Grounding
-from kb.passages import document_name
 from kb.service import KnowledgeBases
 
 # An article, the pronoun a student uses for it, and how its questions name it (longest first).
@@ -74,8 +74,8 @@ POSSESSIVE = {"she": "her", "he": "his", "it": "its"}
 OBJECT = {"she": "her", "he": "him", "it": "it"}
 # Where a student's pronoun can stand for a name: as the subject, after an auxiliary or first
 # ("When did she…", "Beyoncé was…"), as an object after a preposition or a verb in the past
-# ("Who designed it?"), or as a possessive. A
-# name used as a modifier ("the iPod product", "Beyoncé fans") makes no follow-up.
+# ("Who designed it?"), or as a possessive. A name used as a modifier ("the iPod product",
+# "Beyoncé fans") makes no follow-up.
 _AUXILIARY = "did does do was is were are has have had will would can could should might"
 _PREPOSITION = "of about for with by to in on from after before at against into than"
 _SUBJECT_BEFORE = re.compile(rf"(^|\b(?:{'|'.join(_AUXILIARY.split())}) )$", re.IGNORECASE)
@@ -85,8 +85,8 @@ _VERB_AFTER = re.compile(rf"^ (?:{'|'.join(_AUXILIARY.split())}|[a-z]+(?:ed|s))\
 
 @dataclass
 class Course:
-    """A knowledge base as a turn sees it: what it says to a question, and its topics (headings
-    and document names, as the app gives `talk.last_topic`)."""
+    """A knowledge base as a turn sees it: what it says to a question, and its topics (the
+    app's `course_words`, which it gives `talk.last_topic`)."""
 
     kbs: KnowledgeBases
     kb_id: str
@@ -94,13 +94,8 @@ class Course:
     def ground(self, question: str) -> Grounding:
         return self.kbs.ground([self.kb_id], question, 5)
 
-    @functools.cached_property
-    def _topics(self) -> list[str]:
-        names = [document_name({"document": d.filename}) for d in self.kbs.documents(self.kb_id)]
-        return names + self.kbs.headings([self.kb_id])
-
     def topics(self) -> list[str]:
-        return self._topics
+        return course_words(self.kbs, [self.kb_id])
 
 
 def pronoun_for(question: str, names: tuple[str, ...], pronoun: str) -> str | None:

@@ -67,6 +67,20 @@ FORESIGHT_WAIT_SECONDS = 2.0
 TOPIC_EXCHANGES = 3
 
 
+def course_words(kbs: KnowledgeBases, kb_ids: list[str]) -> list[str]:
+    """Document names as a person would say them (`光合作用_第三章.pdf` → `光合作用 第三章`),
+    then the material's section headings: bench_voice's Chinese notes (a heading per
+    topic) were heard right for 重力 and 四季 with them (中立, 四径 without)."""
+    titles = []
+    for kb_id in kb_ids:
+        try:
+            documents = kbs.documents(kb_id)
+        except NotFound:  # deleted since: a hint is not worth failing the question for
+            continue
+        titles += [re.sub(r"[_\s]+", " ", Path(d.filename).stem).strip() for d in documents]
+    return titles + kbs.headings(kb_ids)
+
+
 def consume(future: asyncio.Future[Any]) -> None:
     """A done-callback for speculative work nobody may await (an early guess, a sentence
     spoken ahead): its error is seen here, not logged as never retrieved; whoever does await
@@ -355,7 +369,7 @@ class ConversationService:
                 .limit(2 * TOPIC_EXCHANGES)
             )
             recent = [(role, content, meta) for role, content, meta in db.execute(query)]
-        topic = last_topic(recent, lambda: self._course_words(kb_ids))
+        topic = last_topic(recent, lambda: course_words(self._kbs, kb_ids))
         return ground_in_context(lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k), text, topic)
 
     async def foresee(self, session: SessionInfo, chat_id: str, text: str) -> None:
@@ -398,9 +412,8 @@ class ConversationService:
         with self._foreseen_lock:
             foreseen = self._foreseen.pop(session_id, None)
             self._sweep_foreseen()
-        if foreseen is None or (foreseen.text, foreseen.chat_id) != (text, chat_id):
-            return None
-        if time.monotonic() - foreseen.at > FORESIGHT_SECONDS:
+        too_old = time.monotonic() - FORESIGHT_SECONDS
+        if foreseen is None or (foreseen.text, foreseen.chat_id) != (text, chat_id) or foreseen.at < too_old:
             return None
         foreseen.grounded.wait(FORESIGHT_WAIT_SECONDS)
         return foreseen if foreseen.grounding is not None and foreseen.voice == voice else None
@@ -438,7 +451,7 @@ class ConversationService:
         if primary_language(tutor.language) != "zh":
             return ListenFor(language)
         kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
-        titles = await asyncio.to_thread(self._course_words, kb_ids)
+        titles = await asyncio.to_thread(course_words, self._kbs, kb_ids)
         words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))
         material = functools.partial(self._material, kb_ids) if kb_ids else None
         return ListenFor(language, f"{words}。" if words else "", writes_traditional(tutor.language), material)
@@ -446,19 +459,6 @@ class ConversationService:
     def _material(self, kb_ids: list[str], heard: str) -> list[str]:
         """The passages the heard words are about, where the material covers them at all."""
         return [passage.text for passage in self._kbs.search(kb_ids, heard, self._settings.kb_top_k)]
-
-    def _course_words(self, kb_ids: list[str]) -> list[str]:
-        """Document names as a person would say them (`光合作用_第三章.pdf` → `光合作用 第三章`),
-        then the material's section headings: bench_voice's Chinese notes (a heading per
-        topic) were heard right for 重力 and 四季 with them (中立, 四径 without)."""
-        titles = []
-        for kb_id in kb_ids:
-            try:
-                documents = self._kbs.documents(kb_id)
-            except NotFound:  # deleted since: a hint is not worth failing the question for
-                continue
-            titles += [re.sub(r"[_\s]+", " ", Path(d.filename).stem).strip() for d in documents]
-        return titles + self._kbs.headings(kb_ids)
 
     def answer(
         self,

@@ -13,15 +13,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(module: str, args: list[str], name: str, timeout: float = 600, **env: str) -> dict[str, Any]:
+def run_benchmark(module: str, args: list[str], name: str) -> dict[str, Any]:
     """Run `bench.<module>` with `args` plus `--name <name>`; what it wrote to bench/results."""
     done = subprocess.run(
         [sys.executable, "-m", f"bench.{module}", *args, "--name", name],
         cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     written = ROOT / "bench" / "results" / f"{name}.json"
