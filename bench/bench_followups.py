@@ -43,8 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.conversation.service import course_words
-from app.conversation.talk import ground_in_context, last_topic
+from app.conversation.talk import course_words, ground_in_context, last_topic
 from bench.bench_grounding import LEFT_OUT, normalise
 from bench.bench_kb import ingest, service
 from bench.common import report

@@ -13,6 +13,10 @@
    Chinese in English only or in Chinese too. Per prompt: the answers `KeepLanguage` passes,
    those it withholds (the tutor apologises instead), and those too short to tell. English
    questions to an English tutor as the control.
+4. Loops (`--cmrc`, the first `--loop-count` of the same questions): answers of up to
+   `LLM_MAX_TOKENS` (384), at the app's temperature, read by `Repeats` as the `Generate` stage
+   reads them: how many loop, and the tokens and seconds spent before the stage would have
+   stopped the model, against the whole answer. The English tutor as the control.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pathlib import Path
 
 from app.conversation.language import written_in
 from app.conversation.prompt import StoredMessage, fit_prompt, system_prompt
+from app.conversation.repeats import Repeats
 from app.core.engines import GenerationOptions, Notice
+from app.core.settings import Settings
 from bench.common import free_port, report
 from tests.kit.live import BlackHole
 from tutors.llm.fallback import FallbackLLM
@@ -214,17 +220,66 @@ async def answer_language(path: Path, first: int, count: int) -> list[dict]:
     return rows
 
 
+async def loops(path: Path, first: int, count: int) -> list[dict]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    asked = [q["question"].strip() for a in data for p in a["paragraphs"] for q in p["qas"]][first : first + count]
+    engine = LocalLLM()
+    engine.warmup()
+    settings = Settings(_env_file=None)
+    options = GenerationOptions(None, settings.llm_temperature, settings.llm_max_tokens)
+    rows = []
+    for case, tutor, questions in (("zh tutor", CHINESE_TUTOR, asked), ("en tutor (control)", PERSONA, QUESTIONS)):
+        looped, whole, kept, tokens, stopped, seconds, until = 0, 0, 0, 0, 0, 0.0, 0.0
+        for question in questions:
+            messages = fit_prompt(engine, system_prompt(tutor), [], question, options.max_tokens)
+            repeats, shown, started, stop, pieces = Repeats(), [], time.perf_counter(), None, 0
+            async for piece in engine.stream(messages, options):
+                pieces += 1
+                whole += len(piece)
+                if stop is None:
+                    shown.append(repeats.push(piece))
+                    if repeats.looped:
+                        stop = (pieces, time.perf_counter() - started)
+            ended = time.perf_counter() - started
+            shown.append(repeats.flush())
+            looped += repeats.looped
+            kept += len("".join(shown))
+            tokens += pieces
+            stopped += stop[0] if stop else pieces
+            seconds += ended
+            until += stop[1] if stop else ended
+        rows.append(
+            {
+                "case": case,
+                "answers": len(questions),
+                "looped_pct": round(100 * looped / len(questions), 1),
+                "chars_kept_pct": round(100 * kept / max(1, whole), 1),
+                "tokens_per_answer": f"{tokens / len(questions):.0f} → {stopped / len(questions):.0f}",
+                "seconds_per_answer": f"{seconds / len(questions):.2f} → {until / len(questions):.2f}",
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cmrc", type=Path, help="CMRC 2018 JSON in SQuAD form (e.g. cmrc2018_trial.json)")
     parser.add_argument("--first", type=int, default=40, help="the first CMRC question asked")
     parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--loop-count", type=int, default=20)
     args = parser.parse_args()
     if args.cmrc:
         rows = asyncio.run(answer_language(args.cmrc, args.first, args.count))
         asked = f"CMRC 2018 trial, questions {args.first}-{args.first + args.count - 1}"
         report("llm_language", rows, {"data_set": asked})
+        print()
+        rows = asyncio.run(loops(args.cmrc, args.first, args.loop_count))
+        report(
+            "llm_loops",
+            rows,
+            {"data_set": f"CMRC 2018 trial, questions {args.first}-{args.first + args.loop_count - 1}"},
+        )
         print()
     speed = asyncio.run(embedded(args.runs))
     summary = {}

@@ -17,14 +17,15 @@ import websockets
 
 from app.conversation.frames import AnswerText, AudioOut, Grounded, TextDelta
 from app.conversation.pipeline import Pipeline
-from app.conversation.prompt import NOT_COVERED
+from app.conversation.prompt import MORE, NOT_COVERED
 from app.conversation.stages import Check
-from app.conversation.talk import is_conversation
+from app.conversation.talk import is_conversation, more_of, small_talk_reply
 from kb.embeddings import SentenceEmbedder
 from kb.grounding import Evidence, Grounder, Grounding, specifics, stem
 from kb.passages import Passage
 from tests.kit.benchmarks import run_benchmark
 from tests.kit.live import collect_answer, indexed, new_session, new_tutor, ws_url
+from tutors.store import Tutor
 
 CURIE = (
     "Marie Curie was born in Warsaw in 1867. She moved to Paris to study physics. "
@@ -262,10 +263,38 @@ async def test_answers_that_need_no_material_pass_the_check_untouched() -> None:
         ("请再解释一下", True),
         ("What is radium?", False),
         ("居里夫人哪一年获得诺贝尔奖？", False),
+        ("Hi there!", True),
+        ("Thanks, that helps.", True),
+        ("OK bye", True),
+        ("好的，谢谢老师！", True),
+        ("Hi, what is radium?", False),
+        ("好的，那光合作用在哪里进行？", False),
+        ("yesterday", False),
     ],
 )
 def test_conversation_is_told_from_questions_about_the_material(text: str, talk: bool) -> None:
     assert is_conversation(text) is talk
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "greeting", "reply"),
+    [
+        ("Hi there!", "en", "", "Hello! What would you like to ask about physics?"),
+        ("你好！", "zh", "", "你好！关于physics，有什么想问的，尽管问我。"),
+        ("老师好", "zh", "同学们好！今天我们学习光合作用。", "同学们好！今天我们学习光合作用。"),
+        ("Thank you so much, teacher!", "en", "", "You're welcome! Is there anything else you'd like to ask?"),
+        ("謝謝老師", "zh-TW", "", "不客氣！還有什麼想問的嗎？"),
+        ("好的，谢谢，再见！", "zh", "", "再见，祝你学习顺利！"),
+        ("got it", "en", "", "All right. What would you like to ask next?"),
+        ("老师！", "zh", "", None),
+        ("What is radium?", "en", "", None),
+    ],
+)
+def test_small_talk_gets_the_tutors_set_phrase_in_its_language(
+    text: str, language: str, greeting: str, reply: str | None
+) -> None:
+    tutor = Tutor(1, "Ada", subject="physics", language=language, greeting=greeting)
+    assert small_talk_reply(text, tutor) == reply
 
 
 # Through the real server, with the scripted engine phrasing (it echoes the question back,
@@ -308,6 +337,43 @@ async def test_grounded_declined_and_small_talk_through_the_server(api: httpx.Cl
     meta = [m.get("meta", {}).get("grounding") for m in transcript if m["role"] == "assistant"]
     assert meta[0]["answered"] and meta[0]["style"] == "quoted" and not meta[1]["answered"]
     assert "Medicine" in meta[1]["reason"]
+
+
+async def test_asked_to_explain_again_a_quoting_tutor_says_more_of_the_material(start_server: Any) -> None:
+    """Where the model may not phrase the material, "explain it again" is not its to answer
+    either (SmolLM2 echoed the question, or invented): the tutor quotes what the passage says
+    around the last quote, and cites it; after a decline, it declines again."""
+    server = start_server(kb_answer_style="quote")
+    with server.client() as api:
+        kb_id = api.post("/v1/kbs", json={"name": "Physics"}).json()["id"]
+        indexed(api, kb_id, "curie.md", COURSE_MD)
+        session = new_session(api, new_tutor(api, "Ada", kb_ids=[kb_id])["id"])
+    answers = await _ask(
+        session,
+        "When did Curie win the Nobel Prize in Physics?",
+        "Can you explain that more simply?",
+        "tell me more",
+        "What is the speed of light?",
+        "why?",
+    )
+    quoted, simpler, more, declined, why = answers
+    assert quoted["content"].startswith("She moved to Paris") and "1903" in quoted["content"]
+    assert simpler["content"] == MORE["en"] + CURIE[CURIE.index("In 1911") :]
+    assert simpler["sources"][0]["snippet"] == CURIE[CURIE.index("In 1911") :]
+    assert (simpler["sources"][0]["document"], simpler["sources"][0]["section"]) == ("curie.md", "Life")
+    assert more["content"] == MORE["en"] + CURIE[CURIE.index("She moved") : CURIE.index(" In 1911")]
+    assert declined["content"] == why["content"] == NOT_COVERED["en"] and why["sources"] == []
+    assert server.engine.calls == []  # the model was asked nothing
+
+
+def test_more_of_a_passage_is_what_follows_the_quote_or_else_what_precedes_it() -> None:
+    passage = (
+        "光合作用\n\n光合作用是绿色植物利用光能的过程。它在叶绿体中进行。光反应在类囊体上进行。大部分氧气来自光合作用。"
+    )
+    assert more_of("它在叶绿体中进行。", passage) == "光反应在类囊体上进行。大部分氧气来自光合作用。"
+    assert more_of("大部分氧气来自光合作用。", passage) == "它在叶绿体中进行。光反应在类囊体上进行。"
+    assert more_of("长城是中国古代的军事防御工程。", passage) == ""
+    assert more_of("光合作用是绿色植物利用光能的过程。", "光合作用是绿色植物利用光能的过程。") == ""
 
 
 async def test_a_held_turns_answer_is_begun_while_the_student_pauses(start_server: Any) -> None:

@@ -115,6 +115,7 @@ class AnswerText(Frame):
     model: str | None = None
     grounding: dict[str, Any] = field(default_factory=dict)  # how it rests on the material, for the transcript
     off_language: int = 0  # characters of the model's answer withheld: not in the tutor's language
+    left_out: int = 0  # characters of the model's answer left out: a loop, or marks repeated
 
 
 @dataclass(frozen=True)

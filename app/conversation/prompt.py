@@ -22,6 +22,8 @@ NOT_COVERED = {
     "zh-hant": "抱歉，課程資料裡沒有講到這個問題。可以換個問法，或者問問老師。",
     "en": "Sorry, the course material doesn't cover that. Try asking another way, or ask your teacher.",
 }
+# Before more of the material, to a request about the last answer ("再解释一下").
+MORE = {"zh": "课程资料里还讲到：", "zh-hant": "課程資料裡還講到：", "en": "Here is more from the notes: "}
 # What a tutor says when the model answered in another language than the tutor's.
 OFF_LANGUAGE = {
     "zh": "抱歉，这个问题我没能用中文回答好。可以换个问法再问一次，或者问问老师。",

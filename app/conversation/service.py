@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
+from app.conversation import talk
 from app.conversation.frames import (
     AnswerText,
     AudioOut,
@@ -37,13 +36,12 @@ from app.conversation.frames import (
     VideoOut,
 )
 from app.conversation.pipeline import Pipeline, Stage
-from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
+from app.conversation.prompt import MORE, NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
-from app.conversation.talk import ground_in_context, is_conversation, last_topic
 from app.core.db import Database, MessageRow, SessionRow, utcnow
 from app.core.engines import ASR, VAD, ChatMessage, Engines, GenerationOptions, ListenFor, TurnEnd
-from app.core.errors import EngineUnavailable, InvalidInput, NotFound
+from app.core.errors import EngineUnavailable, InvalidInput
 from app.core.media import Speech, Voice, primary_language, writes_traditional
 from app.core.metrics import Metrics
 from app.core.settings import Settings
@@ -59,26 +57,10 @@ Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta)
 
 log = logging.getLogger(__name__)
 FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
-# A turn that ends while the material is still being searched for it waits this long, rather
-# than search again beside it on the same cores; then searches on its own.
-FORESIGHT_WAIT_SECONDS = 2.0
+FORESIGHT_WAIT_SECONDS = 2.0  # for the search begun ahead, rather than search again beside it
 # A follow-up question ("Where was she born?") is read about the topic of the chat's last few
 # questions and answers (`talk.last_topic`); older ones are another conversation.
 TOPIC_EXCHANGES = 3
-
-
-def course_words(kbs: KnowledgeBases, kb_ids: list[str]) -> list[str]:
-    """Document names as a person would say them (`光合作用_第三章.pdf` → `光合作用 第三章`),
-    then the material's section headings: bench_voice's Chinese notes (a heading per
-    topic) were heard right for 重力 and 四季 with them (中立, 四径 without)."""
-    titles = []
-    for kb_id in kb_ids:
-        try:
-            documents = kbs.documents(kb_id)
-        except NotFound:  # deleted since: a hint is not worth failing the question for
-            continue
-        titles += [re.sub(r"[_\s]+", " ", Path(d.filename).stem).strip() for d in documents]
-    return titles + kbs.headings(kb_ids)
 
 
 def consume(future: asyncio.Future[Any]) -> None:
@@ -175,7 +157,7 @@ class Answer:
             "model": frame.model,
             "sources": frame.sources,
             **({"grounding": frame.grounding} if frame.grounding else {}),
-            **({"off_language": frame.off_language} if frame.off_language else {}),
+            **{key: value for key in ("off_language", "left_out") if (value := getattr(frame, key))},
         }
 
 
@@ -317,7 +299,8 @@ class ConversationService:
         A tutor with knowledge bases answers questions about the material from its evidence:
         quoted (the embedded model would invent), or phrased by a stronger model and checked
         sentence by sentence; with no evidence it declines, without asking the model. Small talk
-        and requests about the last answer need no material and are answered from the chat."""
+        and requests about the last answer need no material and are answered from the chat (small
+        talk with a set phrase where the embedded model would answer: it loops)."""
         settings = self._settings
         text = self.check_text(question.text)
         tutor = self._tutors.get(session.tutor_id)
@@ -326,7 +309,7 @@ class ConversationService:
         kb_ids = self._kb_ids(tutor, session)
         foreseen = self._take_foreseen(session.id, chat_id, text, voice)
         grounding = None
-        if kb_ids and not is_conversation(text):
+        if kb_ids and not talk.is_conversation(text):
             grounding = foreseen.grounding if foreseen else self._ground(session.id, chat_id, kb_ids, text)
         started = TurnStarted(voice, avatar, tutor.language, foreseen.spoken if foreseen else {})
         limit = settings.history_max_messages
@@ -335,6 +318,10 @@ class ConversationService:
             self._insert(db, session.id, chat_id, "user", text, question.meta)
         if grounding is not None and (answer := self._from_material(grounding, tutor.language)):
             return [started, answer]
+        if self.engines.llm.name == "local" and (reply := talk.small_talk_reply(text, tutor)):
+            return [started, AnswerText(reply, engine="set phrase")]
+        if kb_ids and not self._phrases() and talk.is_conversation(text) and not talk.small_talk(text):
+            return [started, self._more(session.id, chat_id, kb_ids, tutor.language)]
         options = GenerationOptions(
             model=settings.llm_model_for(tutor.id, tutor.llm_model),
             temperature=tutor.temperature if tutor.temperature is not None else settings.llm_temperature,
@@ -359,8 +346,8 @@ class ConversationService:
         quoted = {**grounding.summary(), "style": "quoted"}
         return AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)
 
-    def _ground(self, session_id: str, chat_id: str, kb_ids: list[str], text: str) -> Grounding:
-        """What the material says to the question, read after the chat's last answers (`talk`)."""
+    def _recent(self, session_id: str, chat_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """The chat's last `TOPIC_EXCHANGES` questions and answers, newest first: role, text, meta."""
         with self._db.transaction() as db:
             query = (
                 select(_MESSAGES.c.role, _MESSAGES.c.content, _MESSAGES.c.meta)
@@ -368,9 +355,22 @@ class ConversationService:
                 .order_by(_MESSAGES.c.id.desc())
                 .limit(2 * TOPIC_EXCHANGES)
             )
-            recent = [(role, content, meta) for role, content, meta in db.execute(query)]
-        topic = last_topic(recent, lambda: course_words(self._kbs, kb_ids))
-        return ground_in_context(lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k), text, topic)
+            return [(role, content, meta) for role, content, meta in db.execute(query)]
+
+    def _ground(self, session_id: str, chat_id: str, kb_ids: list[str], text: str) -> Grounding:
+        """What the material says to the question, read after the chat's last answers (`talk`)."""
+        topic = talk.last_topic(self._recent(session_id, chat_id), lambda: talk.course_words(self._kbs, kb_ids))
+        return talk.ground_in_context(lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k), text, topic)
+
+    def _more(self, session_id: str, chat_id: str, kb_ids: list[str], language: str) -> AnswerText:
+        """A request about the last answer where the model may not phrase the material ("再解释
+        一下", "give an example"): more of what the last answer quoted, or the decline."""
+        search = lambda text: self._kbs.search(kb_ids, text, self._settings.kb_top_k)  # noqa: E731
+        more, source = talk.more_of_last(self._recent(session_id, chat_id), search)
+        if not more:
+            return AnswerText(said(NOT_COVERED, language), engine="grounding", grounding={"answered": False})
+        cited = [{**source, "n": 1, "snippet": more}]
+        return AnswerText(said(MORE, language) + more, cited, engine="quoted", grounding={"style": "more"})
 
     async def foresee(self, session: SessionInfo, chat_id: str, text: str) -> None:
         """Begin the answer to words the turn is held on (they sounded unfinished, or only
@@ -385,7 +385,7 @@ class ConversationService:
         try:
             tutor = await asyncio.to_thread(self._tutors.get, session.tutor_id)
             kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
-            if not kb_ids or is_conversation(text):
+            if not kb_ids or talk.is_conversation(text):
                 return
             grounding = await asyncio.to_thread(self._ground, session.id, chat_id, kb_ids, text)
             voice = self._voice(tutor)
@@ -451,7 +451,7 @@ class ConversationService:
         if primary_language(tutor.language) != "zh":
             return ListenFor(language)
         kb_ids = await asyncio.to_thread(self._kb_ids, tutor, session)
-        titles = await asyncio.to_thread(course_words, self._kbs, kb_ids)
+        titles = await asyncio.to_thread(talk.course_words, self._kbs, kb_ids)
         words = "、".join(dict.fromkeys(filter(None, [tutor.subject, *titles])))
         material = functools.partial(self._material, kb_ids) if kb_ids else None
         return ListenFor(language, f"{words}。" if words else "", writes_traditional(tutor.language), material)

@@ -29,6 +29,7 @@ from app.conversation.frames import (
 from app.conversation.language import judged, leans_to, written_in
 from app.conversation.pipeline import Stage
 from app.conversation.prompt import OFF_LANGUAGE, said
+from app.conversation.repeats import Repeats
 from app.core.engines import ASR, TTS, VAD, LipSync, ListenFor, LLMEngine, Notice
 from app.core.errors import TutorError
 from app.core.media import PCM, Speech, Voice, trimmed
@@ -106,7 +107,7 @@ class Begin(Stage):
 
 
 class Generate(Stage):
-    """The prompt → the answer, streamed piece by piece, then whole."""
+    """The prompt → the answer, streamed piece by piece, then whole; a loop ends it."""
 
     accepts = (LLMRequest,)
 
@@ -118,6 +119,7 @@ class Generate(Stage):
         started = time.perf_counter()
         first: float | None = None
         parts: list[str] = []
+        repeats = Repeats()  # a small model's loops (`repeats`) are neither shown nor spoken
         # aclosing: a barge-in must stop the engine now, not when the GC gets to it.
         async with aclosing(self.engine.stream(frame.messages, frame.options)) as stream:  # type: ignore[type-var]
             async for piece in stream:
@@ -128,8 +130,16 @@ class Generate(Stage):
                     continue
                 if first is None:
                     first = time.perf_counter()
-                parts.append(piece)
-                yield TextDelta(piece)
+                if kept := repeats.push(piece):
+                    parts.append(kept)
+                    yield TextDelta(kept)
+                if repeats.looped:
+                    break  # the rest is the loop: the engine stops as the stream closes
+        if rest := repeats.flush():
+            parts.append(rest)
+            yield TextDelta(rest)
+        if repeats.left_out:
+            log.info("left %d characters of a looping or repeating answer out", repeats.left_out)
         yield AnswerText(
             "".join(parts).strip(),
             sources=frame.sources,
@@ -137,6 +147,7 @@ class Generate(Stage):
             total_ms=(time.perf_counter() - started) * 1000,
             engine=self.engine.name,  # after the stream: names the fallback if one answered
             model=frame.options.model,
+            left_out=repeats.left_out,
         )
 
 

@@ -18,19 +18,80 @@ import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+from app.conversation.prompt import said
+from app.core.errors import NotFound
+from app.speech.sentences import rejoin
+from kb.chunking import split_sentences
 from kb.grounding import FUNCTION_WORDS, Grounding
-from kb.passages import topics
+from kb.passages import Passage, topics
 from kb.retrieval import mostly_cjk
+from kb.service import KnowledgeBases
+from tutors.store import Tutor
 
-_SMALL_TALK = re.compile(
-    r"^\W*(hi|hello|hey|good (morning|afternoon|evening)|thanks?( you)?( so much| a lot)?|thank you|"
-    r"bye|goodbye|see you|ok(ay)?|great|cool|nice|got it|i see|yes|no|sure|"
-    r"你好|您好|嗨|早上好|下午好|晚上好|谢谢(你|您|老师)?|再见|好的|明白了|知道了|嗯|是的|不是)"
-    r"(\W+(teacher|sir|miss|老师))?\W*$",
-    re.IGNORECASE,
+# Small talk, by what it calls for; a message is small talk when it is nothing else ("Hi
+# there!", "Thanks, that helps.", "好的，谢谢老师！", "OK bye"). First kind found wins.
+_SOCIAL = {
+    "farewell": r"bye|goodbye|bye-bye|see you( later| soon)?|good ?night|再见|再見|拜拜|晚安|下次见|下次見",
+    "thanks": r"thanks?|thank you|thx|many thanks|谢谢|謝謝|多谢|多謝|感谢|感謝|谢啦",
+    "greeting": r"hi|hello|hey|good (morning|afternoon|evening)|"
+    r"你好|您好|嗨|哈喽|哈囉|早上好|下午好|晚上好|老师好|老師好|大家好",
+    "ok": r"ok(ay)?|great|cool|nice|got it|i see|yes|no|sure|good|alright|all right|understood|no problem|"
+    r"好的|好|明白了|明白|知道了|懂了|嗯|是的|是|不是|对|對|没问题|沒問題",
+}
+_FILLER = (
+    r"there|everyone|all|so much|a lot|very much|that helps|(that|this|it)('s| is| was) (helpful|clear|great)|"
+    r"teacher|sir|miss|you|老师|老師|啊|呀|哦|哈|了|啦"
 )
+_KINDS = {kind: re.compile(rf"(?<![a-z])(?:{words})(?![a-z])", re.IGNORECASE) for kind, words in _SOCIAL.items()}
+_SMALL_TALK = re.compile(rf"^\W*(?:(?:{'|'.join(_SOCIAL.values())}|{_FILLER})(?![a-z])\W*)+$", re.IGNORECASE)
+_REPLIES = {
+    "greeting": {
+        "en": "Hello! What would you like to ask{about}?",
+        "zh": "你好！{about}有什么想问的，尽管问我。",
+        "zh-hant": "你好！{about}有什麼想問的，儘管問我。",
+    },
+    "thanks": {
+        "en": "You're welcome! Is there anything else you'd like to ask?",
+        "zh": "不客气！还有什么想问的吗？",
+        "zh-hant": "不客氣！還有什麼想問的嗎？",
+    },
+    "farewell": {
+        "en": "Goodbye, and good luck with your studies!",
+        "zh": "再见，祝你学习顺利！",
+        "zh-hant": "再見，祝你學習順利！",
+    },
+    "ok": {
+        "en": "All right. What would you like to ask next?",
+        "zh": "好的。还有什么想问的吗？",
+        "zh-hant": "好的。還有什麼想問的嗎？",
+    },
+}
+_ABOUT = {"en": " about {subject}", "zh": "关于{subject}，", "zh-hant": "關於{subject}，"}
+
+
+def small_talk(text: str) -> str | None:
+    """What kind of small talk the message is ("greeting", "thanks", "farewell", "ok"), or None."""
+    text = text.strip()
+    if len(text) > 80 or not _SMALL_TALK.match(text):
+        return None
+    return next((kind for kind, words in _KINDS.items() if words.search(text)), None)  # None: "you", "啊"
+
+
+def small_talk_reply(text: str, tutor: Tutor) -> str | None:
+    """The tutor's set reply to small talk, in its language (its own greeting to a greeting),
+    for a model that cannot be trusted to chat: SmolLM2 greeted with "你好！" loops."""
+    kind = small_talk(text)
+    if kind is None:
+        return None
+    if kind == "greeting" and tutor.greeting.strip():
+        return tutor.greeting.strip()
+    about = said(_ABOUT, tutor.language).format(subject=tutor.subject) if tutor.subject.strip() else ""
+    return said(_REPLIES[kind], tutor.language).format(about=about)
+
+
 # The whole message is a nudge about the last answer.
 _NUDGE = re.compile(
     r"^\W*(why|how|really|more|again|tell me more|go on|continue|and then|what do you mean|example|"
@@ -52,7 +113,7 @@ _AGAIN = re.compile(
 def is_conversation(text: str) -> bool:
     """True for small talk and requests about the last answer, which need no material."""
     text = text.strip()
-    return bool(_SMALL_TALK.match(text) or _NUDGE.match(text) or (len(text) <= 160 and _AGAIN.search(text)))
+    return bool(small_talk(text) or _NUDGE.match(text) or (len(text) <= 160 and _AGAIN.search(text)))
 
 
 # Pronouns that point back at the topic: lower case, or capitalised opening a sentence ("He"
@@ -156,3 +217,48 @@ def _words(text: str) -> set[str]:
 def _fold(text: str) -> str:
     """Lower case without accents: students write "Beyonce" for "Beyoncé"."""
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+
+
+def course_words(kbs: KnowledgeBases, kb_ids: list[str]) -> list[str]:
+    """Document names as a person would say them (`光合作用_第三章.pdf` → `光合作用 第三章`),
+    then the material's section headings: bench_voice's Chinese notes (a heading per
+    topic) were heard right for 重力 and 四季 with them (中立, 四径 without)."""
+    titles = []
+    for kb_id in kb_ids:
+        try:
+            documents = kbs.documents(kb_id)
+        except NotFound:  # deleted since: a hint is not worth failing the question for
+            continue
+        titles += [re.sub(r"[_\s]+", " ", Path(d.filename).stem).strip() for d in documents]
+    return titles + kbs.headings(kb_ids)
+
+
+def more_of_last(
+    recent: Iterable[tuple[str, str, dict[str, Any] | None]], search: Callable[[str], list[Passage]]
+) -> tuple[str, dict[str, Any]]:
+    """More of what the chat's last answer quoted (`recent` newest first: role, text, meta), from
+    the passage `search` finds it in, and the source it cited; ("", {}) where it cited nothing."""
+    last = next((meta or {} for role, _, meta in recent if role == "assistant"), {})
+    source = next(iter(last.get("sources") or []), {})
+    snippet = source.get("snippet", "")
+    more = next((m for p in (search(snippet) if snippet else []) if (m := more_of(snippet, p.text))), "")
+    return more, source
+
+
+def more_of(snippet: str, passage: str, sentences: int = 2) -> str:
+    """What `passage` says beyond the quoted `snippet`: the sentences after it, or before it
+    where it ends the passage; "" if the passage does not hold it or says nothing more."""
+    parts, quoted = split_sentences(passage), _squash(snippet)
+    for first, part in enumerate(parts):
+        last, joined = first, _squash(part)
+        while quoted.startswith(joined) and joined != quoted and last + 1 < len(parts):
+            last += 1
+            joined += _squash(parts[last])
+        if joined == quoted:
+            chosen = parts[last + 1 : last + 1 + sentences] or parts[max(0, first - sentences) : first]
+            return rejoin([part for part in chosen if re.search(r"[.!?。！？]$", part)])
+    return ""
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
