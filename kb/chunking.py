@@ -13,7 +13,7 @@ from kb.parsing import Section
 _CJK_END = re.compile(r"[。！？；]+[”’」』）)]*")
 _LATIN_END = re.compile(r"[.!?]+(?:[\"'”’)\]]|\[[^\]\s]{1,20}\])*(?=\s+[\"“‘(\[]?[A-Z0-9\u3400-\u9fff])")
 _BLANK_LINE = re.compile(r"\n\s*\n")
-_ABBREVIATIONS = frozenset(
+ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st jr sr vs no fig approx etc e.g i.e u.s "
     "jan feb mar apr jun jul aug sep sept oct nov dec".split()
 )
@@ -37,7 +37,7 @@ def split_sentences(text: str) -> list[str]:
     for match in _LATIN_END.finditer(text):
         word = re.search(r"([A-Za-z.]+)$", text[: match.start()])
         token = word.group(1).lower() if word else ""
-        if match.group().startswith(".") and (token in _ABBREVIATIONS or len(token) == 1):
+        if match.group().startswith(".") and (token in ABBREVIATIONS or len(token) == 1):
             continue  # "Mr. Hinx", "J. Smith", "e.g. this"
         cuts.add(match.end())
     pieces, start = [], 0

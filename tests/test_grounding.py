@@ -17,9 +17,9 @@ import websockets
 
 from app.conversation.frames import AnswerText, AudioOut, Grounded, TextDelta
 from app.conversation.pipeline import Pipeline
-from app.conversation.prompt import MORE, NOT_COVERED
+from app.conversation.prompt import ALL_SAID, MORE, NOT_COVERED
 from app.conversation.stages import Check
-from app.conversation.talk import is_conversation, more_of, small_talk_reply
+from app.conversation.talk import is_conversation, more_of, plainly, small_talk_reply
 from kb.embeddings import SentenceEmbedder
 from kb.grounding import Evidence, Grounder, Grounding, specifics, stem
 from kb.passages import Passage
@@ -270,10 +270,27 @@ async def test_answers_that_need_no_material_pass_the_check_untouched() -> None:
         ("Hi, what is radium?", False),
         ("好的，那光合作用在哪里进行？", False),
         ("yesterday", False),
+        ("OK?", False),
+        ("是不是？", False),
+        ("老师好" * 26 + "吗", False),  # read in linear time: a regex took minutes on this
+        ("你能再解释一下吗？", True),
+        ("光合作用是什么意思？", False),  # asks what a word of the material means
+        ("What do you mean by osmosis?", False),
+        ("Can you explain photosynthesis in simple terms?", False),
+        ("我不懂光合作用，能解释一下吗？", False),
+        ("再说一点", True),
+        ("能说详细一点吗？", True),
     ],
 )
 def test_conversation_is_told_from_questions_about_the_material(text: str, talk: bool) -> None:
     assert is_conversation(text) is talk
+
+
+def test_asking_what_a_word_means_is_asking_what_it_is() -> None:
+    assert plainly("光合作用是什么意思？") == "什么是光合作用？"
+    assert plainly("What do you mean by osmosis?") == "What is osmosis?"
+    assert plainly("what does radioactivity mean") == "What is radioactivity?"
+    assert plainly("光合作用在哪里进行？") == "光合作用在哪里进行？"
 
 
 @pytest.mark.parametrize(
@@ -353,17 +370,25 @@ async def test_asked_to_explain_again_a_quoting_tutor_says_more_of_the_material(
         "When did Curie win the Nobel Prize in Physics?",
         "Can you explain that more simply?",
         "tell me more",
+        "Thanks!",
+        "tell me more",
+        "What do you mean, who coined the word radioactivity?",
         "What is the speed of light?",
         "why?",
     )
-    quoted, simpler, more, declined, why = answers
+    quoted, simpler, more, thanks, nothing_new, meaning, declined, why = answers
     assert quoted["content"].startswith("She moved to Paris") and "1903" in quoted["content"]
     assert simpler["content"] == MORE["en"] + CURIE[CURIE.index("In 1911") :]
     assert simpler["sources"][0]["snippet"] == CURIE[CURIE.index("In 1911") :]
     assert (simpler["sources"][0]["document"], simpler["sources"][0]["section"]) == ("curie.md", "Life")
-    assert more["content"] == MORE["en"] + CURIE[CURIE.index("She moved") : CURIE.index(" In 1911")]
+    # Nothing new after the quotes: what comes before them, never a quote again.
+    assert more["content"] == MORE["en"] + "Marie Curie was born in Warsaw in 1867."
+    assert thanks["content"] == "[Ada|3] Thanks!"  # small talk: the model (a scripted one here)
+    assert nothing_new["content"] == ALL_SAID["en"] and nothing_new["sources"] == []
+    # A question that only sounds like a request about the last answer is grounded.
+    assert "coined" in meaning["content"] and meaning["sources"][0]["section"] == "Work"
     assert declined["content"] == why["content"] == NOT_COVERED["en"] and why["sources"] == []
-    assert server.engine.calls == []  # the model was asked nothing
+    assert len(server.engine.calls) == 1  # only for the small talk
 
 
 def test_more_of_a_passage_is_what_follows_the_quote_or_else_what_precedes_it() -> None:
@@ -374,6 +399,11 @@ def test_more_of_a_passage_is_what_follows_the_quote_or_else_what_precedes_it() 
     assert more_of("大部分氧气来自光合作用。", passage) == "它在叶绿体中进行。光反应在类囊体上进行。"
     assert more_of("长城是中国古代的军事防御工程。", passage) == ""
     assert more_of("光合作用是绿色植物利用光能的过程。", "光合作用是绿色植物利用光能的过程。") == ""
+    # What the chat has quoted already is not said again.
+    assert (
+        more_of("大部分氧气来自光合作用。", passage, ["它在叶绿体中进行。"])
+        == "光合作用是绿色植物利用光能的过程。光反应在类囊体上进行。"
+    )
 
 
 async def test_a_held_turns_answer_is_begun_while_the_student_pauses(start_server: Any) -> None:

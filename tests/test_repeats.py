@@ -4,6 +4,7 @@ with a looping engine, and SmolLM2's own Chinese loops through the real server."
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import AsyncIterator
 
@@ -46,6 +47,12 @@ UNTOUCHED = [
     "It is very very important. Bye bye!",
     "谢谢谢谢你！哈哈哈，好的。光合作用在叶绿体中进行，叶绿体含有叶绿素。",
     "What is it? What is it made of?",
+    # What a first version cut (found by reading it): numbers, abbreviations, code, ellipses.
+    "The speed of light is about 300000000 m/s. 1,000,000,000 people. 1/3 = 0.333333... 0.142857142857142857",
+    "光速约为300000000米每秒。我想想......好的。Hmmmmmm, Noooooo. #FFFFFF",
+    "The U.S. is a big country. The U.S. has 50 states. It opens at 9 a.m. on Monday. It opens at 9 a.m. daily.",
+    "class A:\n    pass\n\nclass B:\n    pass\n**Example:**\nx\n**Example:**\ny\n",
+    "Why? ...because it rains. Wait. ...and then it rained. very very very important, no, no, no!",
 ]
 
 
@@ -59,6 +66,18 @@ def test_a_loop_is_kept_once_and_ends_the_answer(text: str, kept: str, size: int
 @pytest.mark.parametrize("size", [1, 3, 50])
 def test_text_that_only_looks_like_a_loop_streams_unchanged(text: str, size: int) -> None:
     assert _kept(text, size) == (text, False)
+
+
+def test_every_character_is_passed_on_or_counted_as_left_out() -> None:
+    pieces = ["the ", "cat ", "sat", ". ", "! ", "!!", "？", "。", "\n", "你好", "谢谢", "ab", "1", "0", ",", " ", "😀"]
+    pieces += ["…", "——", "-", "*", "#", "P.S.", "e.g. ", "3.5", "是", "的", "！！！！！！！"]
+    chooser = random.Random(3)
+    for _ in range(2000):
+        text = "".join(chooser.choice(pieces) for _ in range(chooser.randint(1, 40)))
+        repeats = Repeats()
+        out = "".join(repeats.push(text[i : i + 4]) for i in range(0, len(text), 4)) + repeats.flush()
+        assert len(out) + repeats.left_out == len(text), text
+        assert (out, repeats.looped) == _kept(text, 1), text  # however the text is cut into pieces
 
 
 class _Looping(ScriptedLLM):

@@ -24,6 +24,11 @@ NOT_COVERED = {
 }
 # Before more of the material, to a request about the last answer ("再解释一下").
 MORE = {"zh": "课程资料里还讲到：", "zh-hant": "課程資料裡還講到：", "en": "Here is more from the notes: "}
+ALL_SAID = {  # where the notes have nothing more on it
+    "zh": "关于这一点，课程资料里就讲了这些。可以问问别的，或者问问老师。",
+    "zh-hant": "關於這一點，課程資料裡就講了這些。可以問問別的，或者問問老師。",
+    "en": "That is all the notes say about it. Ask me something else, or ask your teacher.",
+}
 # What a tutor says when the model answered in another language than the tutor's.
 OFF_LANGUAGE = {
     "zh": "抱歉，这个问题我没能用中文回答好。可以换个问法再问一次，或者问问老师。",

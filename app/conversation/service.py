@@ -36,7 +36,7 @@ from app.conversation.frames import (
     VideoOut,
 )
 from app.conversation.pipeline import Pipeline, Stage
-from app.conversation.prompt import MORE, NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
+from app.conversation.prompt import ALL_SAID, MORE, NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
 from app.core.db import Database, MessageRow, SessionRow, utcnow
@@ -58,9 +58,8 @@ Store = Callable[[str, dict[str, Any]], None]  # (what the tutor said, its meta)
 log = logging.getLogger(__name__)
 FORESIGHT_SECONDS = 30.0  # a held turn's foreseen answer is dropped after this
 FORESIGHT_WAIT_SECONDS = 2.0  # for the search begun ahead, rather than search again beside it
-# A follow-up question ("Where was she born?") is read about the topic of the chat's last few
-# questions and answers (`talk.last_topic`); older ones are another conversation.
-TOPIC_EXCHANGES = 3
+TOPIC_EXCHANGES = 3  # a follow-up is read about the topic of the last three (`talk.last_topic`)
+MORE_EXCHANGES = 10  # "tell me more" leaves out what the chat's last ten answers quoted
 
 
 def consume(future: asyncio.Future[Any]) -> None:
@@ -198,10 +197,9 @@ class ConversationService:
         self._loop = loop
 
     async def prepare_tutor(self, tutor_id: int, session_id: str | None = None, chat_id: str = "") -> None:
-        """Have the model compute this tutor's system prompt before a student asks (at
-        start-up, when a session opens, when a teacher edits the tutor), and with a session,
-        that chat's history too (after a restart): the next turn's prompt is then mostly
-        computed already. Best effort: a failure costs only speed."""
+        """Have the model compute this tutor's system prompt before a student asks (at start-up,
+        a session's opening, a teacher's edit), with a session that chat's history too (after a
+        restart): the next turn's prompt is then mostly computed. A failure costs only speed."""
         try:
             tutor = await asyncio.to_thread(self._tutors.get, tutor_id)
             system = system_prompt(tutor)
@@ -346,31 +344,35 @@ class ConversationService:
         quoted = {**grounding.summary(), "style": "quoted"}
         return AnswerText(grounding.quote, grounding.citations(), engine="quoted", grounding=quoted)
 
-    def _recent(self, session_id: str, chat_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
-        """The chat's last `TOPIC_EXCHANGES` questions and answers, newest first: role, text, meta."""
+    def _recent(self, session_id: str, chat_id: str, exchanges: int = TOPIC_EXCHANGES) -> list[tuple[str, str, Any]]:
+        """The chat's last questions and answers, newest first: role, text, meta."""
         with self._db.transaction() as db:
             query = (
                 select(_MESSAGES.c.role, _MESSAGES.c.content, _MESSAGES.c.meta)
                 .where(_MESSAGES.c.session_id == session_id, _MESSAGES.c.chat_id == chat_id)
                 .order_by(_MESSAGES.c.id.desc())
-                .limit(2 * TOPIC_EXCHANGES)
+                .limit(2 * exchanges)
             )
             return [(role, content, meta) for role, content, meta in db.execute(query)]
 
     def _ground(self, session_id: str, chat_id: str, kb_ids: list[str], text: str) -> Grounding:
         """What the material says to the question, read after the chat's last answers (`talk`)."""
         topic = talk.last_topic(self._recent(session_id, chat_id), lambda: talk.course_words(self._kbs, kb_ids))
-        return talk.ground_in_context(lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k), text, topic)
+        ground = lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k)  # noqa: E731
+        return talk.ground_in_context(ground, talk.plainly(text), topic)
 
     def _more(self, session_id: str, chat_id: str, kb_ids: list[str], language: str) -> AnswerText:
         """A request about the last answer where the model may not phrase the material ("再解释
-        一下", "give an example"): more of what the last answer quoted, or the decline."""
+        一下", "give an example"): more of what the last answer quoted, cited; else the decline."""
         search = lambda text: self._kbs.search(kb_ids, text, self._settings.kb_top_k)  # noqa: E731
-        more, source = talk.more_of_last(self._recent(session_id, chat_id), search)
-        if not more:
-            return AnswerText(said(NOT_COVERED, language), engine="grounding", grounding={"answered": False})
-        cited = [{**source, "n": 1, "snippet": more}]
-        return AnswerText(said(MORE, language) + more, cited, engine="quoted", grounding={"style": "more"})
+        found = talk.more_of_last(self._recent(session_id, chat_id, MORE_EXCHANGES), search)
+        if not found or not found[0]:
+            reason = "the last answer quoted nothing" if found is None else "its passage says nothing more"
+            text = said(NOT_COVERED if found is None else ALL_SAID, language)
+            return AnswerText(text, engine="grounding", grounding={"answered": False, "reason": reason})
+        cited = [{**found[1], "n": 1, "snippet": found[0]}]
+        more = {"answered": True, "style": "more"}
+        return AnswerText(said(MORE, language) + found[0], cited, engine="quoted", grounding=more)
 
     async def foresee(self, session: SessionInfo, chat_id: str, text: str) -> None:
         """Begin the answer to words the turn is held on (they sounded unfinished, or only

@@ -15,38 +15,44 @@ it is declined as asked.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.conversation.prompt import said
 from app.core.errors import NotFound
 from app.speech.sentences import rejoin
 from kb.chunking import split_sentences
 from kb.grounding import FUNCTION_WORDS, Grounding
-from kb.passages import Passage, topics
+from kb.passages import topics
 from kb.retrieval import mostly_cjk
-from kb.service import KnowledgeBases
-from tutors.store import Tutor
+
+if TYPE_CHECKING:
+    from kb.passages import Passage
+    from kb.service import KnowledgeBases
+    from tutors.store import Tutor
 
 # Small talk, by what it calls for; a message is small talk when it is nothing else ("Hi
 # there!", "Thanks, that helps.", "好的，谢谢老师！", "OK bye"). First kind found wins.
 _SOCIAL = {
-    "farewell": r"bye|goodbye|bye-bye|see you( later| soon)?|good ?night|再见|再見|拜拜|晚安|下次见|下次見",
-    "thanks": r"thanks?|thank you|thx|many thanks|谢谢|謝謝|多谢|多謝|感谢|感謝|谢啦",
-    "greeting": r"hi|hello|hey|good (morning|afternoon|evening)|"
-    r"你好|您好|嗨|哈喽|哈囉|早上好|下午好|晚上好|老师好|老師好|大家好",
-    "ok": r"ok(ay)?|great|cool|nice|got it|i see|yes|no|sure|good|alright|all right|understood|no problem|"
-    r"好的|好|明白了|明白|知道了|懂了|嗯|是的|是|不是|对|對|没问题|沒問題",
+    "farewell": "bye|goodbye|bye-bye|see you|see you later|see you soon|good night|goodnight|"
+    "再见|再見|拜拜|晚安|下次见|下次見",
+    "thanks": "thanks|thank you|thank|thx|many thanks|谢谢|謝謝|多谢|多謝|感谢|感謝|谢啦",
+    "greeting": "hi|hello|hey|good morning|good afternoon|good evening|"
+    "你好|您好|嗨|哈喽|哈囉|早上好|下午好|晚上好|老师好|老師好|大家好",
+    "ok": "ok|okay|great|cool|nice|got it|i see|yes|no|sure|good|alright|all right|understood|no problem|"
+    "好的|好|明白了|明白|知道了|懂了|嗯|是的|是|不是|对|對|没问题|沒問題",
 }
 _FILLER = (
-    r"there|everyone|all|so much|a lot|very much|that helps|(that|this|it)('s| is| was) (helpful|clear|great)|"
-    r"teacher|sir|miss|you|老师|老師|啊|呀|哦|哈|了|啦"
+    "there|everyone|all|so much|a lot|very much|that helps|that's helpful|that is helpful|it's clear|"
+    "teacher|sir|miss|you|老师|老師|啊|呀|哦|哈|了|啦"
 )
-_KINDS = {kind: re.compile(rf"(?<![a-z])(?:{words})(?![a-z])", re.IGNORECASE) for kind, words in _SOCIAL.items()}
-_SMALL_TALK = re.compile(rf"^\W*(?:(?:{'|'.join(_SOCIAL.values())}|{_FILLER})(?![a-z])\W*)+$", re.IGNORECASE)
+_PHRASES = {phrase: kind for kind, phrases in _SOCIAL.items() for phrase in phrases.split("|")}
+_PHRASES.update({phrase: "" for phrase in _FILLER.split("|")})
+_KIND_ORDER = list(_SOCIAL)
 _REPLIES = {
     "greeting": {
         "en": "Hello! What would you like to ask{about}?",
@@ -72,12 +78,33 @@ _REPLIES = {
 _ABOUT = {"en": " about {subject}", "zh": "关于{subject}，", "zh-hant": "關於{subject}，"}
 
 
+@functools.lru_cache(maxsize=256)
 def small_talk(text: str) -> str | None:
-    """What kind of small talk the message is ("greeting", "thanks", "farewell", "ok"), or None."""
-    text = text.strip()
-    if len(text) > 80 or not _SMALL_TALK.match(text):
+    """What kind of small talk the message is ("greeting", "thanks", "farewell", "ok"), or None.
+    Read phrase by phrase over the positions it can reach (no regex backtracking: "老师好" is
+    老师好 or 老师 + 好); "OK?" and "是不是？" ask something and are not small talk."""
+    text = text.strip().lower()
+    if len(text) > 80:
         return None
-    return next((kind for kind, words in _KINDS.items() if words.search(text)), None)  # None: "you", "啊"
+    reached: dict[int, set[str]] = {_skip(text, 0): set()}
+    for at in range(len(text) + 1):
+        if at not in reached or at == len(text):
+            continue
+        for phrase, kind in _PHRASES.items():
+            end = at + len(phrase)
+            glued = phrase[-1].isascii() and text[end : end + 1].isascii() and text[end : end + 1].isalpha()
+            if text.startswith(phrase, at) and not glued:  # "hint" is not "hi"
+                reached.setdefault(_skip(text, end), set()).update(reached[at] | ({kind} - {""}))
+    kinds = reached.get(len(text))
+    kind = next((k for k in _KIND_ORDER if kinds and k in kinds), None)
+    return None if kind == "ok" and text.endswith(("?", "？")) else kind
+
+
+def _skip(text: str, at: int) -> int:
+    """Past the spaces and marks from `at`."""
+    while at < len(text) and not text[at].isalnum():
+        at += 1
+    return at
 
 
 def small_talk_reply(text: str, tutor: Tutor) -> str | None:
@@ -104,16 +131,58 @@ _AGAIN = re.compile(
     r"\b(more simply|simpler|in simple (words|terms)|in other words|once more|say that again|repeat (that|it)|"
     r"i (don't|do not|didn't) (understand|get it)|what do you mean|(can|could) you (elaborate|clarify)|"
     r"summari[sz]e (that|it))\b|"
-    r"再说一遍|再讲一遍|再解释|重复一下|简单(一|一点|一些|点)(说|讲)?|通俗(一点|地)?(说|讲)|举个例子|什么意思|没(听|看)懂|不明白|不懂|"
+    r"再说一遍|再讲一遍|再解释|重复一下|(再|多)(说|讲)(一点|一些|点)|(说|讲)(得)?详细(一)?点|详细(说说|讲讲)|简单(一|一点|一些|点)(说|讲)?|通俗(一点|地)?(说|讲)|举个例子|什么意思|没(听|看)懂|不明白|不懂|"
     r"换(个|一种)(说法|方式)",
     re.IGNORECASE,
 )
 
 
+# What a request about the last answer says besides the request: "Can you explain that more
+# simply?", "你能再解释一下吗？". Any other word makes it a question about the material
+# ("What do you mean by osmosis?", "光合作用是什么意思？").
+_REQUEST_WORDS = frozenset(
+    "can could would will you please me it that this again explain say put tell describe more simply simpler "
+    "simple easier in other words terms once what do does mean i don't dont do not understand get differently "
+    "another way repeat clarify elaborate summarize summarise a an the sorry still".split()
+)
+_REQUEST_CHARS = frozenset(
+    "你您能可以请再一下吗呢吧啊呀了的这个那它是我不还说讲遍次么什意思懂明白解释简单点些通俗地举例子换种方式法重复没听看多详细得"
+)
+
+
+# Asking what a word means is asking what it is: the material defines it, it does not say
+# what it "means" ("光合作用是什么意思？" read as "什么是光合作用？").
+_DEFINITIONS = [
+    (re.compile(r"^\s*(.+?)\s*(?:是什么意思|是指什么|指的是什么)\s*[？?]?\s*$"), r"什么是\1？"),
+    (re.compile(r"^\s*what do you mean by\s+(.+?)\s*\??\s*$", re.IGNORECASE), r"What is \1?"),
+    (re.compile(r"^\s*what does\s+(.+?)\s+mean\s*\??\s*$", re.IGNORECASE), r"What is \1?"),
+]
+
+
+def plainly(question: str) -> str:
+    """The question as the material answers it: "X是什么意思？" as "什么是X？", "What does X
+    mean?" as "What is X?"; any other as it is."""
+    for asking, plain in _DEFINITIONS:
+        if asking.match(question):
+            return asking.sub(plain, question)
+    return question
+
+
 def is_conversation(text: str) -> bool:
     """True for small talk and requests about the last answer, which need no material."""
     text = text.strip()
-    return bool(small_talk(text) or _NUDGE.match(text) or (len(text) <= 160 and _AGAIN.search(text)))
+    if small_talk(text) or _NUDGE.match(text):
+        return True
+    again = _AGAIN.search(text) if len(text) <= 160 else None
+    if again is None:
+        return False
+    end = again.end()
+    while end < len(text) and text[end].isascii() and text[end].isalpha():  # "simpl" → "simply"
+        end += 1
+    rest = text[: again.start()] + " " + text[end:]
+    words = re.findall(r"[a-z']+", rest.lower())
+    hanzi = re.findall(r"[\u3400-\u9fff]", rest)
+    return all(w in _REQUEST_WORDS or w in FUNCTION_WORDS for w in words) and all(c in _REQUEST_CHARS for c in hanzi)
 
 
 # Pronouns that point back at the topic: lower case, or capitalised opening a sentence ("He"
@@ -235,29 +304,45 @@ def course_words(kbs: KnowledgeBases, kb_ids: list[str]) -> list[str]:
 
 def more_of_last(
     recent: Iterable[tuple[str, str, dict[str, Any] | None]], search: Callable[[str], list[Passage]]
-) -> tuple[str, dict[str, Any]]:
-    """More of what the chat's last answer quoted (`recent` newest first: role, text, meta), from
-    the passage `search` finds it in, and the source it cited; ("", {}) where it cited nothing."""
-    last = next((meta or {} for role, _, meta in recent if role == "assistant"), {})
-    source = next(iter(last.get("sources") or []), {})
-    snippet = source.get("snippet", "")
-    more = next((m for p in (search(snippet) if snippet else []) if (m := more_of(snippet, p.text))), "")
+) -> tuple[str, dict[str, Any]] | None:
+    """More of what the chat's last answer about the material quoted (`recent` newest first:
+    role, text, meta), from the passage `search` finds it in, leaving out what the recent
+    answers quoted already; and the source it cited. None where it cited nothing; "" where the
+    passage has nothing more to say."""
+    answers = [meta or {} for role, _, meta in recent if role == "assistant"]
+    last = next((meta for meta in answers if "grounding" in meta), {})  # not small talk's
+    source = next(iter(last.get("sources") or []), None)
+    if not isinstance(source, dict) or not source.get("snippet"):
+        return None
+    quoted = [
+        s["snippet"] for meta in answers for s in meta.get("sources") or [] if isinstance(s, dict) and "snippet" in s
+    ]
+    more = next((m for p in search(source["snippet"]) if (m := more_of(source["snippet"], p.text, quoted))), "")
     return more, source
 
 
-def more_of(snippet: str, passage: str, sentences: int = 2) -> str:
-    """What `passage` says beyond the quoted `snippet`: the sentences after it, or before it
-    where it ends the passage; "" if the passage does not hold it or says nothing more."""
-    parts, quoted = split_sentences(passage), _squash(snippet)
+def more_of(snippet: str, passage: str, quoted: Iterable[str] = (), sentences: int = 2) -> str:
+    """What `passage` says beyond the `snippet` it holds and the other `quoted` text: the
+    sentences after the snippet, or before it where nothing new follows; "" if the passage
+    does not hold the snippet or says nothing new."""
+    parts, target = split_sentences(passage), _squash(snippet)
+    said = [_squash(q) for q in quoted]
     for first, part in enumerate(parts):
         last, joined = first, _squash(part)
-        while quoted.startswith(joined) and joined != quoted and last + 1 < len(parts):
+        while target.startswith(joined) and joined != target and last + 1 < len(parts):
             last += 1
             joined += _squash(parts[last])
-        if joined == quoted:
-            chosen = parts[last + 1 : last + 1 + sentences] or parts[max(0, first - sentences) : first]
-            return rejoin([part for part in chosen if re.search(r"[.!?。！？]$", part)])
+        if joined != target:
+            continue
+        new = [i for i, p in enumerate(parts) if re.search(r"\w", p) and not any(_squash(p) in q for q in said)]
+        new = [i for i in new if i not in range(first, last + 1) and parts[i].rstrip("”’」』）)\"'").endswith(_ENDS)]
+        after = [i for i in new if i > last][:sentences]
+        chosen = after or [i for i in new if i < first][-sentences:]
+        return rejoin([parts[i] for i in chosen])
     return ""
+
+
+_ENDS = tuple(".!?。！？；")
 
 
 def _squash(text: str) -> str:
