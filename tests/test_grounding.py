@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -280,6 +281,19 @@ async def test_answers_that_need_no_material_pass_the_check_untouched() -> None:
         ("我不懂光合作用，能解释一下吗？", False),
         ("再说一点", True),
         ("能说详细一点吗？", True),
+        # A second reading's finds: requests with a word of address or a filler around them.
+        ("老师，请再解释一下", True),
+        ("Teacher, can you explain it more simply?", True),
+        ("好的，但是我不明白", True),
+        ("I don't understand your answer", True),
+        ("Can you give me an example?", True),
+        ("你能给我举个例子吗？", True),
+        ("还有吗？", True),
+        ("谢谢您！", True),
+        ("我明白了，谢谢", True),
+        ("ｏｋ，谢谢", True),  # full-width, from a Chinese keyboard
+        ("OK?!", False),
+        ("what does" + " " * 3990 + "x", False),  # read in linear time: a regex took minutes
     ],
 )
 def test_conversation_is_told_from_questions_about_the_material(text: str, talk: bool) -> None:
@@ -291,6 +305,10 @@ def test_asking_what_a_word_means_is_asking_what_it_is() -> None:
     assert plainly("What do you mean by osmosis?") == "What is osmosis?"
     assert plainly("what does radioactivity mean") == "What is radioactivity?"
     assert plainly("光合作用在哪里进行？") == "光合作用在哪里进行？"
+    assert plainly("这句话是什么意思？") == "这句话是什么意思？"  # about the last answer, not a word
+    padded = "what does" + " " * 3990 + "x"
+    started = time.perf_counter()
+    assert plainly(padded) == padded and time.perf_counter() - started < 0.1  # a regex took minutes
 
 
 @pytest.mark.parametrize(
@@ -372,11 +390,13 @@ async def test_asked_to_explain_again_a_quoting_tutor_says_more_of_the_material(
         "tell me more",
         "Thanks!",
         "tell me more",
+        "tell me more",
         "What do you mean, who coined the word radioactivity?",
+        "Could you say that again?",
         "What is the speed of light?",
         "why?",
     )
-    quoted, simpler, more, thanks, nothing_new, meaning, declined, why = answers
+    quoted, simpler, more, thanks, nothing_new, still_nothing, meaning, again, declined, why = answers
     assert quoted["content"].startswith("She moved to Paris") and "1903" in quoted["content"]
     assert simpler["content"] == MORE["en"] + CURIE[CURIE.index("In 1911") :]
     assert simpler["sources"][0]["snippet"] == CURIE[CURIE.index("In 1911") :]
@@ -384,9 +404,10 @@ async def test_asked_to_explain_again_a_quoting_tutor_says_more_of_the_material(
     # Nothing new after the quotes: what comes before them, never a quote again.
     assert more["content"] == MORE["en"] + "Marie Curie was born in Warsaw in 1867."
     assert thanks["content"] == "[Ada|3] Thanks!"  # small talk: the model (a scripted one here)
-    assert nothing_new["content"] == ALL_SAID["en"] and nothing_new["sources"] == []
+    assert nothing_new["content"] == still_nothing["content"] == ALL_SAID["en"] and nothing_new["sources"] == []
     # A question that only sounds like a request about the last answer is grounded.
     assert "coined" in meaning["content"] and meaning["sources"][0]["section"] == "Work"
+    assert again["content"] == meaning["content"] and again["sources"] == meaning["sources"]  # as it was
     assert declined["content"] == why["content"] == NOT_COVERED["en"] and why["sources"] == []
     assert len(server.engine.calls) == 1  # only for the small talk
 
@@ -397,8 +418,12 @@ def test_more_of_a_passage_is_what_follows_the_quote_or_else_what_precedes_it() 
     )
     assert more_of("它在叶绿体中进行。", passage) == "光反应在类囊体上进行。大部分氧气来自光合作用。"
     assert more_of("大部分氧气来自光合作用。", passage) == "它在叶绿体中进行。光反应在类囊体上进行。"
-    assert more_of("长城是中国古代的军事防御工程。", passage) == ""
+    assert more_of("长城是中国古代的军事防御工程。", passage) is None  # not this passage's
     assert more_of("光合作用是绿色植物利用光能的过程。", "光合作用是绿色植物利用光能的过程。") == ""
+    # A heading between the sentences said last time: the next ones are still found.
+    facts = "Alpha is one. Beta is two.\n\nKey facts\n\nGamma is three. Delta is four. Epsilon is five."
+    assert more_of("Alpha is one.", facts) == "Beta is two. Gamma is three."
+    assert more_of("Beta is two. Gamma is three.", facts, ["Alpha is one."]) == "Delta is four. Epsilon is five."
     # What the chat has quoted already is not said again.
     assert (
         more_of("大部分氧气来自光合作用。", passage, ["它在叶绿体中进行。"])

@@ -32,7 +32,10 @@ LOOPS = [
     ("你好！！\n\n！！！\n\n你好！！\n\n你好！！\n\n你女＃＃＃＃＃＃＃", "你好！！\n\n"),
     ("谢谢！！！！！！！！！！！！！！！！！！", "谢谢！！！"),
     ("P.S.\n\nP.S.\n\nP.S.\n\n", "P.S.\n\n"),
-    ("你能再解释吗？\n\n说明: \n你能再解释吗？\n\n说明: \n你能再解释吗？", "你能再解释吗？\n\n说明: \n"),
+    (
+        "你能再解释吗？\n\n说明: \n你能再解释吗？\n\n说明: \n你能再解释吗？",
+        "你能再解释吗？\n\n说明: \n你能再解释吗？\n\n",
+    ),
     ("你好！！\n\n美女美女美女美女美女美女美女美女美女美女", "你好！！\n\n美女"),
     ('长城有多长？\n\nThe answer is "The answer is "The answer is "The answer is "', '长城有多长？\n\nThe answer is "'),
     ("1. 1. 1. 1. 1. 1. 1. 1. 1. 1.", "1. "),
@@ -53,6 +56,18 @@ UNTOUCHED = [
     "The U.S. is a big country. The U.S. has 50 states. It opens at 9 a.m. on Monday. It opens at 9 a.m. daily.",
     "class A:\n    pass\n\nclass B:\n    pass\n**Example:**\nx\n**Example:**\ny\n",
     "Why? ...because it rains. Wait. ...and then it rained. very very very important, no, no, no!",
+    # What the second version cut (a second reading): code, quizzes, worked sums, tables.
+    'case 1:\n  printf("one");\n  break;\ncase 2:\n  printf("two");\n  break;\nwhile (a != b) {}\n- x.com/watch?v=a\n',
+    "1. The sun is a star. True.\n2. The moon is a planet. False.\n3. Water is wet. True.\n",
+    "Check: 3 + 4 = 7. Correct! Then 5 + 2 = 7. Correct! 2 + 2 = 4. 2 × 2 = 4. "
+    "Add salt. Stir well. Add water. Stir well.",
+    "| Free | No | No | No | No |\n| 可燃 | 是 | 是 | 是 | 是 |\n2^5 = 2 x 2 x 2 x 2 x 2\n"
+    "visited = [False, False, False, False, False]",
+    "0xFFFFFFFF, AAAAAAAAAAAA, TTAGGGTTAGGGTTAGGGTTAGGG, 哈哈哈哈哈哈哈哈，好的。"
+    "════════════════════\n^^^^^^^^^^^^^^^^",
+    "Chapter 1 ............... 5\ndef area(self):\n    ...\n\ndef perimeter(self):\n    ...\n",
+    "Look at this!\n![diagram](x.png)\nRun this in Colab!\n!pip install numpy\n",
+    "```python\nx += 1\nx += 1\nx += 1\n```\nDone.",
 ]
 
 

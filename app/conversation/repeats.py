@@ -5,39 +5,51 @@ answered "你好！！\\n\\n！！！\\n\\n你好！！\\n\\n你好！！…" an
 token limit, and "谢谢老师！" got "谢谢" and four hundred "！". Shown and spoken, that is worse
 than a short answer. `Repeats` passes the answer on as it streams, except that:
 
-- a sentence the answer already said ends it (and is not passed on): a model that repeats a
-  sentence word for word is looping, and everything after is the loop. Only sentences closed
-  by their marks count (not lines of code or list items), and one of fewer than `SHORT`
-  letters only right after itself ("P.S. P.S.");
-- the same mark or symbol more than `MAX_RUN` times in a row ends it after `KEEP_RUN` of them
-  (letters, digits and `_ - = * #` never: 300000000, blanks to fill in, Markdown);
-- words said back to back inside a sentence ("美女美女美女美女…", 'The answer is "The answer
-  is "…') end it after their first time: three times for a piece of `LONG` characters or
-  more, four for a shorter one ("very very very" and 1,000,000,000 stay: a piece must hold a
-  letter);
-- the sentence's own closing marks piled up after it ("你好！！\\n\\n！！！") are left out.
+- sentences (or lines) that repeat the one, two or three before them end it, and are not
+  passed on ("A. A.", "A. B. A. B."): a model that says them again is looping, and everything
+  after is the loop. A sentence of `LONG_SENTENCE` letters or more ends it if said anywhere
+  before. Short sentences said again further on ("Correct!", "Stir well.") are an answer's own;
+- the same punctuation mark (or a full-width symbol such as ＃) more than `MAX_RUN` times in a
+  row ends it after `KEEP_RUN` of them;
+- a piece holding letters said back to back inside a sentence ("美女美女美女…", 'The answer
+  is "The answer is "…') ends it after its first time: four times for a piece of `LONG`
+  characters or more, six for a shorter one ("2 x 2 x 2 x 2", "TTAGGG" repeats, table rows
+  and pieces of one letter stay);
+- full-width closing marks piled up after a sentence's own ("你好！！\\n\\n！！！") are left out.
 
-While the sentence being written could still become one already said (its words so far begin
-one), or words it has just said again may be looping, it is held back; the moment it cannot,
-it flows on. Everything else streams unchanged, so the first words reach the voice as soon as
-before. The work per character is constant: this runs on the event loop for every token.
+Fenced code (```) passes untouched. While a sentence could still become one that would end the
+answer (its words so far begin one), or a piece it has just said again may be looping, it is
+held back; the moment it cannot, it flows on. The work per character is constant: this runs on
+the event loop for every token.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from kb.chunking import ABBREVIATIONS
 
 MAX_RUN = 12
 KEEP_RUN = 3
-SHORT = 4
 LONG = 8
+LONG_SENTENCE = 20
 MAX_PERIOD = 40  # the longest piece a loop inside a sentence is looked for as
-_CLOSING = frozenset("。！？!?；;")
-_NEVER_RUNS = frozenset("_-=*#")
+PERIODS = 3  # a loop of up to three sentences
+_FULL_STOPS = frozenset("。！？；")  # end a sentence where they stand
+_LATIN_STOPS = re.compile(r"[.!?]+$")  # end one before a space
+_RUNS = frozenset("！？!?。，、；…")
 _LETTER = re.compile(r"[^\W\d_]")
 _TOKEN = re.compile(r"([A-Za-z.]+)$")
+
+
+def _loops_as_run(char: str) -> bool:
+    return char in _RUNS or ("\uff00" <= char <= "\uffef" and not char.isalnum())
+
+
+def _key(sentence: str) -> str:
+    """What a sentence says, for telling a repeat: its characters but spaces and punctuation."""
+    return "".join(c for c in sentence.lower() if not c.isspace() and not unicodedata.category(c).startswith("P"))
 
 
 class Repeats:
@@ -47,9 +59,12 @@ class Repeats:
 
     def __init__(self) -> None:
         self.said: set[str] = set()  # the words of the long closed sentences so far
-        self.last = ""  # the words of the sentence before
+        self.keys: list[str] = []  # what each closed sentence said, in order
+        self.recent: list[str] = []  # the words of the last `PERIODS` sentences
         self.left_out = 0
         self.looped = False
+        self.code = False  # inside a fenced code block
+        self.line = ""  # the line being written, for its fences
         self._start()
 
     def _start(self) -> None:
@@ -58,8 +73,8 @@ class Repeats:
         self.passed = 0  # passed on up to here
         self.words = ""  # its letters and digits, lower case, up to its end
         self.end: int | None = None  # just past its closing marks, or its line
-        self.marks = ""  # the closing marks it ended with: "" for a line's end
-        self.candidates = [*self.said, self.last] if self.last else list(self.said)  # it may be repeating
+        self.full = ""  # the full-width marks it ended with: more of them after it are dropped
+        self.candidates = [*self.said, *self.recent]  # what it may be repeating
         self.run = 0  # how many times in a row its last character came
         self.echoes = [0] * (MAX_PERIOD + 1)  # per length p: its last characters equal to those p before
 
@@ -75,33 +90,49 @@ class Repeats:
             self.left_out += 1
             return ""
         out = ""
-        # After its end, a sentence goes on with spaces, more marks right after its own ("?!")
-        # and its own marks again ("！！\n\n！！！", dropped); anything else begins the next.
-        closing = char in _CLOSING and (self.end == len(self.text) or char in self.marks)
-        if self.end is not None and not char.isspace() and not closing:
+        if self.code:
+            out = self._close() if self.text else ""
+            if self.looped:
+                self.left_out += 1
+                return out
+            self._fence(char)
+            return out + char
+        # After its end, a sentence goes on with spaces and its own full-width marks.
+        if self.end is not None and not char.isspace() and char not in self.full:
             out = self._close()
             if self.looped:
                 self.left_out += 1
                 return out
-        elif self.end is None and char.isspace() and self.text.endswith(".") and self._dot_ends(char):
-            self.end, self.marks = len(self.text), "."
+        elif self.end is None and char.isspace() and (stops := _LATIN_STOPS.search(self.text[-8:])):
+            if stops.group() != "." or self._dot_ends(char):
+                self.end = len(self.text)
         previous = self.text[-1:]
         self.text += char
+        self._fence(char)
         n = len(self.text)
         if self.end is None:
-            if char in _CLOSING or char == "\n":
-                self.end, self.marks = n, char.strip()
+            if char in _FULL_STOPS or char == "\n":
+                self.end, self.full = n, char.strip()
             elif char.isalnum():
                 self.words += char.lower()
                 at = len(self.words) - 1
                 self.candidates = [c for c in self.candidates if len(c) > at and c[at] == self.words[at]]
-        elif char in _CLOSING and self.end == n - 1:
-            self.end, self.marks = n, self.marks + char  # "?!", "！！": one sentence's marks
+        elif char in _FULL_STOPS and self.end == n - 1:
+            self.end, self.full = n, self.full + char  # "！！": one sentence's marks
         self.run = self.run + 1 if char == previous else 1
-        if self.run > MAX_RUN and not char.isalnum() and not char.isspace() and char not in _NEVER_RUNS:
+        if self.run > MAX_RUN and _loops_as_run(char):
             return out + self._loop(n - self.run + KEEP_RUN)
         cut = self._echo(n)
         return out + (self._loop(cut) if cut is not None else self._pass())
+
+    def _fence(self, char: str) -> None:
+        """Follows the lines for ``` fences: code inside them passes untouched."""
+        if char != "\n":
+            self.line += char
+            return
+        if self.line.lstrip().startswith("```"):
+            self.code = not self.code
+        self.line = ""
 
     def _dot_ends(self, space: str) -> bool:
         """Whether the "." just written ends the sentence, `space` coming after it: not after
@@ -112,16 +143,20 @@ class Repeats:
         token = found.group(1).lower() if found else ""
         return not (token in ABBREVIATIONS or len(token) == 1 or "." in token)
 
+    def _looping_piece(self, first: int, p: int) -> bool:
+        """Whether the piece of `p` characters before `first`, said again right after itself, may
+        be a loop: it holds a letter, is not one letter over and over, and is not a table's."""
+        piece = self.text[first - p : first]
+        return bool(_LETTER.search(piece)) and len(set(piece)) > 1 and "|" not in piece
+
     def _echo(self, n: int) -> int | None:
         """Counts the last character's echoes; where the sentence now ends in a piece said back
         to back often enough to be a loop, the length that keeps it once."""
         text, loop = self.text, None
         for p in range(2, min(MAX_PERIOD, n - 1) + 1):
             self.echoes[p] = self.echoes[p] + 1 if text[-1] == text[-1 - p] else 0
-            if self.echoes[p] + p >= p * (3 if p >= LONG else 4):
-                first = n - self.echoes[p]
-                if _LETTER.search(text, first - p, first):
-                    loop = max(loop or 0, first)
+            if self.echoes[p] + p >= p * (4 if p >= LONG else 6) and self._looping_piece(n - self.echoes[p], p):
+                loop = max(loop or 0, n - self.echoes[p])
         return loop
 
     def _pass(self) -> str:
@@ -131,10 +166,10 @@ class Repeats:
             return ""
         n = len(self.text)
         upto = n if self.end is None else self.end
-        if self.run > KEEP_RUN and not self.text[-1].isalnum():  # a run that may not end
+        if self.run > KEEP_RUN and _loops_as_run(self.text[-1]):  # a run that may not end
             upto = min(upto, n - self.run + KEEP_RUN)
         for p in range(2, min(MAX_PERIOD, n - 1) + 1):
-            if self.echoes[p] and _LETTER.search(self.text, n - self.echoes[p] - p, n - self.echoes[p]):
+            if self.echoes[p] and self._looping_piece(n - self.echoes[p], p):
                 upto = min(upto, n - self.echoes[p])  # said again right after itself: may loop
         if upto <= self.passed:
             return ""
@@ -150,23 +185,32 @@ class Repeats:
         self._start()
         return release
 
+    def _repeats(self, key: str, words: str) -> bool:
+        """Whether the sentence ends a loop: it and the one or two before it repeat those before
+        them, or it is a long one said already."""
+        keys = [*self.keys, key]
+        periodic = any(keys[-k:] == keys[-2 * k : -k] for k in range(1, PERIODS + 1) if len(keys) >= 2 * k)
+        return periodic or (len(words) >= LONG_SENTENCE and words in self.said)
+
     def _close(self) -> str:
         """The sentence is complete: what is left of it and the spaces after its marks (the
-        marks piled there dropped), or nothing if it repeats one or is nothing but marks."""
-        text, words, marks = self.text, self.words, self.marks
+        marks piled there dropped), or nothing if it ends a loop or is nothing but marks."""
+        text, words = self.text, self.words
         upto = len(text) if self.end is None else self.end
-        repeat = marks and words and (words == self.last if len(words) < SHORT else words in self.said)
-        if repeat or not text.strip().strip("".join(_CLOSING) + "."):
+        key = _key(text[:upto])
+        repeat = bool(words) and self._repeats(key, words)
+        if repeat or not text.strip().strip("".join(_FULL_STOPS) + "!?"):
             self.left_out += len(text) - self.passed
-            self.looped = bool(repeat)
+            self.looped = repeat
             self._start()
             return ""
         space = re.match(r"\s*", text[upto:]).group()  # type: ignore[union-attr]
         out = text[self.passed : upto] + space
         self.left_out += len(text) - self.passed - len(out)
         if words:
-            self.last = words
-            if marks and len(words) >= SHORT:
+            self.keys.append(key)
+            self.recent = [*self.recent, words][-PERIODS:]
+            if len(words) >= LONG_SENTENCE:
                 self.said.add(words)
         self._start()
         return out

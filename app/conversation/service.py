@@ -36,7 +36,7 @@ from app.conversation.frames import (
     VideoOut,
 )
 from app.conversation.pipeline import Pipeline, Stage
-from app.conversation.prompt import ALL_SAID, MORE, NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
+from app.conversation.prompt import NOT_COVERED, StoredMessage, fit_prompt, said, system_prompt
 from app.conversation.sessions import SessionInfo
 from app.conversation.stages import Animate, Begin, Check, Generate, KeepLanguage, Recognise, Sentences, Speak
 from app.core.db import Database, MessageRow, SessionRow, utcnow
@@ -319,7 +319,7 @@ class ConversationService:
         if self.engines.llm.name == "local" and (reply := talk.small_talk_reply(text, tutor)):
             return [started, AnswerText(reply, engine="set phrase")]
         if kb_ids and not self._phrases() and talk.is_conversation(text) and not talk.small_talk(text):
-            return [started, self._more(session.id, chat_id, kb_ids, tutor.language)]
+            return [started, self._more(session.id, chat_id, kb_ids, text, tutor.language)]
         options = GenerationOptions(
             model=settings.llm_model_for(tutor.id, tutor.llm_model),
             temperature=tutor.temperature if tutor.temperature is not None else settings.llm_temperature,
@@ -361,18 +361,12 @@ class ConversationService:
         ground = lambda q: self._kbs.ground(kb_ids, q, self._settings.kb_top_k)  # noqa: E731
         return talk.ground_in_context(ground, talk.plainly(text), topic)
 
-    def _more(self, session_id: str, chat_id: str, kb_ids: list[str], language: str) -> AnswerText:
-        """A request about the last answer where the model may not phrase the material ("再解释
-        一下", "give an example"): more of what the last answer quoted, cited; else the decline."""
-        search = lambda text: self._kbs.search(kb_ids, text, self._settings.kb_top_k)  # noqa: E731
-        found = talk.more_of_last(self._recent(session_id, chat_id, MORE_EXCHANGES), search)
-        if not found or not found[0]:
-            reason = "the last answer quoted nothing" if found is None else "its passage says nothing more"
-            text = said(NOT_COVERED if found is None else ALL_SAID, language)
-            return AnswerText(text, engine="grounding", grounding={"answered": False, "reason": reason})
-        cited = [{**found[1], "n": 1, "snippet": found[0]}]
-        more = {"answered": True, "style": "more"}
-        return AnswerText(said(MORE, language) + found[0], cited, engine="quoted", grounding=more)
+    def _more(self, session_id: str, chat_id: str, kb_ids: list[str], text: str, language: str) -> AnswerText:
+        """A request about the last answer where the model may not phrase the material (`talk.more_answer`)."""
+        search = lambda query: self._kbs.search(kb_ids, query, self._settings.kb_top_k)  # noqa: E731
+        recent = self._recent(session_id, chat_id, MORE_EXCHANGES)
+        said_, cited, grounding = talk.more_answer(text, recent, search, language)
+        return AnswerText(said_, cited, engine="quoted" if cited else "grounding", grounding=grounding)
 
     async def foresee(self, session: SessionInfo, chat_id: str, text: str) -> None:
         """Begin the answer to words the turn is held on (they sounded unfinished, or only

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.conversation.prompt import said
+from app.conversation.prompt import ALL_SAID, MORE, NOT_COVERED, said
 from app.core.errors import NotFound
 from app.speech.sentences import rejoin
 from kb.chunking import split_sentences
@@ -38,17 +38,18 @@ if TYPE_CHECKING:
 # Small talk, by what it calls for; a message is small talk when it is nothing else ("Hi
 # there!", "Thanks, that helps.", "好的，谢谢老师！", "OK bye"). First kind found wins.
 _SOCIAL = {
-    "farewell": "bye|goodbye|bye-bye|see you|see you later|see you soon|good night|goodnight|"
-    "再见|再見|拜拜|晚安|下次见|下次見",
-    "thanks": "thanks|thank you|thank|thx|many thanks|谢谢|謝謝|多谢|多謝|感谢|感謝|谢啦",
-    "greeting": "hi|hello|hey|good morning|good afternoon|good evening|"
-    "你好|您好|嗨|哈喽|哈囉|早上好|下午好|晚上好|老师好|老師好|大家好",
-    "ok": "ok|okay|great|cool|nice|got it|i see|yes|no|sure|good|alright|all right|understood|no problem|"
-    "好的|好|明白了|明白|知道了|懂了|嗯|是的|是|不是|对|對|没问题|沒問題",
+    "farewell": "bye|goodbye|bye-bye|see you|see you later|see you soon|see you tomorrow|good night|goodnight|"
+    "再见|再見|拜拜|晚安|下次见|下次見|明天见",
+    "thanks": "thanks|thank you|thank u|thank|thx|many thanks|谢谢|謝謝|多谢|多謝|感谢|感謝|谢啦|谢了|辛苦了",
+    "greeting": "hi|hello|hey|good morning|good afternoon|good evening|how are you|"
+    "你好|您好|你好吗|嗨|哈喽|哈囉|早上好|下午好|晚上好|早安|老师好|老師好|老师早|大家好",
+    "ok": "ok|okay|great|cool|nice|awesome|got it|i see|i understand|i understand now|yes|yeah|yep|yes please|"
+    "no|sure|good|alright|all right|understood|no problem|oh|"
+    "好的|好|好吧|明白了|明白|知道了|懂了|嗯|是的|是|不是|对|對|没问题|沒問題|没事|不用了",
 }
 _FILLER = (
     "there|everyone|all|so much|a lot|very much|that helps|that's helpful|that is helpful|it's clear|"
-    "teacher|sir|miss|you|老师|老師|啊|呀|哦|哈|了|啦"
+    "teacher|sir|miss|you|老师|老師|你|您|我|啊|呀|哦|哈|了|啦"
 )
 _PHRASES = {phrase: kind for kind, phrases in _SOCIAL.items() for phrase in phrases.split("|")}
 _PHRASES.update({phrase: "" for phrase in _FILLER.split("|")})
@@ -83,7 +84,7 @@ def small_talk(text: str) -> str | None:
     """What kind of small talk the message is ("greeting", "thanks", "farewell", "ok"), or None.
     Read phrase by phrase over the positions it can reach (no regex backtracking: "老师好" is
     老师好 or 老师 + 好); "OK?" and "是不是？" ask something and are not small talk."""
-    text = text.strip().lower()
+    text = unicodedata.normalize("NFKC", text).strip().lower()  # "ＯＫ" from a Chinese keyboard
     if len(text) > 80:
         return None
     reached: dict[int, set[str]] = {_skip(text, 0): set()}
@@ -97,7 +98,7 @@ def small_talk(text: str) -> str | None:
                 reached.setdefault(_skip(text, end), set()).update(reached[at] | ({kind} - {""}))
     kinds = reached.get(len(text))
     kind = next((k for k in _KIND_ORDER if kinds and k in kinds), None)
-    return None if kind == "ok" and text.endswith(("?", "？")) else kind
+    return None if kind == "ok" and ("?" in text or "？" in text) else kind
 
 
 def _skip(text: str, at: int) -> int:
@@ -121,51 +122,72 @@ def small_talk_reply(text: str, tutor: Tutor) -> str | None:
 
 # The whole message is a nudge about the last answer.
 _NUDGE = re.compile(
-    r"^\W*(why|how|really|more|again|tell me more|go on|continue|and then|what do you mean|example|"
-    r"(give|show) (me )?(an|another) example( of (that|this|it))?|为什么|怎么|真的吗|然后呢|继续|还有呢|比如呢)\W*$",
+    r"^\W*(why|how|really|more|again|tell me more|go on|continue|and then|what do you mean|example|for example|"
+    r"(give|show) (me )?(an|another) example( of (that|this|it))?( please)?|more please|keep going|explain more|"
+    r"huh|what|pardon|what did you say|repeat please|come again|"
+    r"为什么|为什么呢|为啥|怎么|真的吗|然后呢|继续|继续说|接着说|还有呢|还有吗|比如呢|例如|有例子吗|具体(一)?点)\W*$",
     re.IGNORECASE,
 )
 # The message asks to hear the last answer differently.
 _AGAIN = re.compile(
     r"\b(explain|say|put|tell|describe) (it|that|this)\b.{0,20}\b(again|simpl|easier|differently|another way)|"
     r"\b(more simply|simpler|in simple (words|terms)|in other words|once more|say that again|repeat (that|it)|"
-    r"i (don't|do not|didn't) (understand|get it)|what do you mean|(can|could) you (elaborate|clarify)|"
+    r"i (still )?(don't|do not|didn't) (really )?(understand|get it)|what do you mean|"
+    r"(can|could) you (elaborate|clarify)|(give|show) (me )?(an|another) example|tell me more|"
     r"summari[sz]e (that|it))\b|"
-    r"再说一遍|再讲一遍|再解释|重复一下|(再|多)(说|讲)(一点|一些|点)|(说|讲)(得)?详细(一)?点|详细(说说|讲讲)|简单(一|一点|一些|点)(说|讲)?|通俗(一点|地)?(说|讲)|举个例子|什么意思|没(听|看)懂|不明白|不懂|"
-    r"换(个|一种)(说法|方式)",
+    r"再说一遍|再讲一遍|再解释|重复一下|(再|多)(说|讲)(一点|一些|点)|(说|讲)(得)?详细(一)?点|详细(一)?点|详细(说说|讲讲)|"
+    r"简单(一|一点|一些|点)(说|讲)?|通俗(一点|地)?(说|讲)|举个例子|什么意思|没(太)?(听|看)?懂|(不太|不)(明白|懂)|"
+    r"有点不懂|再讲讲|换(个|一种)(说法|方式)",
     re.IGNORECASE,
 )
-
-
+# The message asks to hear the last answer again, as it was.
+_REPEAT = re.compile(
+    r"\b(say (that|it) again|repeat (that|it|please)|pardon|what did you say|come again|once more)\b|"
+    r"再说一遍|再讲一遍|重复一下|再说一次|没听(清|到)",
+    re.IGNORECASE,
+)
 # What a request about the last answer says besides the request: "Can you explain that more
-# simply?", "你能再解释一下吗？". Any other word makes it a question about the material
+# simply?", "老师，你能再解释一下吗？". Any other word makes it a question about the material
 # ("What do you mean by osmosis?", "光合作用是什么意思？").
 _REQUEST_WORDS = frozenset(
     "can could would will you please me it that this again explain say put tell describe more simply simpler "
-    "simple easier in other words terms once what do does mean i don't dont do not understand get differently "
-    "another way repeat clarify elaborate summarize summarise a an the sorry still".split()
+    "simple easier in other words terms once what do does mean i don't dont didn't do not understand get "
+    "differently another way repeat clarify elaborate summarize summarise a an the sorry still really give show "
+    "example for keep going slowly slower hmm oh wait but ok okay thanks thank teacher sir miss your answer part "
+    "point sentence first second last one bit little about".split()
 )
 _REQUEST_CHARS = frozenset(
     "你您能可以请再一下吗呢吧啊呀了的这个那它是我不还说讲遍次么什意思懂明白解释简单点些通俗地举例子换种方式法重复没听看多详细得"
+    "给有如啥具体继续接着太老师嗯哦好谢但刚才答案回答句段第一二三慢清楚"
 )
 
 
 # Asking what a word means is asking what it is: the material defines it, it does not say
-# what it "means" ("光合作用是什么意思？" read as "什么是光合作用？").
-_DEFINITIONS = [
-    (re.compile(r"^\s*(.+?)\s*(?:是什么意思|是指什么|指的是什么)\s*[？?]?\s*$"), r"什么是\1？"),
-    (re.compile(r"^\s*what do you mean by\s+(.+?)\s*\??\s*$", re.IGNORECASE), r"What is \1?"),
-    (re.compile(r"^\s*what does\s+(.+?)\s+mean\s*\??\s*$", re.IGNORECASE), r"What is \1?"),
-]
+# what it "means" ("光合作用是什么意思？" read as "什么是光合作用？"). Read without a regex: a
+# pattern over a 4,000-character question took minutes, holding the GIL.
+_MEANS_ZH = ("是什么意思", "是指什么", "指的是什么")
+_POINTING = frozenset("这 那 它 这个 那个 这句 这句话 这段 那句话 你的意思 你说的".split())
 
 
 def plainly(question: str) -> str:
     """The question as the material answers it: "X是什么意思？" as "什么是X？", "What does X
-    mean?" as "What is X?"; any other as it is."""
-    for asking, plain in _DEFINITIONS:
-        if asking.match(question):
-            return asking.sub(plain, question)
-    return question
+    mean?" as "What is X?"; any other (and "这句话是什么意思？") as it is."""
+    asked = " ".join(question.split()).rstrip("？?呢 ")
+    lower = asked.lower()
+    subject = ""
+    if ending := next((e for e in _MEANS_ZH if asked.endswith(e)), ""):
+        subject = asked[: -len(ending)].strip(" ，,")
+        return question if not subject or subject in _POINTING else f"什么是{subject}？"
+    if lower.startswith("what do you mean by "):
+        subject = asked[len("what do you mean by ") :]
+    elif lower.startswith("what does ") and lower.endswith(" mean"):
+        subject = asked[len("what does ") : -len(" mean")]
+    return f"What is {subject.strip()}?" if subject.strip() else question
+
+
+def asks_again(text: str) -> bool:
+    """Whether the request is to hear the last answer again, as it was ("再说一遍", "Pardon?")."""
+    return bool(_REPEAT.search(text))
 
 
 def is_conversation(text: str) -> bool:
@@ -302,44 +324,54 @@ def course_words(kbs: KnowledgeBases, kb_ids: list[str]) -> list[str]:
     return titles + kbs.headings(kb_ids)
 
 
-def more_of_last(
-    recent: Iterable[tuple[str, str, dict[str, Any] | None]], search: Callable[[str], list[Passage]]
-) -> tuple[str, dict[str, Any]] | None:
-    """More of what the chat's last answer about the material quoted (`recent` newest first:
-    role, text, meta), from the passage `search` finds it in, leaving out what the recent
-    answers quoted already; and the source it cited. None where it cited nothing; "" where the
-    passage has nothing more to say."""
-    answers = [meta or {} for role, _, meta in recent if role == "assistant"]
-    last = next((meta for meta in answers if "grounding" in meta), {})  # not small talk's
-    source = next(iter(last.get("sources") or []), None)
-    if not isinstance(source, dict) or not source.get("snippet"):
-        return None
-    quoted = [
-        s["snippet"] for meta in answers for s in meta.get("sources") or [] if isinstance(s, dict) and "snippet" in s
+def more_answer(
+    text: str, recent: Iterable[tuple[str, str, Any]], search: Callable[[str], list[Passage]], language: str
+) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """A request about the last answer to a tutor that quotes its material, answered from it:
+    (what the tutor says, what it cites, its grounding). The last answer about the material
+    (`recent` newest first: role, text, meta; small talk and "nothing more" passed over) again
+    where asked ("再说一遍"); else the next sentences of its passage that the chat has not
+    quoted; "that is all the notes say" where none is left; the decline where it quoted nothing."""
+    answers = [
+        (content, meta if isinstance(meta, dict) else {}) for role, content, meta in recent if role == "assistant"
     ]
-    more = next((m for p in search(source["snippet"]) if (m := more_of(source["snippet"], p.text, quoted))), "")
-    return more, source
+    about = [
+        (c, m) for c, m in answers if "grounding" in m and (m.get("sources") or m["grounding"].get("style") != "more")
+    ]
+    content, meta = about[0] if about else ("", {})
+    sources = [s for s in meta.get("sources") or [] if isinstance(s, dict) and s.get("snippet")]
+    if not sources:
+        return said(NOT_COVERED, language), [], {"answered": False, "reason": "the last answer quoted nothing"}
+    if asks_again(text):
+        return content, sources, {"answered": True, "style": "again"}
+    quoted = [
+        s["snippet"] for _, m in answers for s in m.get("sources") or [] if isinstance(s, dict) and s.get("snippet")
+    ]
+    snippet = sources[0]["snippet"]
+    found = [m for p in search(snippet) if (m := more_of(snippet, p.text, quoted)) is not None]
+    if not found or not found[0]:
+        reason = "its passage says nothing more" if found else "its passage is no longer in the material"
+        return said(ALL_SAID, language), [], {"answered": False, "style": "more", "reason": reason}
+    return (
+        said(MORE, language) + found[0],
+        [{**sources[0], "n": 1, "snippet": found[0]}],
+        {"answered": True, "style": "more"},
+    )
 
 
-def more_of(snippet: str, passage: str, quoted: Iterable[str] = (), sentences: int = 2) -> str:
+def more_of(snippet: str, passage: str, quoted: Iterable[str] = (), sentences: int = 2) -> str | None:
     """What `passage` says beyond the `snippet` it holds and the other `quoted` text: the
-    sentences after the snippet, or before it where nothing new follows; "" if the passage
-    does not hold the snippet or says nothing new."""
+    sentences after the snippet's, or before them where nothing new follows; "" if nothing new
+    is left; None if the passage does not hold the snippet."""
     parts, target = split_sentences(passage), _squash(snippet)
-    said = [_squash(q) for q in quoted]
-    for first, part in enumerate(parts):
-        last, joined = first, _squash(part)
-        while target.startswith(joined) and joined != target and last + 1 < len(parts):
-            last += 1
-            joined += _squash(parts[last])
-        if joined != target:
-            continue
-        new = [i for i, p in enumerate(parts) if re.search(r"\w", p) and not any(_squash(p) in q for q in said)]
-        new = [i for i in new if i not in range(first, last + 1) and parts[i].rstrip("”’」』）)\"'").endswith(_ENDS)]
-        after = [i for i in new if i > last][:sentences]
-        chosen = after or [i for i in new if i < first][-sentences:]
-        return rejoin([parts[i] for i in chosen])
-    return ""
+    sentences_at = [i for i, part in enumerate(parts) if part.rstrip("”’」』）)\"'").endswith(_ENDS)]  # not headings
+    held = [i for i in sentences_at if _squash(parts[i]) in target]
+    if not any(target.startswith(_squash(parts[i])) for i in held):
+        return None
+    said_already = [_squash(q) for q in (*quoted, snippet)]
+    new = [i for i in sentences_at if not any(_squash(parts[i]) in q for q in said_already)]
+    chosen = [i for i in new if i > held[-1]][:sentences] or [i for i in new if i < held[0]][-sentences:]
+    return rejoin([parts[i] for i in chosen])
 
 
 _ENDS = tuple(".!?。！？；")
