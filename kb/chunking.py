@@ -32,11 +32,17 @@ def with_heading(text: str, heading: str | None) -> str:
     return f"{heading}\n{text}" if heading else text
 
 
+def word_before(text: str) -> str:
+    """The word (letters and dots) `text` ends with, lower case: what a "." after it may
+    abbreviate ("mr", "e.g", a single letter)."""
+    word = re.search(r"[A-Za-z.]+$", text)
+    return word.group().lower() if word else ""
+
+
 def split_sentences(text: str) -> list[str]:
     cuts = {m.end() for m in _CJK_END.finditer(text)} | {m.start() for m in _BLANK_LINE.finditer(text)}
     for match in _LATIN_END.finditer(text):
-        word = re.search(r"([A-Za-z.]+)$", text[: match.start()])
-        token = word.group(1).lower() if word else ""
+        token = word_before(text[: match.start()])
         if match.group().startswith(".") and (token in ABBREVIATIONS or len(token) == 1):
             continue  # "Mr. Hinx", "J. Smith", "e.g. this"
         cuts.add(match.end())

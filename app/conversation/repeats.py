@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from kb.chunking import ABBREVIATIONS
+from kb.chunking import ABBREVIATIONS, word_before
 
 MAX_RUN = 12
 KEEP_RUN = 3
@@ -40,7 +40,6 @@ _FULL_STOPS = frozenset("。！？；")  # end a sentence where they stand
 _LATIN_STOPS = re.compile(r"[.!?]+$")  # end one before a space
 _RUNS = frozenset("！？!?。，、；…")
 _LETTER = re.compile(r"[^\W\d_]")
-_TOKEN = re.compile(r"([A-Za-z.]+)$")
 
 
 def _loops_as_run(char: str) -> bool:
@@ -77,6 +76,7 @@ class Repeats:
         self.candidates = [*self.said, *self.recent]  # what it may be repeating
         self.run = 0  # how many times in a row its last character came
         self.echoes = [0] * (MAX_PERIOD + 1)  # per length p: its last characters equal to those p before
+        self.held = 0  # where a piece said again right after itself begins its second time
 
     def push(self, piece: str) -> str:
         return "".join(self._add(char) for char in piece)
@@ -139,8 +139,7 @@ class Repeats:
         an abbreviation or a single letter ("Mr.", "U.S.", "a.m."), unless the line ends."""
         if space == "\n":
             return True
-        found = _TOKEN.search(self.text[-12:-1])
-        token = found.group(1).lower() if found else ""
+        token = word_before(self.text[-12:-1])
         return not (token in ABBREVIATIONS or len(token) == 1 or "." in token)
 
     def _looping_piece(self, first: int, p: int) -> bool:
@@ -151,12 +150,15 @@ class Repeats:
 
     def _echo(self, n: int) -> int | None:
         """Counts the last character's echoes; where the sentence now ends in a piece said back
-        to back often enough to be a loop, the length that keeps it once."""
-        text, loop = self.text, None
+        to back often enough to be a loop, the length that keeps it once. Notes in `held` where
+        a piece said again right after itself begins its second time (it may be looping)."""
+        text, loop, self.held = self.text, None, n
         for p in range(2, min(MAX_PERIOD, n - 1) + 1):
-            self.echoes[p] = self.echoes[p] + 1 if text[-1] == text[-1 - p] else 0
-            if self.echoes[p] + p >= p * (4 if p >= LONG else 6) and self._looping_piece(n - self.echoes[p], p):
-                loop = max(loop or 0, n - self.echoes[p])
+            self.echoes[p] = echoes = self.echoes[p] + 1 if text[-1] == text[-1 - p] else 0
+            if echoes and self._looping_piece(n - echoes, p):
+                self.held = min(self.held, n - echoes)
+                if echoes + p >= p * (4 if p >= LONG else 6):
+                    loop = max(loop or 0, n - echoes)
         return loop
 
     def _pass(self) -> str:
@@ -168,9 +170,7 @@ class Repeats:
         upto = n if self.end is None else self.end
         if self.run > KEEP_RUN and _loops_as_run(self.text[-1]):  # a run that may not end
             upto = min(upto, n - self.run + KEEP_RUN)
-        for p in range(2, min(MAX_PERIOD, n - 1) + 1):
-            if self.echoes[p] and self._looping_piece(n - self.echoes[p], p):
-                upto = min(upto, n - self.echoes[p])  # said again right after itself: may loop
+        upto = min(upto, self.held)  # said again right after itself: may loop
         if upto <= self.passed:
             return ""
         out, self.passed = self.text[self.passed : upto], upto

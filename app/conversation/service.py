@@ -306,8 +306,8 @@ class ConversationService:
         voice = self._voice(tutor)
         kb_ids = self._kb_ids(tutor, session)
         foreseen = self._take_foreseen(session.id, chat_id, text, voice)
-        grounding = None
-        if kb_ids and not talk.is_conversation(text):
+        grounding, conversation = None, talk.is_conversation(text)
+        if kb_ids and not conversation:
             grounding = foreseen.grounding if foreseen else self._ground(session.id, chat_id, kb_ids, text)
         started = TurnStarted(voice, avatar, tutor.language, foreseen.spoken if foreseen else {})
         limit = settings.history_max_messages
@@ -318,7 +318,7 @@ class ConversationService:
             return [started, answer]
         if self.engines.llm.name == "local" and (reply := talk.small_talk_reply(text, tutor)):
             return [started, AnswerText(reply, engine="set phrase")]
-        if kb_ids and not self._phrases() and talk.is_conversation(text) and not talk.small_talk(text):
+        if kb_ids and not self._phrases() and conversation and not talk.small_talk(text):
             return [started, self._more(session.id, chat_id, kb_ids, text, tutor.language)]
         options = GenerationOptions(
             model=settings.llm_model_for(tutor.id, tutor.llm_model),
