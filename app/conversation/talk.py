@@ -339,14 +339,12 @@ def more_answer(
         (c, m) for c, m in answers if "grounding" in m and (m.get("sources") or m["grounding"].get("style") != "more")
     ]
     content, meta = about[0] if about else ("", {})
-    sources = [s for s in meta.get("sources") or [] if isinstance(s, dict) and s.get("snippet")]
+    sources = _cited(meta)
     if not sources:
         return said(NOT_COVERED, language), [], {"answered": False, "reason": "the last answer quoted nothing"}
     if asks_again(text):
         return content, sources, {"answered": True, "style": "again"}
-    quoted = [
-        s["snippet"] for _, m in answers for s in m.get("sources") or [] if isinstance(s, dict) and s.get("snippet")
-    ]
+    quoted = [source["snippet"] for _, m in answers for source in _cited(m)]
     snippet = sources[0]["snippet"]
     found = [m for p in search(snippet) if (m := more_of(snippet, p.text, quoted)) is not None]
     if not found or not found[0]:
@@ -357,6 +355,11 @@ def more_answer(
         [{**sources[0], "n": 1, "snippet": found[0]}],
         {"answered": True, "style": "more"},
     )
+
+
+def _cited(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored answer's sources that quote the material."""
+    return [s for s in meta.get("sources") or [] if isinstance(s, dict) and s.get("snippet")]
 
 
 def more_of(snippet: str, passage: str, quoted: Iterable[str] = (), sentences: int = 2) -> str | None:
